@@ -1,0 +1,1 @@
+"""calora.export: arrives with its issue (see the tracker)."""

@@ -1,0 +1,1 @@
+"""calora.targets: arrives with its issue (see the tracker)."""

@@ -1,0 +1,247 @@
+"""Apply a `CompressionSpec` to a sequence-classification model's backbone, in place.
+
+Only the backbone (``model.<base_model_prefix>``) is compressed: the task head is part of each
+task's adapter. Every ``nn.Linear`` of the backbone is compressed; recovery modules later sit
+beside exactly these layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+from .errors import BackboneError
+from .quant import QuantEmbedding, QuantLinear
+from .spec import CompressionSpec, EmbeddingQuant, QuantScheme, SparsityPattern
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    prefix = getattr(model, "base_model_prefix", "")
+    backbone = getattr(model, prefix, None) if prefix else None
+    if backbone is None:
+        raise BackboneError(f"{type(model).__name__} has no backbone attribute (base_model_prefix={prefix!r})")
+    return backbone
+
+
+def backbone_prefix(model: nn.Module) -> str:
+    return model.base_model_prefix
+
+
+def compressible_linears(model: nn.Module) -> list[str]:
+    """Full names (relative to `model`) of the backbone's linear layers, in module order."""
+    prefix = backbone_prefix(model)
+    names = []
+    for name, module in backbone_of(model).named_modules():
+        if isinstance(module, (nn.Linear, QuantLinear)) or _is_bnb_linear(module):
+            names.append(f"{prefix}.{name}")
+    return names
+
+
+def _is_bnb_linear(module: nn.Module) -> bool:
+    cls = type(module).__name__
+    return cls in ("Linear4bit", "Linear8bitLt")
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+# ---- pruning ------------------------------------------------------------------------------------
+def magnitude_mask(weight: torch.Tensor, sparsity: float, pattern: SparsityPattern) -> torch.Tensor:
+    """Boolean keep-mask. Ties are broken by position (stable sort), so the mask is deterministic."""
+    w = weight.detach().abs().float()
+    if pattern == SparsityPattern.SEMI_2_4:
+        out_f, in_f = w.shape
+        if in_f % 4:
+            raise BackboneError(f"2:4 sparsity needs in_features divisible by 4, got {in_f}")
+        groups = w.reshape(out_f, in_f // 4, 4)
+        order = torch.argsort(groups, dim=-1, descending=True, stable=True)
+        keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, order[..., :2], True)
+        return keep.reshape(out_f, in_f)
+    k = int(round(sparsity * w.numel()))
+    keep = torch.ones(w.numel(), dtype=torch.bool)
+    if k:
+        order = torch.argsort(w.flatten(), stable=True)
+        keep[order[:k]] = False
+    return keep.reshape(w.shape)
+
+
+def _prune_ffn(model: nn.Module, fraction: float) -> int:
+    """Remove the lowest-scoring FFN channels in every layer (same count per layer). Returns the
+    new intermediate size. Score of channel j: ||W_in[j, :]|| * ||W_out[:, j]||."""
+    new_size = None
+    for module in backbone_of(model).modules():
+        if hasattr(module, "gate_proj") and hasattr(module, "up_proj") and hasattr(module, "down_proj"):
+            ins, out = [module.gate_proj, module.up_proj], module.down_proj
+            owners = [(module, "gate_proj"), (module, "up_proj")]
+            out_owner = (module, "down_proj")
+        elif hasattr(module, "intermediate") and hasattr(module, "output") and hasattr(module.intermediate, "dense"):
+            ins, out = [module.intermediate.dense], module.output.dense
+            owners = [(module.intermediate, "dense")]
+            out_owner = (module.output, "dense")
+        else:
+            continue
+        width = out.weight.shape[1]
+        keep_n = width - int(round(fraction * width))
+        score = out.weight.detach().float().norm(dim=0)
+        for lin in ins:
+            score = score * lin.weight.detach().float().norm(dim=1)
+        keep = torch.sort(torch.argsort(score, descending=True, stable=True)[:keep_n]).values
+        for (owner, attr), lin in zip(owners, ins):
+            setattr(owner, attr, _slice_linear(lin, rows=keep))
+        setattr(out_owner[0], out_owner[1], _slice_linear(out, cols=keep))
+        new_size = keep_n
+    if new_size is None:
+        raise BackboneError("ffn pruning: no BERT-style or Llama-style FFN blocks found in this backbone")
+    return new_size
+
+
+def _slice_linear(lin: nn.Linear, rows=None, cols=None) -> nn.Linear:
+    w = lin.weight.detach()
+    b = None if lin.bias is None else lin.bias.detach()
+    if rows is not None:
+        w, b = w[rows], (None if b is None else b[rows])
+    if cols is not None:
+        w = w[:, cols]
+    new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype, device=w.device)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if b is not None:
+            new.bias.copy_(b)
+    return new
+
+
+def _prune_heads(model: nn.Module, fraction: float) -> None:
+    backbone = backbone_of(model)
+    if not hasattr(backbone, "prune_heads") or not hasattr(backbone, "encoder"):
+        raise BackboneError(f"heads pruning supports BERT-family backbones only, not {type(backbone).__name__}")
+    n_heads = model.config.num_attention_heads
+    head_dim = model.config.hidden_size // n_heads
+    remove_n = int(round(fraction * n_heads))
+    if remove_n >= n_heads:
+        raise BackboneError(f"heads pruning of {fraction} would remove all {n_heads} heads")
+    plan = {}
+    for i, layer in enumerate(backbone.encoder.layer):
+        v = layer.attention.self.value.weight.detach().float().reshape(n_heads, head_dim, -1)
+        o = layer.attention.output.dense.weight.detach().float().reshape(-1, n_heads, head_dim)
+        score = v.flatten(1).norm(dim=1) * o.transpose(0, 1).flatten(1).norm(dim=1)
+        plan[i] = sorted(torch.argsort(score, stable=True)[:remove_n].tolist())
+    backbone.prune_heads(plan)
+
+
+# ---- the whole spec -----------------------------------------------------------------------------
+@torch.no_grad()
+def compress_model(model: nn.Module, spec: CompressionSpec) -> nn.Module:
+    """Compress `model`'s backbone in place (structured pruning, magnitude pruning, quantization)
+    and return it. The model should be in float32 on CPU; bnb formats quantize on `.to(device)`."""
+    if spec.prune_heads:
+        _prune_heads(model, spec.prune_heads)
+    if spec.prune_ffn:
+        model.config.intermediate_size = _prune_ffn(model, spec.prune_ffn)
+    for name in compressible_linears(model):
+        lin = model.get_submodule(name)
+        if spec.sparsity:
+            lin.weight.mul_(magnitude_mask(lin.weight, spec.sparsity, spec.sparsity_pattern))
+        if spec.quant in (QuantScheme.INT4, QuantScheme.INT8):
+            try:
+                new = QuantLinear.from_linear(lin, spec.quant.bits, spec.group_size, spec.act_quant)
+            except ValueError as exc:
+                raise BackboneError(f"cannot quantize {name}: {exc}") from None
+            set_module(model, name, new)
+        elif spec.quant.is_bnb:
+            set_module(model, name, _to_bnb(lin, spec.quant))
+    if spec.embeddings == EmbeddingQuant.INT8:
+        emb = model.get_input_embeddings()
+        for name, module in model.named_modules():
+            if module is emb:
+                set_module(model, name, QuantEmbedding(emb))
+                break
+    for p in backbone_of(model).parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _to_bnb(lin: nn.Linear, scheme: QuantScheme) -> nn.Module:
+    import bitsandbytes as bnb  # only bnb specs need it
+
+    has_bias = lin.bias is not None
+    if scheme == QuantScheme.NF4:
+        new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=has_bias,
+                                compute_dtype=torch.float32, quant_type="nf4")
+        new.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False, quant_type="nf4")
+    else:
+        new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=has_bias, has_fp16_weights=False)
+        new.weight = bnb.nn.Int8Params(lin.weight.data.clone(), requires_grad=False, has_fp16_weights=False)
+    if has_bias:
+        new.bias = nn.Parameter(lin.bias.data.clone(), requires_grad=False)
+    return new
+
+
+# ---- what it costs and who it is ----------------------------------------------------------------
+def _stored_tensors(model: nn.Module):
+    """(name, tensor) pairs that define the compressed backbone, in a fixed order."""
+    prefix = backbone_prefix(model)
+    for name, t in sorted(backbone_of(model).state_dict().items()):
+        if ".lora_" in name or ".recovery." in name:
+            continue  # adapters are not the backbone
+        yield f"{prefix}.{name.replace('.base_layer.', '.')}", t
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the compressed backbone's stored tensors (names, dtypes, shapes, bytes).
+
+    Adapters record it; export and validation refuse an adapter whose backbone differs."""
+    h = hashlib.sha256()
+    for name, t in _stored_tensors(model):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def stored_size(model: nn.Module, spec: CompressionSpec) -> dict[str, int]:
+    """Bytes a target stores for the backbone, counted per tensor in its deployed format.
+
+    ``dense``: integer codes packed at their bit width (pruned zeros stored as codes, as XNNPACK and
+    ORT do) + float32 scales + everything else in float32. ``sparse``: the same, but pruned layers
+    stored as a 1-bit mask + non-zero codes (Core ML's sparse format). ``fp32``: the uncompressed
+    size of the same tensors, for the ratio."""
+    dense = sparse = fp32 = 0
+    backbone = backbone_of(model)
+    seen: set[int] = set()
+    for module in backbone.modules():
+        if isinstance(module, (QuantLinear, QuantEmbedding)):
+            n = module.codes.numel()
+            bits = module.bits if isinstance(module, QuantLinear) else 8
+            nz = int((module.codes != 0).sum())
+            scales = module.scale.numel() * 4
+            bias = 0 if getattr(module, "bias", None) is None else module.bias.numel() * 4
+            dense += (n * bits + 7) // 8 + scales + bias
+            sparse += min((n * bits + 7) // 8, (n + 7) // 8 + (nz * bits + 7) // 8) + scales + bias
+            fp32 += n * 4 + bias
+            seen.update(id(t) for t in module.parameters())
+            seen.update(id(t) for t in module.buffers())
+        elif _is_bnb_linear(module):
+            n = module.in_features * module.out_features
+            bits = (spec.deploy_quant or spec.quant).bits
+            groups = n // (spec.deploy_group_size or module.in_features)
+            bias = 0 if module.bias is None else module.bias.numel() * 4
+            dense += (n * bits + 7) // 8 + groups * 4 + bias
+            sparse += (n * bits + 7) // 8 + groups * 4 + bias
+            fp32 += n * 4 + bias
+            seen.update(id(t) for t in module.parameters())
+            seen.update(id(t) for t in module.buffers())
+    for t in list(backbone.parameters()) + list(backbone.buffers()):
+        if id(t) in seen or not t.is_floating_point() or t.requires_grad:  # trainable = adapters
+            continue
+        seen.add(id(t))
+        n = t.numel()
+        nz = int((t != 0).sum())
+        dense += n * 4
+        sparse += min(n * 4, (n + 7) // 8 + nz * 4)
+        fp32 += n * 4
+    return {"fp32_bytes": fp32, "dense_bytes": dense, "sparse_bytes": sparse}

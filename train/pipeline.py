@@ -1,0 +1,200 @@
+"""The training stage end to end: task data -> teacher LoRA -> compressed backbone -> CA-LoRA."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .adapters import adapted_layers
+from .artifacts import SCHEMA_VERSION, AtomicDir, attach_recovery, read_json, save_student, write_json
+from .backbones import DEFAULT_LORA_TARGETS, family, head_modules, load_classifier, load_tokenizer, resolve
+from .compress import compressible_linears, compress_model, fingerprint, stored_size
+from .config import CALoRASettings, RunConfig
+from .data import Encoded
+from .errors import ConfigError
+from .peft_io import LoraAdapter, attach_lora, new_lora_config, read_lora_dir, write_lora_dir
+from .tasks import TaskData, load_task
+from .trainer import fit, metrics, predict
+
+
+@dataclasses.dataclass
+class Context:
+    """What every model of one run shares: the task, tokenized splits, and the teacher."""
+
+    cfg: RunConfig
+    task: TaskData
+    tokenizer: object
+    sets: dict[str, Encoded]
+    teacher: nn.Module
+    teacher_adapter: LoraAdapter
+    teacher_metrics: dict
+    task_dir: Path
+
+
+def _encode(cfg: RunConfig, task: TaskData, tokenizer) -> dict[str, Encoded]:
+    t = cfg.train
+    return {"train": Encoded(task.splits["train"], tokenizer, t.max_length, t.max_train_examples),
+            "validation": Encoded(task.splits["validation"], tokenizer, t.max_length, t.max_eval_examples),
+            "test": Encoded(task.splits["test"], tokenizer, t.max_length, t.max_eval_examples)}
+
+
+def evaluate(model: nn.Module, ctx: "Context", name: str, splits=("validation", "test")) -> dict:
+    out = {}
+    for split in splits:
+        logits = predict(model, ctx.sets[split], ctx.cfg.train.eval_batch_size, desc=f"{name}/{split}")
+        out[split] = metrics(logits, ctx.sets[split].labels, ctx.task.num_labels)
+    return out
+
+
+def _set_trainable(model: nn.Module) -> int:
+    """Freeze everything, then unfreeze LoRA, recovery and the task head. Returns the count."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in adapted_layers(model).values():
+        for part in (layer.lora_A, layer.lora_B, layer.recovery):
+            if part is not None:
+                for p in part.parameters():
+                    p.requires_grad_(True)
+    for head in head_modules(model):
+        for p in getattr(model, head).parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def prepare(cfg: RunConfig) -> Context:
+    """Load the task and the teacher (imported, reused from a previous run, or trained now)."""
+    task = load_task(cfg.task, cfg.data, cfg.text_column, cfg.label_column)
+    tokenizer = load_tokenizer(cfg.backbone)
+    sets = _encode(cfg, task, tokenizer)
+    task_dir = Path(cfg.out) / cfg.task
+    teacher = load_classifier(cfg.backbone, task.num_labels, cfg.train.seed, tokenizer.pad_token_id)
+    fam = family(teacher)
+    teacher_dir = task_dir / "teacher"
+    recipe = {"backbone": cfg.backbone, "lora": cfg.to_dict()["lora"], "train": cfg.to_dict()["train"],
+              "task_record": task.record, "imported_from": cfg.teacher}
+    if cfg.teacher:
+        adapter = read_lora_dir(cfg.teacher)
+        attach_lora(teacher, adapter.config, adapter.tensors)
+        ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, {}, task_dir)
+        ctx.teacher_metrics = evaluate(teacher, ctx, "teacher")
+    elif (teacher_dir / "recipe.json").is_file() and read_json(teacher_dir / "recipe.json") == recipe:
+        adapter = read_lora_dir(teacher_dir)  # same recipe as last time: reuse, do not retrain
+        attach_lora(teacher, adapter.config, adapter.tensors)
+        ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, read_json(teacher_dir / "metrics.json"), task_dir)
+    else:
+        targets = list(cfg.lora.targets or DEFAULT_LORA_TARGETS.get(fam, ["query", "value"]))
+        lcfg = new_lora_config(targets, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout,
+                               head_modules(teacher), cfg.backbone)
+        attach_lora(teacher, lcfg, None)
+        n = _set_trainable(teacher)
+        print(f"[calora] teacher: LoRA r={cfg.lora.rank} on {targets} + head, {n:,} trainable parameters", flush=True)
+        result = fit(teacher, sets["train"], cfg.train, task_dir / ".teacher-work", desc="teacher")
+        ctx = Context(cfg, task, tokenizer, sets, teacher, None, {}, task_dir)
+        ctx.teacher_metrics = {**evaluate(teacher, ctx, "teacher"), "train_seconds": round(result.seconds, 1),
+                               "train_steps": result.steps}
+        with AtomicDir(teacher_dir) as tmp:
+            write_lora_dir(teacher, lcfg, tmp)
+            write_json(tmp / "metrics.json", ctx.teacher_metrics)
+            write_json(tmp / "recipe.json", recipe)
+        ctx.teacher_adapter = read_lora_dir(teacher_dir)
+    for p in ctx.teacher.parameters():
+        p.requires_grad_(False)
+    ctx.teacher.eval()
+    return ctx
+
+
+def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn.Module, dict, object]:
+    """The compressed backbone with LoRA (inherited or fresh), head, and recovery attached."""
+    cfg = ctx.cfg
+    model = load_classifier(cfg.backbone, ctx.task.num_labels, seed + 1, ctx.tokenizer.pad_token_id)
+    compress_model(model, cfg.compression)
+    info = {"fingerprint": fingerprint(model), "size": stored_size(model, cfg.compression)}
+    if torch.cuda.is_available():
+        model.to("cuda")
+    recovery_layers = compressible_linears(model)
+    if settings.recovery_targets:
+        recovery_layers = [n for n in recovery_layers if n.split(".")[-1] in settings.recovery_targets
+                           or any(n.endswith(t) for t in settings.recovery_targets)]
+        if not recovery_layers:
+            raise ConfigError(f"recovery_targets {list(settings.recovery_targets)} match no compressed linear layer")
+    tcfg = ctx.teacher_adapter.config
+    if settings.inherit:
+        attach_lora(model, tcfg, ctx.teacher_adapter.tensors)
+        info["inherited_untrained"] = evaluate(model, ctx, "inherited")
+        lora_config = tcfg
+    else:
+        rank = tcfg.r
+        lora_config = new_lora_config(sorted(tcfg.target_modules) if not isinstance(tcfg.target_modules, str)
+                                      else [tcfg.target_modules], rank, tcfg.lora_alpha, tcfg.lora_dropout,
+                                      list(tcfg.modules_to_save or head_modules(model)), cfg.backbone)
+        torch.manual_seed(seed)
+        attach_lora(model, lora_config, None)
+    if settings.recover:
+        torch.manual_seed(seed + 2)
+        attach_recovery(model, recovery_layers, settings.recovery_rank, settings.recovery_activation)
+    info["recovery_layers"] = recovery_layers if settings.recover else []
+    info["trainable_parameters"] = _set_trainable(model)
+    return model, info, lora_config
+
+
+def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None = None, seed: int | None = None) -> dict:
+    """Train one CA-LoRA variant (or LoRA from scratch with all switches off); save it if
+    `out_dir` is given. Returns its metrics."""
+    cfg = ctx.cfg
+    seed = cfg.train.seed if seed is None else seed
+    train_cfg = dataclasses.replace(cfg.train, seed=seed)
+    model, info, lora_config = build_student(ctx, settings, seed)
+    print(f"[calora] student {settings.label}: compression {cfg.compression}, "
+          f"{info['trainable_parameters']:,} trainable parameters", flush=True)
+    work = ctx.task_dir / f".work-{settings.label}-seed{seed}"  # checkpoints; removed when done
+    result = fit(model, ctx.sets["train"], train_cfg, work, teacher=ctx.teacher if settings.distill else None,
+                 calora=settings, desc=f"ca-lora[{settings.label}]")
+    scores = evaluate(model, ctx, "student")
+    out = {"student": scores, "train_seconds": round(result.seconds, 1), "train_steps": result.steps,
+           "resumed_from_step": result.resumed_from_step,
+           "inherited_untrained": info.get("inherited_untrained"), "teacher": ctx.teacher_metrics}
+    if out_dir is not None:
+        save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, seed), out)
+    return out
+
+
+def run_record(ctx: Context, settings: CALoRASettings, info: dict, lora_config, seed: int) -> dict:
+    import peft
+    import transformers
+
+    cfg = ctx.cfg
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "calora_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "backbone": {"source": cfg.backbone, "resolved": resolve(cfg.backbone), "family": family(ctx.teacher)},
+        "task": {"name": ctx.task.name, "label_names": list(ctx.task.label_names), "record": ctx.task.record,
+                 "max_length": cfg.train.max_length},
+        "compression": {"spec": cfg.compression.to_dict(), "text": str(cfg.compression),
+                        "fingerprint": info["fingerprint"], "size": info["size"]},
+        "lora": {"rank": lora_config.r, "alpha": lora_config.lora_alpha,
+                 "targets": sorted(lora_config.target_modules) if not isinstance(lora_config.target_modules, str)
+                 else lora_config.target_modules, "modules_to_save": list(lora_config.modules_to_save or [])},
+        "recovery": ({"rank": settings.recovery_rank, "activation": settings.recovery_activation.value,
+                      "layers": info["recovery_layers"]} if settings.recover else None),
+        "calora": cfg.to_dict()["calora"] | {"inherit": settings.inherit, "recover": settings.recover,
+                                             "distill": settings.distill},
+        "train": dataclasses.asdict(cfg.train) | {"seed": seed, "mixed_precision": cfg.train.mixed_precision.value},
+        "teacher": {"imported_from": cfg.teacher, "dir": str(ctx.task_dir / "teacher")},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                     "python": platform.python_version()},
+        "trainable_parameters": info["trainable_parameters"],
+    }
+
+
+def run(cfg: RunConfig) -> dict:
+    """`calora-train`: teacher LoRA (trained or imported), then CA-LoRA on the compressed backbone."""
+    ctx = prepare(cfg)
+    result = train_student(ctx, cfg.calora, ctx.task_dir / "calora")
+    return result

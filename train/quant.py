@@ -1,0 +1,105 @@
+"""Quantized and pruned layers the student trains against.
+
+The formats are the ones the mobile targets run, so training sees the deployed numerics:
+symmetric integer weights (``scale = amax / ((qmax - qmin) / 2)``, torchao's SYMMETRIC mapping,
+zero point 0, so pruned zeros stay exactly zero) and, optionally, int8 per-token asymmetric
+dynamic activations (what XNNPACK's 8da kernels do at run time). Integer codes and scales are
+kept as buffers so export can hand the very same values to a target instead of re-quantizing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_RANGES = {8: (-128, 127), 4: (-8, 7)}
+
+
+def quantize_weight(weight: torch.Tensor, bits: int, group_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric quantization of a (out, in) weight. Returns int8 codes (out, in) and float32
+    scales (out, in // group_size), one scale per output row when group_size is None."""
+    qmin, qmax = _RANGES[bits]
+    out_f, in_f = weight.shape
+    group = in_f if group_size is None else group_size
+    if in_f % group:
+        raise ValueError(f"in_features={in_f} is not divisible by group_size={group}")
+    w = weight.detach().float().reshape(out_f, in_f // group, group)
+    amax = w.abs().amax(dim=-1)
+    scale = (amax / ((qmax - qmin) / 2)).clamp(min=torch.finfo(torch.float32).eps)
+    codes = torch.clamp(torch.round(w / scale.unsqueeze(-1)), qmin, qmax).to(torch.int8)
+    return codes.reshape(out_f, in_f), scale
+
+
+def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    out_f, in_f = codes.shape
+    groups = scale.shape[1]
+    w = codes.float().reshape(out_f, groups, in_f // groups) * scale.unsqueeze(-1)
+    return w.reshape(out_f, in_f)
+
+
+def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
+    """int8 per-token asymmetric quantize-dequantize with a straight-through gradient."""
+    xf = x.float()
+    lo = xf.amin(dim=-1, keepdim=True).clamp(max=0.0)
+    hi = xf.amax(dim=-1, keepdim=True).clamp(min=0.0)
+    scale = ((hi - lo) / 255.0).clamp(min=torch.finfo(torch.float32).eps)
+    zero = torch.clamp(torch.round(-128.0 - lo / scale), -128, 127)
+    q = torch.clamp(torch.round(xf / scale) + zero, -128, 127)
+    deq = ((q - zero) * scale).to(x.dtype)
+    return x + (deq - x).detach()
+
+
+class QuantLinear(nn.Linear):
+    """A frozen linear layer whose weight is ``codes * scale`` (integer codes kept for export).
+
+    It subclasses nn.Linear so that peft recognises it: a calora LoRA directory loads with peft
+    alone onto the compressed backbone too (peft then calls this forward as its base layer)."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                 bits: int, group_size: int | None, act_quant: bool) -> None:
+        nn.Module.__init__(self)  # skip nn.Linear's random init: the weight is given
+        self.in_features = codes.shape[1]
+        self.out_features = codes.shape[0]
+        self.bits = bits
+        self.group_size = group_size
+        self.act_quant = act_quant
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale", scale)
+        # The dequantized weight is materialised once: it is what every forward multiplies by.
+        self.weight = nn.Parameter(dequantize_weight(codes, scale), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None, act_quant: bool) -> "QuantLinear":
+        codes, scale = quantize_weight(linear.weight, bits, group_size)
+        return cls(codes, scale, linear.bias, bits, group_size, act_quant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_quant:
+            x = fake_quant_activation(x)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, int{self.bits}, "
+                f"group={self.group_size or 'row'}, act_int8={self.act_quant}")
+
+
+class QuantEmbedding(nn.Module):
+    """An embedding table stored as int8 codes with one scale per row (weight-only)."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        codes, scale = quantize_weight(embedding.weight, 8, None)
+        self.padding_idx = embedding.padding_idx
+        self.num_embeddings, self.embedding_dim = embedding.weight.shape
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale", scale)
+        self.register_buffer("weight", dequantize_weight(codes, scale), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row"

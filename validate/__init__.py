@@ -1,0 +1,1 @@
+"""calora.validate: arrives with its issue (see the tracker)."""
