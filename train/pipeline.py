@@ -115,8 +115,7 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn
     model = load_classifier(cfg.backbone, ctx.task.num_labels, seed + 1, ctx.tokenizer.pad_token_id)
     compress_model(model, cfg.compression)
     info = {"fingerprint": fingerprint(model), "size": stored_size(model, cfg.compression)}
-    if torch.cuda.is_available():
-        model.to("cuda")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     recovery_layers = compressible_linears(model)
     if settings.recovery_targets:
         recovery_layers = [n for n in recovery_layers if n.split(".")[-1] in settings.recovery_targets
@@ -126,6 +125,7 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn
     tcfg = ctx.teacher_adapter.config
     if settings.inherit:
         attach_lora(model, tcfg, ctx.teacher_adapter.tensors)
+        model.to(device)
         info["inherited_untrained"] = evaluate(model, ctx, "inherited")
         lora_config = tcfg
     else:
@@ -138,6 +138,7 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn
     if settings.recover:
         torch.manual_seed(seed + 2)
         attach_recovery(model, recovery_layers, settings.recovery_rank, settings.recovery_activation)
+    model.to(device)
     info["recovery_layers"] = recovery_layers if settings.recover else []
     info["trainable_parameters"] = _set_trainable(model)
     return model, info, lora_config
@@ -158,7 +159,8 @@ def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None =
     scores = evaluate(model, ctx, "student")
     out = {"student": scores, "train_seconds": round(result.seconds, 1), "train_steps": result.steps,
            "resumed_from_step": result.resumed_from_step,
-           "inherited_untrained": info.get("inherited_untrained"), "teacher": ctx.teacher_metrics}
+           "inherited_untrained": info.get("inherited_untrained"), "teacher": ctx.teacher_metrics,
+           "compression": {"fingerprint": info["fingerprint"], "size": info["size"]}}
     if out_dir is not None:
         save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, seed), out)
     return out
