@@ -116,21 +116,30 @@ def _slice_linear(lin: nn.Linear, rows=None, cols=None) -> nn.Linear:
 
 
 def _prune_heads(model: nn.Module, fraction: float) -> None:
+    """Remove the lowest-scoring attention heads of every layer (same count per layer; BERT
+    family). Score of head h: ||W_v[h]|| * ||W_o[:, h]||. Rows of query/key/value and columns of
+    the attention output projection are sliced away, so the stored model really shrinks."""
     backbone = backbone_of(model)
-    if not hasattr(backbone, "prune_heads") or not hasattr(backbone, "encoder"):
+    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+    if layers is None or not hasattr(layers[0], "attention") or not hasattr(layers[0].attention, "self"):
         raise BackboneError(f"heads pruning supports BERT-family backbones only, not {type(backbone).__name__}")
     n_heads = model.config.num_attention_heads
     head_dim = model.config.hidden_size // n_heads
-    remove_n = int(round(fraction * n_heads))
-    if remove_n >= n_heads:
+    keep_n = n_heads - int(round(fraction * n_heads))
+    if keep_n <= 0:
         raise BackboneError(f"heads pruning of {fraction} would remove all {n_heads} heads")
-    plan = {}
-    for i, layer in enumerate(backbone.encoder.layer):
-        v = layer.attention.self.value.weight.detach().float().reshape(n_heads, head_dim, -1)
+    for layer in layers:
+        att = layer.attention.self
+        v = att.value.weight.detach().float().reshape(n_heads, head_dim, -1)
         o = layer.attention.output.dense.weight.detach().float().reshape(-1, n_heads, head_dim)
         score = v.flatten(1).norm(dim=1) * o.transpose(0, 1).flatten(1).norm(dim=1)
-        plan[i] = sorted(torch.argsort(score, stable=True)[:remove_n].tolist())
-    backbone.prune_heads(plan)
+        heads = torch.sort(torch.argsort(score, descending=True, stable=True)[:keep_n]).values
+        cols = (heads.unsqueeze(1) * head_dim + torch.arange(head_dim)).flatten()
+        for attr in ("query", "key", "value"):
+            setattr(att, attr, _slice_linear(getattr(att, attr), rows=cols))
+        layer.attention.output.dense = _slice_linear(layer.attention.output.dense, cols=cols)
+        att.num_attention_heads = keep_n
+        att.all_head_size = keep_n * head_dim
 
 
 # ---- the whole spec -----------------------------------------------------------------------------
@@ -178,7 +187,9 @@ def _to_bnb(lin: nn.Linear, scheme: QuantScheme) -> nn.Module:
         new.weight = bnb.nn.Int8Params(lin.weight.data.clone(), requires_grad=False, has_fp16_weights=False)
     if has_bias:
         new.bias = nn.Parameter(lin.bias.data.clone(), requires_grad=False)
-    return new
+    # bitsandbytes quantizes when the layer is moved to its device: do it now, so the
+    # fingerprint is taken of the quantized storage (on the device training will run on).
+    return new.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---- what it costs and who it is ----------------------------------------------------------------
@@ -235,8 +246,10 @@ def stored_size(model: nn.Module, spec: CompressionSpec) -> dict[str, int]:
             fp32 += n * 4 + bias
             seen.update(id(t) for t in module.parameters())
             seen.update(id(t) for t in module.buffers())
-    for t in list(backbone.parameters()) + list(backbone.buffers()):
-        if id(t) in seen or not t.is_floating_point() or t.requires_grad:  # trainable = adapters
+    for name, t in list(backbone.named_parameters()) + list(backbone.named_buffers()):
+        if ".lora_" in name or ".recovery." in name:
+            continue  # adapters are the task's, not the backbone's
+        if id(t) in seen or not t.is_floating_point():
             continue
         seen.add(id(t))
         n = t.numel()

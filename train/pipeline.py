@@ -144,9 +144,9 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn
     return model, info, lora_config
 
 
-def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None = None, seed: int | None = None) -> dict:
-    """Train one CA-LoRA variant (or LoRA from scratch with all switches off); save it if
-    `out_dir` is given. Returns its metrics."""
+def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None):
+    """Build and train one CA-LoRA variant (LoRA from scratch when all switches are off).
+    Returns (model, metrics, info, lora_config)."""
     cfg = ctx.cfg
     seed = cfg.train.seed if seed is None else seed
     train_cfg = dataclasses.replace(cfg.train, seed=seed)
@@ -161,8 +161,15 @@ def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None =
            "resumed_from_step": result.resumed_from_step,
            "inherited_untrained": info.get("inherited_untrained"), "teacher": ctx.teacher_metrics,
            "compression": {"fingerprint": info["fingerprint"], "size": info["size"]}}
+    info["seed"] = seed
+    return model, out, info, lora_config
+
+
+def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None = None, seed: int | None = None) -> dict:
+    """Train one variant and, if `out_dir` is given, save it as a task directory. Returns metrics."""
+    model, out, info, lora_config = fit_student(ctx, settings, seed)
     if out_dir is not None:
-        save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, seed), out)
+        save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, info["seed"]), out)
     return out
 
 

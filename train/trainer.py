@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import CALoRASettings, TeacherOutputs, TrainSettings
+from .errors import ArtifactError
 from .data import Collator, Encoded, LengthGroupedBatches
 
 CHECKPOINT = "checkpoint.pt"
@@ -114,10 +115,13 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
     step = 0
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        accelerator.unwrap_model(model).load_state_dict(state["params"], strict=False)
+        result = accelerator.unwrap_model(model).load_state_dict(state["params"], strict=False)
+        if result.unexpected_keys:
+            raise ArtifactError(f"{ckpt}: checkpoint does not match this model ({result.unexpected_keys[:3]})")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
+        print(f"[calora] resuming {desc} from {ckpt} at step {step}", flush=True)
         torch.set_rng_state(state["rng"])
     resumed = step
 
@@ -127,7 +131,10 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
     loss_value = float("nan")
     epoch = step // steps_per_epoch
     while step < total:
+        # accelerate's loader keeps its own epoch counter and pushes it into the sampler when it
+        # iterates; set both, or a resumed run would replay an earlier epoch's batch order.
         sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
         skip = step - epoch * steps_per_epoch
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in batches:

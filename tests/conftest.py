@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny random BERT and Llama classifiers saved as local HF folders, and task files.
+
+Tiny random models are for fast unit tests only: every claim about accuracy comes from real
+weights and real data (see train/results/)."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+WORDS = ("good great fine superb awful bad dull boring movie film plot actor scene story the a and "
+         "but not very really quite loved hated fun mess").split()
+
+
+def _tokenizer(folder: Path):
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS)]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+
+
+def _save(model, tok, folder: Path) -> str:
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = _tokenizer(folder)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    return _save(BertForSequenceClassification(cfg), tok, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = _tokenizer(folder)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=64,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    return _save(LlamaForSequenceClassification(cfg), tok, folder)
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory) -> str:
+    """A small learnable two-class task: positive words vs negative words."""
+    rng = random.Random(0)
+    pos, neg, filler = ["good", "great", "superb", "loved", "fun"], ["awful", "bad", "dull", "hated", "mess"], \
+        ["the", "movie", "film", "plot", "and", "really", "story"]
+    path = tmp_path_factory.mktemp("data") / "sentiment.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(240):
+            label = i % 2
+            words = rng.sample(filler, 3) + rng.sample(pos if label else neg, 2)
+            rng.shuffle(words)
+            w.writerow([" ".join(words), "positive" if label else "negative"])
+    return str(path)

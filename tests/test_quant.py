@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from calora.train.quant import QuantLinear, dequantize_weight, fake_quant_activation, quantize_weight
+
+
+@pytest.mark.parametrize("bits, group", [(4, 32), (8, None), (4, 16)])
+def test_quantize_error_within_half_step_and_zeros_kept(bits, group):
+    torch.manual_seed(0)
+    w = torch.randn(48, 64)
+    w[w.abs() < 0.3] = 0.0
+    codes, scale = quantize_weight(w, bits, group)
+    lo, hi = (-8, 7) if bits == 4 else (-128, 127)
+    assert codes.dtype == torch.int8 and codes.min() >= lo and codes.max() <= hi
+    deq = dequantize_weight(codes, scale)
+    step = scale.repeat_interleave(64 // scale.shape[1], dim=1)
+    assert torch.all((deq - w).abs() <= step / 2 + 1e-6)
+    assert torch.all(deq[w == 0] == 0)  # symmetric: pruned weights stay exactly zero
+
+
+def test_group_must_divide_in_features():
+    with pytest.raises(ValueError, match="divisible"):
+        quantize_weight(torch.randn(4, 40), 4, 32)
+
+
+def test_activation_fake_quant_is_close_and_straight_through():
+    x = torch.randn(3, 5, 64, requires_grad=True)
+    y = fake_quant_activation(x)
+    step = (x.detach().amax(-1, keepdim=True).clamp(min=0) - x.detach().amin(-1, keepdim=True).clamp(max=0)) / 255
+    assert torch.all((y - x).abs() <= step * 0.51 + 1e-6)
+    assert not torch.equal(y, x)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_quant_linear_matches_its_dequantized_weight():
+    lin = torch.nn.Linear(64, 16)
+    q = QuantLinear.from_linear(lin, 4, 32, act_quant=False)
+    x = torch.randn(2, 64)
+    assert torch.allclose(q(x), x @ dequantize_weight(q.codes, q.scale).T + lin.bias, atol=1e-6)
+    assert isinstance(q, torch.nn.Linear)  # so that peft can wrap it
