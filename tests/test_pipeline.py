@@ -88,7 +88,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_bert, sentiment_csv, tmp_pa
 
 def test_ablation_switches_change_what_is_trained(tiny_bert, sentiment_csv, tmp_path):
     ctx = prepare(_cfg(tiny_bert, sentiment_csv, tmp_path))
-    full, info_full = fit_student(ctx, CALoRASettings(recovery_rank=4))[0:3:2]
+    full, info_full = fit_student(ctx, CALoRASettings(recovery_rank=4), eval_inherited=True)[0:3:2]
     plain, info_plain = fit_student(ctx, CALoRASettings(inherit=False, recover=False, distill=False))[0:3:2]
     assert info_full["recovery_layers"] and not info_plain["recovery_layers"]
     assert info_full["trainable_parameters"] > info_plain["trainable_parameters"]

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         for seed in args.seeds:
             settings = dataclasses.replace(cfg.calora, **VARIANTS[name])
-            out = train_student(ctx, settings, seed=seed)
+            out = train_student(ctx, settings, seed=seed, eval_inherited=seed == args.seeds[0])
             runs.append({"variant": name, "seed": seed, **out})
             row = rows.setdefault(name, {"val": [], "test": [], "f1": []})
             row["val"].append(out["student"]["validation"]["accuracy"])

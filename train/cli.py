@@ -14,6 +14,10 @@ from .spec import DEFAULT_COMPRESSION, CompressionSpec
 from .tasks import task_names
 
 
+# Defaults come from the config dataclasses: one source of truth for the library and the CLI.
+_R, _L, _C, _T = RunConfig(), LoraSettings(), CALoRASettings(), TrainSettings()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="calora-train",
@@ -21,49 +25,49 @@ def build_parser() -> argparse.ArgumentParser:
                     "and train CA-LoRA (inheritance + recovery + distillation) on it. "
                     "Runs on CPU or GPU; `accelerate launch calora-train ...` for several GPUs.")
     src = p.add_argument_group("sources")
-    src.add_argument("--backbone", default=OfflineBackbone.MINILM.value,
+    src.add_argument("--backbone", default=_R.backbone,
                      help=f"offline default ({', '.join(b.value for b in OfflineBackbone)}), a local HF folder, "
                           "or a hub id (default: %(default)s)")
-    src.add_argument("--task", default="rotten_tomatoes",
+    src.add_argument("--task", default=_R.task,
                      help=f"offline task ({', '.join(task_names())}) or, with --data, your name for your data "
                           "(default: %(default)s)")
     src.add_argument("--data", help="CSV/TSV/JSONL file with text and label columns (optional 'split' column), "
                                     "or a GLUE-format SST-2 folder")
-    src.add_argument("--text-column", default="text")
-    src.add_argument("--label-column", default="label")
+    src.add_argument("--text-column", default=_R.text_column)
+    src.add_argument("--label-column", default=_R.label_column)
     src.add_argument("--teacher", help="an existing PEFT LoRA directory for the uncompressed backbone "
                                        "(default: train one)")
-    src.add_argument("--out", default="calora_runs", help="runs folder; the task lands in OUT/TASK (default: %(default)s)")
+    src.add_argument("--out", default=_R.out, help="runs folder; the task lands in OUT/TASK (default: %(default)s)")
     c = p.add_argument_group("compression")
     c.add_argument("--compression", default=DEFAULT_COMPRESSION,
                    help="spec, e.g. int4:g32+sparse:0.5+emb:int8, nf4+deploy:int4:g32, int8+sparse:2:4+ffn:0.25 "
                         "(default: %(default)s; 'none' for no compression)")
     lo = p.add_argument_group("LoRA (teacher trained here)")
-    lo.add_argument("--lora-rank", type=int, default=8)
-    lo.add_argument("--lora-alpha", type=float, default=16.0)
-    lo.add_argument("--lora-dropout", type=float, default=0.0)
+    lo.add_argument("--lora-rank", type=int, default=_L.rank)
+    lo.add_argument("--lora-alpha", type=float, default=_L.alpha)
+    lo.add_argument("--lora-dropout", type=float, default=_L.dropout)
     lo.add_argument("--lora-targets", nargs="+", help="module names (default: attention query/value)")
     ca = p.add_argument_group("CA-LoRA")
     ca.add_argument("--no-inherit", action="store_true", help="ablation: start LoRA from scratch")
     ca.add_argument("--no-recover", action="store_true", help="ablation: no recovery modules")
     ca.add_argument("--no-distill", action="store_true", help="ablation: task loss only")
-    ca.add_argument("--recovery-rank", type=int, default=8)
-    ca.add_argument("--recovery-activation", default=Activation.GELU.value, choices=[a.value for a in Activation])
+    ca.add_argument("--recovery-rank", type=int, default=_C.recovery_rank)
+    ca.add_argument("--recovery-activation", default=_C.recovery_activation.value, choices=[a.value for a in Activation])
     ca.add_argument("--recovery-targets", nargs="+", help="layer name suffixes (default: every compressed linear)")
-    ca.add_argument("--distill-alpha", type=float, default=1.0,
+    ca.add_argument("--distill-alpha", type=float, default=_C.distill_alpha,
                     help="weight of the hidden-state MSE (per-element mean over real tokens) (default: %(default)s)")
     ca.add_argument("--distill-logits", action="store_true", help="also match the teacher's logits (MSE)")
-    ca.add_argument("--teacher-outputs", default=TeacherOutputs.ONLINE.value, choices=[t.value for t in TeacherOutputs])
+    ca.add_argument("--teacher-outputs", default=_C.teacher_outputs.value, choices=[t.value for t in TeacherOutputs])
     tr = p.add_argument_group("training")
-    tr.add_argument("--epochs", type=float, default=2.0)
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--max-length", type=int, default=64)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=float, default=_T.epochs, help="(default: %(default)s)")
+    tr.add_argument("--batch-size", type=int, default=_T.batch_size)
+    tr.add_argument("--lr", type=float, default=_T.lr, help="AdamW learning rate (default: %(default)s)")
+    tr.add_argument("--max-length", type=int, default=_T.max_length)
+    tr.add_argument("--seed", type=int, default=_T.seed)
     tr.add_argument("--max-train-examples", type=int)
     tr.add_argument("--max-eval-examples", type=int)
-    tr.add_argument("--mixed-precision", default=MixedPrecision.NO.value, choices=[m.value for m in MixedPrecision])
-    tr.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
+    tr.add_argument("--mixed-precision", default=_T.mixed_precision.value, choices=[m.value for m in MixedPrecision])
+    tr.add_argument("--checkpoint-every", type=int, default=_T.checkpoint_every, help="optimizer steps between checkpoints")
     return p
 
 

@@ -90,7 +90,7 @@ class CALoRASettings:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    epochs: float = 2.0
+    epochs: float = 1.0
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01

@@ -69,6 +69,7 @@ def _set_trainable(model: nn.Module) -> int:
 
 def prepare(cfg: RunConfig) -> Context:
     """Load the task and the teacher (imported, reused from a previous run, or trained now)."""
+    imported = read_lora_dir(cfg.teacher) if cfg.teacher else None  # bad input fails before any load
     task = load_task(cfg.task, cfg.data, cfg.text_column, cfg.label_column)
     tokenizer = load_tokenizer(cfg.backbone)
     sets = _encode(cfg, task, tokenizer)
@@ -78,8 +79,8 @@ def prepare(cfg: RunConfig) -> Context:
     teacher_dir = task_dir / "teacher"
     recipe = {"backbone": cfg.backbone, "lora": cfg.to_dict()["lora"], "train": cfg.to_dict()["train"],
               "task_record": task.record, "imported_from": cfg.teacher}
-    if cfg.teacher:
-        adapter = read_lora_dir(cfg.teacher)
+    if imported is not None:
+        adapter = imported
         attach_lora(teacher, adapter.config, adapter.tensors)
         ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, {}, task_dir)
         ctx.teacher_metrics = evaluate(teacher, ctx, "teacher")
@@ -109,8 +110,10 @@ def prepare(cfg: RunConfig) -> Context:
     return ctx
 
 
-def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn.Module, dict, object]:
-    """The compressed backbone with LoRA (inherited or fresh), head, and recovery attached."""
+def build_student(ctx: Context, settings: CALoRASettings, seed: int,
+                  eval_inherited: bool = False) -> tuple[nn.Module, dict, object]:
+    """The compressed backbone with LoRA (inherited or fresh), head, and recovery attached.
+    With `eval_inherited`, also score the inherited LoRA before any training (an ablation row)."""
     cfg = ctx.cfg
     model = load_classifier(cfg.backbone, ctx.task.num_labels, seed + 1, ctx.tokenizer.pad_token_id)
     compress_model(model, cfg.compression)
@@ -126,7 +129,8 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn
     if settings.inherit:
         attach_lora(model, tcfg, ctx.teacher_adapter.tensors)
         model.to(device)
-        info["inherited_untrained"] = evaluate(model, ctx, "inherited")
+        if eval_inherited:
+            info["inherited_untrained"] = evaluate(model, ctx, "inherited")
         lora_config = tcfg
     else:
         rank = tcfg.r
@@ -144,13 +148,13 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int) -> tuple[nn
     return model, info, lora_config
 
 
-def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None):
+def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None, eval_inherited: bool = False):
     """Build and train one CA-LoRA variant (LoRA from scratch when all switches are off).
     Returns (model, metrics, info, lora_config)."""
     cfg = ctx.cfg
     seed = cfg.train.seed if seed is None else seed
     train_cfg = dataclasses.replace(cfg.train, seed=seed)
-    model, info, lora_config = build_student(ctx, settings, seed)
+    model, info, lora_config = build_student(ctx, settings, seed, eval_inherited)
     print(f"[calora] student {settings.label}: compression {cfg.compression}, "
           f"{info['trainable_parameters']:,} trainable parameters", flush=True)
     work = ctx.task_dir / f".work-{settings.label}-seed{seed}"  # checkpoints; removed when done
@@ -165,9 +169,10 @@ def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None)
     return model, out, info, lora_config
 
 
-def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None = None, seed: int | None = None) -> dict:
+def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None = None, seed: int | None = None,
+                  eval_inherited: bool = False) -> dict:
     """Train one variant and, if `out_dir` is given, save it as a task directory. Returns metrics."""
-    model, out, info, lora_config = fit_student(ctx, settings, seed)
+    model, out, info, lora_config = fit_student(ctx, settings, seed, eval_inherited)
     if out_dir is not None:
         save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, info["seed"]), out)
     return out

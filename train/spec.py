@@ -199,7 +199,10 @@ class CompressionSpec:
                 if isinstance(exc, ConfigError):
                     raise
                 raise ConfigError(f"--compression: cannot read token {token!r} in {text!r}: {exc}") from None
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except ConfigError as exc:
+            raise ConfigError(f"--compression {text!r}: {exc}") from None
 
 
 def _group(text: str, token: str) -> int:
