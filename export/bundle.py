@@ -1,0 +1,113 @@
+"""Assemble the bundle an app embeds: target artifacts, tokenizer, manifest.json, README.md.
+
+The bundle is built in a temporary sibling directory and renamed into place only when everything
+succeeded, so an interrupted or failed export leaves no half bundle (an existing bundle at the
+same path is replaced only then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from calora.targets import get_target
+from calora.targets.base import ExportJob, TargetResult
+from calora.train.artifacts import AtomicDir, write_json
+from calora.train.errors import ConfigError
+
+from .graph import adapter_tensors
+from .readme import bundle_readme
+
+MANIFEST_SCHEMA_VERSION = 1
+_VERSIONED = ("calora", "torch", "transformers", "peft", "executorch", "torchao", "onnx", "onnxruntime",
+              "coremltools", "tokenizers")
+
+
+def adapter_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def build_manifest(job: ExportJob, target: str, result: TargetResult, command: str, seconds: float) -> dict:
+    tasks = []
+    for t in job.tasks:
+        tensors = adapter_tensors(t.model)
+        files = [f.to_dict() for f in result.files if f.task == t.name]
+        tasks.append({
+            "name": t.name, "label_names": list(t.label_names), "num_labels": len(t.label_names),
+            "adapter_fingerprint": adapter_fingerprint(tensors),
+            "adapter_parameters": int(sum(v.numel() for v in tensors.values())),
+            "backbone_fingerprint": t.config["compression"]["fingerprint"],
+            "trained_metrics": _trained_metrics(t.task_dir), "files": files,
+            "smoke": result.smoke.get(t.name),
+        })
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "target": target, "mode": job.mode.value, "runtime": result.runtime, "versions": _versions(),
+        "backbone": {"source": job.tasks[0].config["backbone"]["source"],
+                     "family": job.tasks[0].config["backbone"]["family"], "fingerprint": job.fingerprint,
+                     "compression": {"spec": job.spec.to_dict(), "text": str(job.spec)},
+                     "files": [f.to_dict() for f in result.files if f.task is None]},
+        "tasks": tasks,
+        "inputs": [s.to_dict() for s in result.inputs], "outputs": [s.to_dict() for s in result.outputs],
+        "max_sequence_length": job.max_length,
+        "tokenizer": {"dir": "tokenizer", "files": []},  # filled in once the tokenizer is written
+        "weight_error": result.weight_error, "task_switch": result.task_switch, "notes": result.notes,
+        "validation": {"smoke": {t: s for t, s in result.smoke.items()},
+                       "full_parity": "not run: `calora-validate BUNDLE` checks parity on the task data"},
+        "command": command,
+        "export_seconds": round(seconds, 1),
+        "nondeterministic_fields": {"export_seconds": "wall time of this export; differs run to run",
+                                    "versions": "the installed packages of the exporting machine"},
+    }
+
+
+def _trained_metrics(task_dir: Path) -> dict | None:
+    import json
+
+    path = Path(task_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    return {"teacher_test": m["teacher"]["test"], "student_test": m["student"]["test"]}
+
+
+def export_bundle(job: ExportJob, target_name: str, out: str | Path, argv: list[str] | None = None) -> dict:
+    """Export `job` with the registered target `target_name` into the bundle directory `out`."""
+    target = get_target(target_name)
+    if job.mode not in target.modes:
+        raise ConfigError(f"--mode {job.mode.value}: target {target_name} supports "
+                          f"{', '.join(sorted(m.value for m in target.modes))}")
+    command = "calora-export " + shlex.join(argv if argv is not None else sys.argv[1:])
+    start = time.perf_counter()
+    with AtomicDir(Path(out)) as tmp:
+        result = target.export(job, tmp)
+        tok_dir = tmp / "tokenizer"
+        job.tokenizer.save_pretrained(str(tok_dir))
+        manifest = build_manifest(job, target_name, result, command, time.perf_counter() - start)
+        manifest["tokenizer"]["files"] = sorted(p.name for p in tok_dir.iterdir())
+        write_json(tmp / "manifest.json", manifest)
+        (tmp / "README.md").write_text(bundle_readme(manifest))
+    return manifest
+

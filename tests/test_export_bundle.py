@@ -1,0 +1,121 @@
+"""The export stage's own logic (job loading, bundle, manifest, CLI errors, atomic writes), with a
+test-double target so it runs in seconds; the real targets have their own test modules."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from calora import targets
+from calora.export.cli import main
+from calora.export.graph import Baked, Swappable, adapter_tensors, check_same_layout, deployable, example_inputs
+from calora.export.job import load_job
+from calora.targets.base import ArtifactFile, Mode, TargetResult, TensorSpec
+from calora.train.errors import AdapterMismatchError
+
+
+class FakeTarget:
+    """Writes the adapter tensors with torch.save; fails on request. Not a runtime: a test double."""
+
+    name = "fake"
+    modes = frozenset({Mode.BAKED})
+    fail = False
+
+    def export(self, job, out_dir: Path) -> TargetResult:
+        files = []
+        for t in job.tasks:
+            path = out_dir / "fake" / f"{t.name}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(adapter_tensors(t.model), path)
+            files.append(ArtifactFile.of(out_dir, path, "model", t.name))
+        if FakeTarget.fail:
+            raise targets.ConfigError("fake target failed halfway")
+        spec = [TensorSpec("input_ids", "int64", (1, job.max_length))]
+        return TargetResult(files, spec, [TensorSpec("logits", "float32", (1, 2))], {"name": "fake", "version": "0"},
+                            {"backbone_linear_max_abs": 0.0}, {t.name: {"skipped": "test double"} for t in job.tasks},
+                            "load the other file")
+
+
+@pytest.fixture
+def fake_target(monkeypatch):
+    monkeypatch.setitem(targets.TARGETS, "fake", "test_export_bundle:FakeTarget")
+    FakeTarget.fail = False
+    yield
+    FakeTarget.fail = False
+
+
+def test_swappable_graph_swaps_and_matches_baked(tiny_runs):
+    job = load_job(tiny_runs, ["toy_a", "toy_b"], "swappable")
+    a, b = job.tasks
+    names = check_same_layout({t.name: t.model for t in job.tasks})
+    ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+    shared = Swappable(deployable(a.model), names)
+    with torch.no_grad():
+        via_b = shared(ids, mask, *adapter_tensors(b.model).values())
+        baked_b = Baked(deployable(b.model))(ids, mask)
+        via_a = shared(ids, mask, *adapter_tensors(a.model).values())
+    assert torch.allclose(via_b, baked_b, atol=1e-5)  # A's graph + B's adapter = B
+    assert (via_a.argmax(-1) != via_b.argmax(-1)).float().mean() > 0.5  # and B really differs from A
+
+
+def test_bundle_manifest_and_readme(tiny_runs, tmp_path, fake_target):
+    out = tmp_path / "bundle"
+    argv = ["--target", "fake", "--task", "toy_a,toy_b", "--runs", str(tiny_runs), "--out", str(out)]
+    assert main(argv) == 0  # the CLI's --target choices are the registry's keys, read when it parses
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["schema_version"] == 1 and on_disk["mode"] == "baked" and on_disk["max_sequence_length"] == 16
+    assert [t["name"] for t in on_disk["tasks"]] == ["toy_a", "toy_b"]
+    assert on_disk["tasks"][0]["adapter_fingerprint"] != on_disk["tasks"][1]["adapter_fingerprint"]
+    assert {t["backbone_fingerprint"] for t in on_disk["tasks"]} == {on_disk["backbone"]["fingerprint"]}
+    assert "tokenizer.json" in on_disk["tokenizer"]["files"] and (out / "tokenizer/tokenizer.json").is_file()
+    assert on_disk["tasks"][0]["files"][0]["sha256"] and "export_seconds" in on_disk["nondeterministic_fields"]
+    readme = (out / "README.md").read_text()
+    assert "`toy_b`" in readme and "calora has no fake snippet" in readme and on_disk["command"] in readme
+
+
+def test_failed_export_leaves_no_half_bundle(tiny_runs, tmp_path, fake_target):
+    from calora.export.bundle import export_bundle
+
+    FakeTarget.fail = True
+    with pytest.raises(targets.ConfigError, match="halfway"):
+        export_bundle(load_job(tiny_runs, ["toy_a"], "baked"), "fake", tmp_path / "bundle")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mode_the_target_cannot_do(tiny_runs, tmp_path, fake_target):
+    from calora.export.bundle import export_bundle
+
+    with pytest.raises(targets.ConfigError, match="--mode swappable: target fake supports baked"):
+        export_bundle(load_job(tiny_runs, ["toy_a"], "swappable"), "fake", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--target", "tflite", "--task", "toy_a"], None),  # argparse: exit 2 with the choices
+    (["--target", "onnx", "--task", "nope"], "--task 'nope': no trained task"),
+    (["--target", "onnx", "--task", "toy_a,toy_a"], "named twice"),
+])
+def test_cli_bad_input(tiny_runs, tmp_path, capsys, argv, words):
+    out = tmp_path / "bundle"
+    if words is None:
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--runs", str(tiny_runs), "--out", str(out)])
+        assert exc.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+    else:
+        assert main([*argv, "--runs", str(tiny_runs), "--out", str(out)]) == 2
+        assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_tasks_on_different_backbones_are_refused(tiny_runs, tiny_bert, sentiment_csv, tmp_path):
+    from calora.train.cli import main as train
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "toy_a", runs / "toy_a")
+    assert train(["--backbone", tiny_bert, "--task", "toy_c", "--data", sentiment_csv, "--out", str(runs),
+                  "--epochs", "1", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
+                  "--compression", "int8"]) == 0
+    with pytest.raises(AdapterMismatchError, match="another compressed backbone"):
+        load_job(runs, ["toy_a", "toy_c"], "baked")
