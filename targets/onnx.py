@@ -1,0 +1,484 @@
+"""ONNX Runtime Mobile target: `.onnx` + `.ort` models, and `.onnx_adapter` files for swappable tasks.
+
+Pipeline (every heavy import happens inside `OnnxTarget.export`):
+
+1. `torch.onnx.export(..., dynamo=True)` of `Baked(deployable(model))` (baked) or of
+   `Swappable(deployable(first model), adapter names)` (swappable), with dynamic batch and sequence.
+2. The backbone's linear layers are found in the graph by value: the exporter renames (and
+   transposes) weights, so each MatMul/Gemm whose constant weight equals a backbone linear's
+   trained weight is a backbone node. Backbone Gemms (2-D inputs, e.g. BERT's pooler) are rewritten
+   as MatMul (+ Add) so that the quantizers see them. Everything else - LoRA, recovery, head -
+   stays float.
+3. Quantization per spec: int4 -> `MatMulNBitsQuantizer` (symmetric, block = group size); its codes
+   and scales are then replaced by the trained model's own int4 codes and scales (the trained
+   weights already lie on a symmetric group grid with scale amax/7.5, which ONNX Runtime's quantizer
+   reproduces only for groups whose largest magnitude is negative), so the stored weights are
+   bit-identical to the trained ones. int8 -> `quantize_dynamic` (per channel, int8 weights).
+4. `.ort` conversion with `onnxruntime.tools.convert_onnx_models_to_ort` (fixed optimizations, the
+   tool's default), and a smoke run of each `.ort` against PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, adapter_tensors,
+                                 backbone_linears, check_same_layout, deployable, example_inputs, smoke_stats)
+from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from calora.train.errors import ConfigError
+
+OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo exporter and ORT 1.32 both handle
+
+
+def deploy_format(spec: Any) -> tuple[str, int | None]:
+    """("int4", group) / ("int8", None) / ("none", None): what the backbone linears are stored as."""
+    quant = getattr(spec.quant, "value", spec.quant)
+    group = spec.group_size
+    if quant in ("nf4", "bnb-int8"):
+        quant = getattr(spec.deploy_quant, "value", spec.deploy_quant)
+        group = spec.deploy_group_size
+    if quant == "int4":
+        if not group or group < 16 or group & (group - 1):
+            raise ConfigError(f"compression group size {group}: ONNX Runtime's MatMulNBits needs a power of two "
+                              ">= 16 (e.g. int4:g32)")
+        return "int4", int(group)
+    if quant in ("int8", "none"):
+        return quant, None
+    raise ConfigError(f"compression.quant={quant!r}: the onnx target stores backbone weights as int4, int8 or "
+                      "float only")
+
+
+class OnnxTarget:
+    name: ClassVar[str] = "onnx"
+    modes: ClassVar[frozenset[Mode]] = frozenset({Mode.BAKED, Mode.SWAPPABLE})
+
+    def export(self, job: ExportJob, out_dir: Path) -> TargetResult:
+        import onnxruntime as ort
+
+        fmt, group = deploy_format(job.spec)
+        if job.mode not in self.modes:
+            raise ConfigError(f"--mode {job.mode.value}: the onnx target supports {sorted(m.value for m in self.modes)}")
+        out_dir = Path(out_dir)
+        onnx_dir = out_dir / "onnx"
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+        runtime_str = f"onnxruntime {ort.__version__} CPU, .ort"
+        files: list[ArtifactFile] = []
+        smoke: dict[str, dict] = {}
+        weight_error: dict[str, float] = {}
+        notes: list[str] = []
+        info: dict = {}
+
+        def merge_error(err: dict[str, float]) -> None:
+            for k, v in err.items():
+                weight_error[k] = max(weight_error.get(k, 0.0), v)
+
+        if job.mode == Mode.BAKED:
+            for task in job.tasks:
+                model = deployable(task.model)
+                proto, info = _export(Baked(model), (ids, mask), list(INPUT_NAMES), job.max_length, model)
+                proto, err, kept = _quantize(proto, model, task.model, fmt, group)
+                merge_error(err)
+                onnx_path, ort_path = onnx_dir / f"{task.name}.onnx", onnx_dir / f"{task.name}.ort"
+                _save(proto, onnx_path)
+                _to_ort(onnx_path, ort_path)
+                files += [ArtifactFile.of(out_dir, onnx_path, "model", task.name),
+                          ArtifactFile.of(out_dir, ort_path, "model", task.name)]
+                sess = ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"])
+                got = sess.run(list(OUTPUT_NAMES), {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+                smoke[task.name] = smoke_stats(_reference(task.model, ids, mask), got, runtime_str)
+            task_switch = ("Baked: each task is its own .ort model; switching tasks means creating another "
+                           "InferenceSession (or keeping one session per task in memory).")
+        else:
+            names = check_same_layout({t.name: t.model for t in job.tasks})
+            first = job.tasks[0]
+            model = deployable(first.model)
+            example = adapter_tensors(model)
+            args = (ids, mask, *[example[n] for n in names])
+            proto, info = _export(Swappable(model, names), args, [*INPUT_NAMES, *names], job.max_length, model)
+            _adapters_as_defaulted_inputs(proto, names)
+            proto, err, kept = _quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
+            merge_error(err)
+            onnx_path, ort_path = onnx_dir / "backbone.onnx", onnx_dir / "backbone.ort"
+            _save(proto, onnx_path)
+            _to_ort(onnx_path, ort_path)
+            files += [ArtifactFile.of(out_dir, onnx_path, "backbone", None),
+                      ArtifactFile.of(out_dir, ort_path, "backbone", None)]
+            (onnx_dir / "adapters").mkdir(exist_ok=True)
+            sess = ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"])
+            feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+            for task in job.tasks:
+                path = onnx_dir / "adapters" / f"{task.name}.onnx_adapter"
+                write_adapter(adapter_tensors(deployable(task.model)), names, path)
+                files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
+                got = run_with_adapter(sess, path, feed)
+                smoke[task.name] = smoke_stats(_reference(task.model, ids, mask), got, runtime_str)
+            load_ms, run_ms = _switch_timing(sess, onnx_dir / "adapters" / f"{job.tasks[-1].name}.onnx_adapter", feed)
+            task_switch = (f"Swappable: one backbone.ort session serves every task; a task switch is loading that "
+                           f"task's .onnx_adapter once (onnxruntime.LoraAdapter().Load, median {load_ms:.2f} ms here) "
+                           f"and activating it per run with RunOptions.add_active_adapter (no session reload; a "
+                           f"run with an active adapter took a median {run_ms:.2f} ms for {ids.shape[0]} examples "
+                           f"of {ids.shape[1]} tokens on the tiny export machine's CPU, not a phone).")
+            notes.append("Swappable: the adapter tensors (LoRA, recovery, head) are graph inputs with all-zero "
+                         "defaults: running backbone.ort without an active .onnx_adapter gives meaningless (zero) "
+                         "logits. Always activate exactly one task adapter per run.")
+
+        notes.append(f"Backbone linear layers stored as {fmt}"
+                     + (f" (MatMulNBits, symmetric, block {group}, the trained int4 codes and scales copied "
+                        "bit-for-bit)" if fmt == "int4" else
+                        " (quantize_dynamic: per-channel int8 weights, int8 dynamic activations)" if fmt == "int8"
+                        else " (float32)")
+                     + f"; kept float32: {kept}.")
+        notes.append("Token/position embeddings are stored as float32 (the trained values, exact); ONNX Runtime "
+                     "Mobile has no int8 per-row embedding kernel, so emb:int8 does not shrink this artifact.")
+        if fmt == "int4":
+            notes.append("Activations are float32 in MatMulNBits (accuracy_level unset): the trained model "
+                         "simulated int8 dynamic activations, a small source of the smoke logit error.")
+        if not info.get("dynamic_sequence", True):
+            notes.append(f"Sequence length is fixed at {job.max_length}: the dynamic-sequence export failed "
+                         f"({info.get('dynamic_error')}); pad inputs to max_length.")
+        notes.append("Inputs are padded to max_length by the tokenizer in the smoke run; the .onnx files are the "
+                     "ONNX form of the same graphs (for Netron / desktop ONNX Runtime), the .ort files are what "
+                     "ONNX Runtime Mobile loads.")
+        notes.append("Re-exporting gives byte-identical .onnx files. The .ort files are logically identical (same "
+                     "nodes, initializers and kernel-type table, in the same order) but their FlatBuffer byte layout "
+                     "varies between conversions inside onnxruntime's serializer, so their sha256 changes per export.")
+        seq_dim: int | str = "sequence" if info.get("dynamic_sequence", True) else job.max_length
+        num_labels = len(job.tasks[0].label_names)
+        return TargetResult(
+            files=files,
+            inputs=[TensorSpec(n, "int64", ("batch", seq_dim)) for n in INPUT_NAMES],
+            outputs=[TensorSpec(OUTPUT_NAMES[0], "float32", ("batch", num_labels))],
+            runtime={"name": "onnxruntime", "version": ort.__version__},
+            weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
+
+
+# ---- export -------------------------------------------------------------------------------------
+def _reference(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return Baked(model).eval()(ids, mask).float()
+
+
+def _export(module: torch.nn.Module, args: tuple, input_names: list[str], max_length: int,
+            model: torch.nn.Module):
+    """Dynamo export with dynamic batch and sequence; falls back to a fixed sequence length."""
+    module = module.eval()
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    batch = torch.export.Dim("batch", min=1)
+    seq = torch.export.Dim("sequence", min=2, max=max_pos) if max_pos else torch.export.Dim("sequence", min=2)
+    n_extra = len(args) - 2
+    info: dict = {"dynamic_sequence": True}
+    attempts = [({0: batch, 1: seq}, True), ({0: batch}, False)]
+    last: Exception | None = None
+    for dims, dynamic_seq in attempts:
+        dynamic_shapes = (dims, dims, tuple([None] * n_extra)) if n_extra else (dims, dims)
+        try:
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+                # torch.export first: the Swappable module's *adapter varargs need a tuple in
+                # dynamic_shapes, which torch.onnx.export's own argument handling turns into a list.
+                ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+                prog = torch.onnx.export(ep, args, dynamo=True, input_names=input_names,
+                                         output_names=list(OUTPUT_NAMES), opset_version=OPSET, verbose=False)
+            info["dynamic_sequence"] = dynamic_seq
+            if not dynamic_seq:
+                info["dynamic_error"] = f"{type(last).__name__}: {str(last)[:200]}"
+            proto = prog.model_proto
+            _strip_metadata(proto)
+            return proto, info
+        except Exception as exc:  # noqa: BLE001 - retried with a fixed sequence, then re-raised
+            last = exc
+    raise last  # type: ignore[misc]
+
+
+def _strip_metadata(proto) -> None:
+    """Drop the exporter's per-node metadata (source stack traces with local paths, FX names): it is
+    most of a small model's bytes and would make the files depend on where calora is installed."""
+    graph = proto.graph
+    for coll in (graph.node, graph.input, graph.output, graph.initializer, graph.value_info):
+        for item in coll:
+            item.ClearField("metadata_props")
+    graph.ClearField("metadata_props")
+    proto.ClearField("metadata_props")
+
+
+def _adapters_as_defaulted_inputs(proto, names: list[str]) -> None:
+    """Give each adapter graph input an all-zero initializer of the same name: ONNX Runtime then treats
+    it as an overridable input that an active LoRA adapter replaces, and `run` does not demand a feed."""
+    from onnx import numpy_helper
+
+    inputs = {i.name: i for i in proto.graph.input}
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise RuntimeError(f"the exported graph lost adapter inputs {missing[:3]}")
+    for n in names:
+        t = inputs[n].type.tensor_type
+        shape = [d.dim_value for d in t.shape.dim]
+        proto.graph.initializer.append(numpy_helper.from_array(np.zeros(shape, dtype=np.float32), n))
+
+
+def _save(proto, path: Path) -> None:
+    import onnx
+
+    onnx.save_model(proto, str(path))
+
+
+def _to_ort(onnx_path: Path, ort_path: Path) -> None:
+    """onnxruntime.tools.convert_onnx_models_to_ort (its default 'fixed' optimization style; the NCHWc
+    transformer excluded as for an ARM phone) into a scratch folder, then move the .ort into place."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in" / "model.onnx"
+        src.parent.mkdir()
+        shutil.copyfile(onnx_path, src)
+        with contextlib.redirect_stdout(io.StringIO()):
+            convert_onnx_models_to_ort(src, output_dir=Path(tmp) / "out", optimization_styles=[OptimizationStyle.Fixed],
+                                       target_platform="arm")
+        shutil.move(str(Path(tmp) / "out" / "model.ort"), ort_path)
+
+
+# ---- quantization -------------------------------------------------------------------------------
+def _backbone_weights(model: torch.nn.Module) -> dict[bytes, str]:
+    """sha256 of the transposed (in, out) float32 weight -> backbone linear name."""
+    out = {}
+    for name in backbone_linears(model):
+        w = model.get_submodule(name).weight.detach().float().numpy()
+        out[_digest(np.ascontiguousarray(w.T))] = name
+    return out
+
+
+def _digest(a: np.ndarray) -> bytes:
+    return hashlib.sha256(str(a.shape).encode() + a.astype(np.float32).tobytes()).digest()
+
+
+def _quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,
+              adapter_inputs: set[str] = frozenset()):
+    """Find the backbone MatMuls, quantize only them per `fmt`; returns (proto, weight_error, kept-float text)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    by_digest = _backbone_weights(model)
+    # Rewrite backbone Gemm (2-D input, transB=1) as MatMul (+ Add), so the quantizers see it.
+    new_nodes, backbone = [], {}  # backbone: node name -> (linear name, B initializer name)
+    for node in graph.node:
+        if node.op_type == "Gemm" and len(node.input) >= 2 and node.input[1] in inits and node.input[1] not in adapter_inputs:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            b = numpy_helper.to_array(inits[node.input[1]])
+            bt = b.T if attrs.get("transB", 0) else b
+            lin = by_digest.get(_digest(np.ascontiguousarray(bt))) if b.ndim == 2 else None
+            if lin and not attrs.get("transA", 0) and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
+                bname = node.input[1] + "_t" if attrs.get("transB", 0) else node.input[1]
+                if bname not in inits:
+                    t = numpy_helper.from_array(np.ascontiguousarray(bt), bname)
+                    graph.initializer.append(t)
+                    inits[bname] = t
+                has_c = len(node.input) > 2 and node.input[2]
+                mm_out = node.output[0] + "_mm" if has_c else node.output[0]
+                mm = helper.make_node("MatMul", [node.input[0], bname], [mm_out], name=node.name + "_matmul")
+                new_nodes.append(mm)
+                backbone[mm.name] = (lin, bname)
+                if has_c:
+                    new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]],
+                                                      name=node.name + "_bias"))
+                continue
+        if node.op_type == "MatMul" and node.input[1] in inits and node.input[1] not in adapter_inputs:
+            b = numpy_helper.to_array(inits[node.input[1]])
+            lin = by_digest.get(_digest(np.ascontiguousarray(b))) if b.ndim == 2 else None
+            if lin:
+                backbone[node.name] = (lin, node.input[1])
+        new_nodes.append(node)
+    graph.ClearField("node")
+    graph.node.extend(new_nodes)
+    # Drop initializers no node uses any more (the pre-transpose Gemm weights).
+    used = {i for n in graph.node for i in n.input} | {i.name for i in graph.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    graph.ClearField("initializer")
+    graph.initializer.extend(keep)
+
+    expected = set(backbone_linears(model))
+    found = {lin for lin, _ in backbone.values()}
+    if found != expected:
+        raise RuntimeError(f"onnx export: could not find the backbone linears {sorted(expected - found)[:3]} in "
+                           "the exported graph (the exporter changed their weights?)")
+    matmuls = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    others = [n for n in matmuls if n not in backbone]
+    kept = (f"{len(others)} MatMul/Gemm nodes (LoRA lora_A/lora_B, recovery down/up, classifier head, "
+            f"attention score products); {len(backbone)} backbone MatMuls quantized" if fmt != "none"
+            else "everything")
+    trained_w = {lin: model.get_submodule(lin).weight.detach().float().numpy() for lin, _ in backbone.values()}
+
+    with _quiet():
+        proto = _run_quantizer(proto, backbone, others, trained, fmt, group)
+    err = _stored_weight_error(proto, backbone, trained_w, fmt)
+    proto.producer_name = "calora"
+    return proto, {"backbone_linear_max_abs": err}, kept
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ONNX Runtime's quantizers log every node at INFO (and configure the root logger): mute that."""
+    import logging
+
+    before = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(before)
+
+
+def _run_quantizer(proto, backbone: dict, others: list[str], trained, fmt: str, group: int | None):
+    import onnx
+
+    if fmt == "int4":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        q = MatMulNBitsQuantizer(proto, bits=4, block_size=group, is_symmetric=True, nodes_to_exclude=others)
+        q.process()
+        proto = q.model.model
+        _use_trained_int4_codes(proto, backbone, trained, group)
+    elif fmt == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
+            onnx.save_model(proto, str(src))
+            quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
+                             nodes_to_quantize=list(backbone), op_types_to_quantize=["MatMul"],
+                             extra_options={"MatMulConstBOnly": True})
+            proto = onnx.load_model(str(dst))
+    return proto
+
+
+def _matmulnbits_nodes(proto) -> dict[str, Any]:
+    """B-initializer base name -> MatMulNBits node (the quantizer names B as '<orig>_Q4')."""
+    out = {}
+    for n in proto.graph.node:
+        if n.op_type == "MatMulNBits":
+            out[n.input[1]] = n
+    return out
+
+
+def _use_trained_int4_codes(proto, backbone: dict, trained: torch.nn.Module, group: int) -> None:
+    """Overwrite MatMulNBits' B and scales with the trained codes/scales where the trained layer holds
+    int4 codes with this group size (then the stored weights equal the trained ones bit for bit)."""
+    from onnx import numpy_helper
+
+    from calora.train.quant import QuantLinear
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    nodes = _matmulnbits_nodes(proto)
+    modules = dict(trained.named_modules())
+    for lin, bname in backbone.values():
+        node = nodes.get(bname + "_Q4")
+        mod = modules.get(lin)
+        if node is None:
+            raise RuntimeError(f"MatMulNBitsQuantizer did not quantize backbone linear {lin}")
+        if not (isinstance(mod, QuantLinear) and mod.bits == 4 and mod.group_size == group):
+            continue
+        codes = mod.codes.detach().to(torch.int16).numpy()  # (N, K), in [-8, 7]
+        scale = mod.scale.detach().float().numpy()  # (N, K // group)
+        n_out, k_in = codes.shape
+        q = (codes + 8).astype(np.uint8).reshape(n_out, k_in // group, group)
+        packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+        b_old, s_old = inits[node.input[1]], inits[node.input[2]]
+        if tuple(b_old.dims) != packed.shape or int(np.prod(s_old.dims)) != scale.size:
+            raise RuntimeError(f"unexpected MatMulNBits layout for {lin}: B {list(b_old.dims)}, scales {list(s_old.dims)}")
+        b_old.CopyFrom(numpy_helper.from_array(packed, b_old.name))
+        s_old.CopyFrom(numpy_helper.from_array(scale.reshape(tuple(s_old.dims)).astype(np.float32), s_old.name))
+
+
+def _stored_weight_error(proto, backbone: dict, trained_w: dict[str, np.ndarray], fmt: str) -> float:
+    """max |dequantized stored weight - trained weight| over the backbone linears, read from the graph."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    err = 0.0
+    if fmt == "none":
+        for lin, bname in backbone.values():
+            err = max(err, float(np.abs(inits[bname].T - trained_w[lin]).max()))
+        return err
+    if fmt == "int4":
+        nodes = _matmulnbits_nodes(proto)
+        for lin, bname in backbone.values():
+            node = nodes[bname + "_Q4"]
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            k, n, bs = attrs["K"], attrs["N"], attrs["block_size"]
+            packed = inits[node.input[1]].reshape(n, -1)
+            q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)[:, :k].astype(np.float32)
+            zp = 8.0
+            if len(node.input) > 3 and node.input[3]:
+                raise RuntimeError("asymmetric MatMulNBits is not expected here")
+            scales = inits[node.input[2]].reshape(n, -1).astype(np.float32)
+            w = (q - zp) * np.repeat(scales, bs, axis=1)[:, :k]  # (N, K)
+            err = max(err, float(np.abs(w - trained_w[lin]).max()))
+        return err
+    # int8 dynamic: '<B>_quantized', '<B>_scale', '<B>_zero_point', per channel along N
+    for lin, bname in backbone.values():
+        q = inits[bname + "_quantized"].astype(np.float32)  # (K, N)
+        scale = inits[bname + "_scale"].astype(np.float32)
+        zp = inits[bname + "_zero_point"].astype(np.float32)
+        w = (q - zp) * scale  # broadcast over the N axis
+        err = max(err, float(np.abs(w.T - trained_w[lin]).max()))
+    return err
+
+
+# ---- adapters -----------------------------------------------------------------------------------
+def write_adapter(tensors: dict[str, torch.Tensor], names: list[str], path: Path) -> None:
+    """An ONNX Runtime LoRA adapter file holding one task's tensors under the graph's input names."""
+    import onnxruntime as ort
+
+    arrays = {n: np.ascontiguousarray(tensors[n].detach().float().numpy()).copy() for n in names}
+    # OrtValue.ortvalue_from_numpy does not copy: `arrays` must outlive export_adapter.
+    values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
+    fmt = ort.AdapterFormat()
+    fmt.set_adapter_version(1)
+    fmt.set_model_version(1)
+    fmt.set_parameters(values)
+    fmt.export_adapter(str(path))
+    del values, arrays
+
+
+def run_with_adapter(sess, adapter_path: Path, feed: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    adapter = ort.LoraAdapter()
+    adapter.Load(str(adapter_path))
+    opts = ort.RunOptions()
+    opts.add_active_adapter(adapter)
+    return sess.run(list(OUTPUT_NAMES), feed, run_options=opts)[0]
+
+
+def _switch_timing(sess, adapter_path: Path, feed: dict, repeats: int = 5) -> tuple[float, float]:
+    import onnxruntime as ort
+
+    loads, runs = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        adapter = ort.LoraAdapter()
+        adapter.Load(str(adapter_path))
+        t1 = time.perf_counter()
+        opts = ort.RunOptions()
+        opts.add_active_adapter(adapter)
+        sess.run(list(OUTPUT_NAMES), feed, run_options=opts)
+        t2 = time.perf_counter()
+        loads.append((t1 - t0) * 1e3)
+        runs.append((t2 - t1) * 1e3)
+    return statistics.median(loads), statistics.median(runs)
+
+
+__all__ = ["OnnxTarget", "deploy_format", "write_adapter", "run_with_adapter"]

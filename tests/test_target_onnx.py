@@ -1,0 +1,166 @@
+"""The ONNX Runtime Mobile target on two tiny trained tasks (int4 g32 backbone): baked and swappable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from calora.export.graph import Baked, adapter_tensors, backbone_linears, deployable, example_inputs
+from calora.export.job import load_job
+from calora.targets.base import Mode
+from calora.train.errors import ConfigError
+from calora.train.spec import CompressionSpec
+
+pytest.importorskip("onnxruntime")
+MAX_LOGIT_ERR = 0.2  # measured 0.053 (toy_a) / 0.013 (toy_b); a missing adapter or wrong scale is >> 1
+
+
+def _export(tiny_runs, tmp_path_factory, mode):
+    from calora.targets.onnx import OnnxTarget
+
+    job = load_job(tiny_runs, ["toy_a", "toy_b"], mode)
+    out = tmp_path_factory.mktemp(f"onnx-{mode}")
+    return job, out, OnnxTarget().export(job, out)
+
+
+@pytest.fixture(scope="module")
+def baked(tiny_runs, tmp_path_factory):
+    return _export(tiny_runs, tmp_path_factory, "baked")
+
+
+@pytest.fixture(scope="module")
+def swappable(tiny_runs, tmp_path_factory):
+    return _export(tiny_runs, tmp_path_factory, "swappable")
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _ref(task, ids, mask):
+    with torch.no_grad():
+        return Baked(task.model)(ids, mask).numpy()
+
+
+def _float_inits(path):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    return m, [numpy_helper.to_array(i) for i in m.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+
+
+def _contains(arrays, w):
+    return any(a.shape == w.shape and np.array_equal(a, w) for a in arrays) or \
+        any(a.shape == w.T.shape and np.array_equal(a, w.T) for a in arrays)
+
+
+def test_module_import_is_cheap():
+    code = "import sys, calora.targets.onnx; print('onnxruntime' in sys.modules, 'onnx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+def test_deploy_format_from_spec():
+    from calora.targets.onnx import deploy_format
+
+    assert deploy_format(CompressionSpec.parse("int4:g64+sparse:0.5")) == ("int4", 64)
+    assert deploy_format(CompressionSpec.parse("int8")) == ("int8", None)
+    assert deploy_format(CompressionSpec()) == ("none", None)
+    assert deploy_format(CompressionSpec.parse("nf4")) == ("int4", 32)
+    assert deploy_format(CompressionSpec.parse("bnb-int8")) == ("int8", None)
+    with pytest.raises(ConfigError, match="MatMulNBits"):
+        deploy_format(CompressionSpec.parse("int4:g24"))
+
+
+def test_baked_files_and_smoke(baked):
+    job, out, r = baked
+    assert {(f.path, f.role, f.task) for f in r.files} == {
+        (f"onnx/{t}.{ext}", "model", t) for t in ("toy_a", "toy_b") for ext in ("onnx", "ort")}
+    for f in r.files:
+        assert (out / f.path).stat().st_size == f.bytes > 0
+        assert [o.name for o in _session(out / f.path).get_outputs()] == ["logits"]
+    assert [(t.name, t.shape) for t in r.inputs] == [("input_ids", ("batch", "sequence")),
+                                                     ("attention_mask", ("batch", "sequence"))]
+    assert r.outputs[0].shape == ("batch", 2) and r.runtime["name"] == "onnxruntime"
+    for task in ("toy_a", "toy_b"):
+        s = r.smoke[task]
+        assert s["examples"] == len(job.smoke_texts) and ".ort" in s["runtime"]
+        assert s["argmax_agreement"] >= 0.9
+        assert s["max_abs_logit_error"] < MAX_LOGIT_ERR
+
+
+def test_baked_backbone_int4_and_adapters_float(baked):
+    job, out, r = baked
+    task = job.tasks[0]
+    model = deployable(task.model)
+    m, floats = _float_inits(out / "onnx/toy_a.onnx")
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count("MatMulNBits") == len(backbone_linears(model)) == 7
+    for name in backbone_linears(model):  # no float copy of a backbone weight is left behind
+        assert not _contains(floats, model.get_submodule(name).weight.numpy())
+    tensors = adapter_tensors(model)
+    assert any(".lora_A." in n for n in tensors) and any(".recovery." in n for n in tensors)
+    for name, t in tensors.items():
+        if t.ndim == 2:  # LoRA, recovery and classifier weights stay float, bit for bit
+            assert _contains(floats, t.numpy()), name
+    assert r.weight_error == {"backbone_linear_max_abs": 0.0}
+
+
+def test_baked_dynamic_sequence_matches_pytorch(baked):
+    job, out, _ = baked
+    task = job.tasks[1]
+    ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts[:3]), 9)
+    got = _session(out / "onnx/toy_b.ort").run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    ref = _ref(task, ids, mask)
+    assert got.shape == (3, 2)
+    assert np.abs(got - ref).max() < MAX_LOGIT_ERR and (got.argmax(-1) == ref.argmax(-1)).all()
+
+
+def test_swappable_files_and_smoke(swappable):
+    job, out, r = swappable
+    assert {(f.path, f.role, f.task) for f in r.files} == {
+        ("onnx/backbone.onnx", "backbone", None), ("onnx/backbone.ort", "backbone", None),
+        ("onnx/adapters/toy_a.onnx_adapter", "adapter", "toy_a"),
+        ("onnx/adapters/toy_b.onnx_adapter", "adapter", "toy_b")}
+    for task in ("toy_a", "toy_b"):
+        assert r.smoke[task]["argmax_agreement"] >= 0.9
+        assert r.smoke[task]["max_abs_logit_error"] < MAX_LOGIT_ERR
+    assert "no session reload" in r.task_switch and r.weight_error["backbone_linear_max_abs"] == 0.0
+    m, _ = _float_inits(out / "onnx/backbone.onnx")
+    assert [n.op_type for n in m.graph.node].count("MatMulNBits") == 7
+    inputs = {i.name for i in m.graph.input}
+    assert set(adapter_tensors(deployable(job.tasks[0].model))) <= inputs  # adapter tensors are inputs
+
+
+def test_swappable_really_swaps(swappable):
+    import onnxruntime as ort
+
+    from calora.targets.onnx import run_with_adapter
+
+    job, out, _ = swappable
+    ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    sess = _session(out / "onnx/backbone.ort")
+    ref = {t.name: _ref(t, ids, mask) for t in job.tasks}
+    assert (ref["toy_a"].argmax(-1) != ref["toy_b"].argmax(-1)).mean() > 0.5  # the tasks really disagree
+    got_b = run_with_adapter(sess, out / "onnx/adapters/toy_b.onnx_adapter", feed)
+    got_a = run_with_adapter(sess, out / "onnx/adapters/toy_a.onnx_adapter", feed)
+    assert (got_b.argmax(-1) == ref["toy_b"].argmax(-1)).all() and np.abs(got_b - ref["toy_b"]).max() < MAX_LOGIT_ERR
+    assert (got_b.argmax(-1) == ref["toy_a"].argmax(-1)).mean() < 0.5
+    assert (got_a.argmax(-1) == ref["toy_a"].argmax(-1)).all() and np.abs(got_a - ref["toy_a"]).max() < MAX_LOGIT_ERR
+    # an adapter read back from its file holds the task's tensors
+    params = ort.AdapterFormat.read_adapter(str(out / "onnx/adapters/toy_b.onnx_adapter")).get_parameters()
+    want = adapter_tensors(deployable(job.tasks[1].model))
+    assert set(params) == set(want)
+    for n, v in params.items():
+        np.testing.assert_array_equal(v.numpy(), want[n].numpy())
+    # without an adapter the zero defaults give constant logits, not some task's answers
+    plain = sess.run(["logits"], feed)[0]
+    assert np.abs(plain).max() < 1e-6
