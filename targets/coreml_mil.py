@@ -1,0 +1,145 @@
+"""MIL-level helpers of the Core ML target: exact weight quantization and a reference evaluator.
+
+- `quantize_consts(prog, weights)`: replace the float `const` ops that hold given backbone weights
+  by `constexpr_blockwise_shift_scale` ops carrying the very integer codes and scales calora trained
+  with (no re-quantization, so the stored weight is the trained one). A const is matched by value
+  (the weight or its transpose: the torch frontend folds `permute` of a linear weight into it).
+- `evaluate(func, feeds)`: run one function of a pymil program with the numpy reference
+  implementations (`value_inference`) that coremltools' MIL ops carry. This checks the converted
+  program, not Apple's Core ML runtime (which only runs on macOS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantWeight:
+    name: str  # the torch name of the layer
+    weight: np.ndarray  # float32 (out, in): the trained (dequantized) weight
+    codes: np.ndarray  # int8 (out, in)
+    scale: np.ndarray  # float32 (out, groups)
+
+
+def constexpr_name(name: str) -> str:
+    return "calora_q__" + name.replace(".", "_")
+
+
+def quantize_consts(prog, weights: list[QuantWeight]) -> dict[str, str]:
+    """Rewrite `prog` in place; returns {layer name: orientation ("w" or "wT")}. Raises if a weight
+    is not found (the graph would silently keep it in float)."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+    from coremltools.converters.mil.mil.scope import ScopeInfo
+
+    found: dict[str, str] = {}
+    for func in prog.functions.values():
+        for op in list(func.operations):
+            if op.op_type != "const":
+                continue
+            val = op.outputs[0].val
+            if not isinstance(val, np.ndarray) or val.ndim != 2 or val.dtype != np.float32:
+                continue
+            for qw in weights:
+                if val.shape == qw.weight.shape and np.array_equal(val, qw.weight):
+                    orient, codes, scale = "w", qw.codes, qw.scale
+                elif val.shape == qw.weight.T.shape and np.array_equal(val, qw.weight.T):
+                    orient, codes, scale = "wT", qw.codes.T, qw.scale.T
+                else:
+                    continue
+                codes = np.ascontiguousarray(codes)
+                if codes.min() >= -8 and codes.max() <= 7:
+                    data = codes.astype(types.nptype_from_builtin(types.int4))
+                else:
+                    data = codes.astype(np.int8)
+                scopes = [ScopeInfo(source=k, data=v) for k, v in op.scopes.items()]
+                with func, contextlib.ExitStack() as stack:
+                    if scopes:
+                        stack.enter_context(mb.scope(*scopes))
+                    new = mb.constexpr_blockwise_shift_scale(
+                        data=data, scale=np.ascontiguousarray(scale, dtype=np.float32),
+                        before_op=op, name=constexpr_name(qw.name))
+                op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new,
+                                                                 no_check_var_types=True)
+                op.enclosing_block.remove_ops([op])
+                found[qw.name] = orient
+                break
+    missing = [qw.name for qw in weights if qw.name not in found]
+    if missing:
+        raise RuntimeError(f"coreml: backbone weights not found as constants of the converted program: {missing}")
+    return found
+
+
+# ---- reference evaluator --------------------------------------------------------------------------
+def _gather_nd(x, indices, batch_dims=0):
+    if batch_dims:
+        raise NotImplementedError("gather_nd with batch_dims")
+    idx = np.asarray(indices)
+    k = idx.shape[-1]
+    flat = idx.reshape(-1, k)
+    out = np.stack([x[tuple(i)] for i in flat])
+    return out.reshape(idx.shape[:-1] + x.shape[k:])
+
+
+def _fallback(op, val):
+    """numpy implementations for ops whose `value_inference` is missing."""
+    t = op.op_type
+    if t == "gather_nd":
+        return _gather_nd(val(op.x), val(op.indices), int(val(op.batch_dims)) if op.batch_dims is not None else 0)
+    if t == "silu":
+        x = val(op.x)
+        return x / (1.0 + np.exp(-x))
+    if t == "gather":
+        x, ind = val(op.x), val(op.indices)
+        axis = int(val(op.axis)) if op.axis is not None else 0
+        return np.take(x, ind.astype(np.int64), axis=axis)
+    raise NotImplementedError(f"no reference implementation for MIL op {t!r}")
+
+
+def _set(var, value) -> None:
+    from coremltools.converters.mil.mil import types
+
+    if types.is_tensor(var.sym_type):
+        value = np.asarray(value, dtype=types.nptype_from_builtin(var.dtype))
+        # Some ops reduce a rank-0 tensor to a numpy scalar: keep the declared shape.
+        if value.shape != tuple(var.shape) and all(isinstance(d, (int, np.integer)) for d in var.shape):
+            value = value.reshape(var.shape)
+    elif types.is_scalar(var.sym_type):
+        value = types.nptype_from_builtin(var.sym_type)(value)
+    sym = var.sym_type()
+    sym.val = value
+    var._sym_val = sym
+
+
+def evaluate(func, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run `func` (a pymil Function, modified in place: use a throwaway copy) on `feeds`."""
+    for name, var in func.inputs.items():
+        _set(var, feeds[name])
+
+    def val(v):
+        return v.val
+
+    for op in func.operations:  # constants read back from a .mlpackage hold numpy bools; numpy wants bool
+        if op.op_type == "const" and isinstance(op.outputs[0].val, np.bool_):
+            op.outputs[0]._sym_val.val = bool(op.outputs[0].val)
+
+    for op in func.operations:
+        if all(o.val is not None for o in op.outputs) and op.op_type in ("const",):
+            continue
+        try:
+            if op.op_type.startswith("constexpr_"):
+                out = op.materialized_val_inference()
+            else:
+                out = op.value_inference()
+        except NotImplementedError:
+            out = None
+        if out is None:
+            out = _fallback(op, val)
+        outs = out if len(op.outputs) > 1 else (out,)
+        for var, v in zip(op.outputs, outs):
+            _set(var, v)
+    return [np.asarray(v.val) for v in func.outputs]
