@@ -37,6 +37,8 @@ def deployable(model: nn.Module) -> nn.Module:
                 if module.bias is not None:
                     lin.bias.copy_(module.bias)
             _set(model, name, lin)
+        elif type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+            _set(model, name, _dequantize_bnb(module))  # the target re-quantizes to spec.deploy_quant
         elif isinstance(module, QuantEmbedding):
             emb = nn.Embedding(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx)
             with torch.no_grad():
@@ -45,6 +47,22 @@ def deployable(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _dequantize_bnb(module: nn.Module) -> nn.Linear:
+    """A bitsandbytes layer as the float nn.Linear it computes with (no mobile runtime runs NF4)."""
+    import bitsandbytes as bnb
+
+    if type(module).__name__ == "Linear4bit":
+        weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+    else:  # LLM.int8: row-wise absmax scales in SCB
+        weight = module.weight.data.float() * module.weight.SCB.float().unsqueeze(1) / 127.0
+    lin = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(weight.float().cpu().reshape(module.out_features, module.in_features))
+        if module.bias is not None:
+            lin.bias.copy_(module.bias.float().cpu())
+    return lin
 
 
 def _set(model: nn.Module, name: str, new: nn.Module) -> None:

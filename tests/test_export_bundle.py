@@ -119,3 +119,25 @@ def test_tasks_on_different_backbones_are_refused(tiny_runs, tiny_bert, sentimen
                   "--compression", "int8"]) == 0
     with pytest.raises(AdapterMismatchError, match="another compressed backbone"):
         load_job(runs, ["toy_a", "toy_c"], "baked")
+
+
+@pytest.mark.parametrize("spec", ["nf4", "bnb-int8", "int4:g32+sparse:0.5+emb:int8"])
+def test_deployable_computes_what_the_trained_backbone_computes(tiny_bert, spec):
+    """bnb layers are dequantized, calora's quantized layers become float layers with the same values."""
+    pytest.importorskip("bitsandbytes")
+    from calora.train.backbones import load_classifier
+    from calora.train.compress import compress_model
+    from calora.train.quant import QuantLinear
+    from calora.train.spec import CompressionSpec
+
+    spec = CompressionSpec.parse(spec)
+    model = compress_model(load_classifier(tiny_bert, 2, seed=0), spec)
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            m.act_quant = False  # deployable drops the simulated activations: compare weights only
+    flat = deployable(model)
+    assert not any(type(m).__name__ in ("Linear4bit", "Linear8bitLt", "QuantLinear", "QuantEmbedding")
+                   for m in flat.modules())
+    ids = torch.tensor([[2, 5, 9, 12, 7, 3]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, flat(input_ids=ids).logits, atol=1e-6)
