@@ -1,0 +1,177 @@
+"""ExecuTorch target on the two tiny trained tasks: each mode is lowered once per module (lowering is
+the slow part), then its artifacts are checked in the ExecuTorch runtime against PyTorch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("executorch")
+pytest.importorskip("torchao")
+
+# A real bug (wrong scales, dropped LoRA/recovery, wrong adapter order, weight-only ints as floats)
+# moves these 2-class logits by whole units; measured error on the tiny model is ~0.003-0.009
+# (int8 dynamic activations of XNNPACK vs the trained fake-quant simulation).
+MAX_LOGIT_ERROR = 0.1
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_runs, tmp_path_factory):
+    from calora.export.job import load_job
+    from calora.targets import get_target
+
+    out = {}
+    for mode in ("baked", "swappable"):
+        job = load_job(tiny_runs, ["toy_a", "toy_b"], mode)
+        out_dir = tmp_path_factory.mktemp(f"et-{mode}")
+        out[mode] = (job, out_dir, get_target("executorch").export(job, out_dir))
+    return out
+
+
+def _inputs(job):
+    from calora.export.graph import example_inputs
+
+    return example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+
+
+def _reference(job, task):
+    from calora.export.graph import Baked
+
+    model = next(t.model for t in job.tasks if t.name == task)
+    ids, mask = _inputs(job)
+    with torch.no_grad():
+        return Baked(model)(ids, mask)
+
+
+def test_module_import_is_cheap():
+    import subprocess
+    import sys
+
+    code = ("import sys, calora.targets.executorch as m; "
+            "assert 'executorch.exir' not in sys.modules and 'torchao' not in sys.modules, 'heavy import'; "
+            "assert m.ExecuTorchTarget.name == 'executorch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("mode", ["baked", "swappable"])
+def test_files_and_roles(exported, mode):
+    job, out_dir, result = exported[mode]
+    roles = {(f.role, f.task) for f in result.files}
+    if mode == "baked":
+        assert roles == {("model", "toy_a"), ("model", "toy_b")}
+        assert {f.path for f in result.files} == {"executorch/toy_a.pte", "executorch/toy_b.pte"}
+    else:
+        assert roles == {("backbone", None), ("adapter", "toy_a"), ("adapter", "toy_b")}
+        assert "executorch/backbone.pte" in {f.path for f in result.files}
+    for f in result.files:
+        path = out_dir / f.path
+        assert path.is_file() and path.stat().st_size == f.bytes > 0
+    assert result.runtime["name"] == "executorch" and result.runtime["version"]
+    assert [t.name for t in result.inputs[:2]] == ["input_ids", "attention_mask"]
+    assert [t.name for t in result.outputs] == ["logits"]
+
+
+@pytest.mark.parametrize("mode", ["baked", "swappable"])
+def test_smoke_against_pytorch(exported, mode):
+    _job, _out, result = exported[mode]
+    assert set(result.smoke) == {"toy_a", "toy_b"}
+    for task, s in result.smoke.items():
+        assert s["examples"] >= 2, task
+        assert s["argmax_agreement"] >= 0.9, (task, s)
+        assert s["max_abs_logit_error"] < MAX_LOGIT_ERROR, (task, s)
+        assert "ExecuTorch" in s["runtime"] and "XNNPACK" in s["runtime"]
+
+
+@pytest.mark.parametrize("mode", ["baked", "swappable"])
+def test_weights_bit_identical(exported, mode):
+    result = exported[mode][2]
+    assert result.weight_error["backbone_linear_max_abs"] == 0.0
+    # the spec of tiny_runs has emb:int8: the table is stored int8 with the trained codes
+    assert result.weight_error.get("embedding_max_abs") == 0.0
+
+
+@pytest.mark.parametrize("mode", ["baked", "swappable"])
+def test_xnnpack_delegation(exported, mode):
+    import re
+
+    result = exported[mode][2]
+    described = [n for n in result.notes if "XNNPACK delegate calls" in n]
+    assert described
+    for note in described:
+        calls = int(re.search(r"(\d+) XNNPACK delegate calls", note).group(1))
+        left = int(re.search(r"(\d+) quantize ops", note).group(1))
+        assert calls >= 1 and left == 0, note
+
+
+def test_baked_pte_runs_in_runtime(exported):
+    from calora.targets.executorch import _run_rows
+
+    job, out_dir, _ = exported["baked"]
+    ids, mask = _inputs(job)
+    for task in ("toy_a", "toy_b"):
+        got = _run_rows(out_dir / "executorch" / f"{task}.pte", [ids[:4], mask[:4]], [])
+        ref = _reference(job, task)[:4]
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max() < MAX_LOGIT_ERROR
+
+
+def test_swappable_really_swaps(exported):
+    """backbone.pte fed toy_b's adapter file gives toy_b's outputs, not toy_a's (and vice versa)."""
+    from calora.targets.executorch import _load, _run_rows, read_adapter
+
+    job, out_dir, _ = exported["swappable"]
+    ids, mask = _inputs(job)
+    _program, method = _load(out_dir / "executorch" / "backbone.pte")
+    ref_a, ref_b = _reference(job, "toy_a"), _reference(job, "toy_b")
+    assert (ref_a.argmax(-1) != ref_b.argmax(-1)).float().mean() >= 0.5  # the tasks really differ
+    for task, ref, other in (("toy_b", ref_b, ref_a), ("toy_a", ref_a, ref_b)):
+        got = _run_rows(method, [ids, mask], read_adapter(out_dir / "executorch" / "adapters" / f"{task}.safetensors"))
+        assert (got - ref).abs().max() < MAX_LOGIT_ERROR, task
+        assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9, task
+        assert (got.argmax(-1) == other.argmax(-1)).float().mean() <= 0.5, task
+
+
+def test_swappable_adapter_order_and_switch_sentence(exported):
+    from safetensors import safe_open
+
+    job, out_dir, result = exported["swappable"]
+    orders = []
+    for task in ("toy_a", "toy_b"):
+        with safe_open(str(out_dir / "executorch" / "adapters" / f"{task}.safetensors"), framework="pt") as f:
+            orders.append(f.metadata()["calora.input_order"])
+    assert orders[0] == orders[1]
+    extra = [t.name for t in result.inputs[2:]]
+    assert extra and extra == __import__("json").loads(orders[0])
+    assert "no program reload" in result.task_switch and "ms" in result.task_switch
+
+
+def test_unrepresentable_spec_is_config_error():
+    from calora.targets.executorch import _weight_format
+    from calora.train.errors import ConfigError
+    from calora.train.spec import CompressionSpec
+
+    assert _weight_format(CompressionSpec.parse("int4:g64")) == ("int4", 64)
+    assert _weight_format(CompressionSpec.parse("int8")) == ("int8", None)
+    assert _weight_format(CompressionSpec.parse("nf4")) == ("int4", 32)
+    assert _weight_format(CompressionSpec.parse("bnb-int8")) == ("int8", None)
+
+    class Odd:  # a quant scheme the target does not know
+        quant = type("Q", (), {"is_bnb": False, "value": "fp8"})()
+        group_size = None
+
+    with pytest.raises(ConfigError, match="cannot be represented"):
+        _weight_format(Odd())
+
+
+def test_reexport_is_byte_identical(exported):
+    """Lowering the same task again gives the same .pte bytes (bundles are reproducible)."""
+    from calora.export.graph import Baked, example_inputs
+    from calora.targets.executorch import ExecuTorchTarget
+
+    job, out_dir, _ = exported["baked"]
+    target = ExecuTorchTarget()
+    task = job.tasks[0]
+    model, _, _ = target._prepare(task.model, job.spec)
+    ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+    data, _ = target._lower(Baked(model), (ids[:1].contiguous(), mask[:1].contiguous()))
+    assert data == (out_dir / "executorch" / f"{task.name}.pte").read_bytes()
