@@ -56,7 +56,10 @@ def quantize_consts(prog, weights: list[QuantWeight]) -> dict[str, str]:
                     data = codes.astype(types.nptype_from_builtin(types.int4))
                 else:
                     data = codes.astype(np.int8)
-                scopes = [ScopeInfo(source=k, data=v) for k, v in op.scopes.items()]
+                # Keep the op's source scopes (torch module names) for debuggability; the graph-pass
+                # history may hold several passes, which ScopeInfo refuses, so it is not copied.
+                scopes = [ScopeInfo(source=k, data=v) for k, v in op.scopes.items()
+                          if k.name != "COREMLTOOLS_GRAPH_PASS"]
                 with func, contextlib.ExitStack() as stack:
                     if scopes:
                         stack.enter_context(mb.scope(*scopes))
