@@ -225,8 +225,9 @@ class ExecuTorchTarget:
             med = statistics.median(per_call) * 1e3 if per_call else float("nan")
             task_switch = (f"Swappable: one backbone.pte stays loaded; switching tasks means passing another "
                            f"task's {len(names)} adapter tensors (from its .safetensors file) as the method's "
-                           f"extra inputs, no program reload. Median forward incl. new adapter inputs on the tiny "
-                           f"test model: {med:.2f} ms (Python runtime, 1 x {job.max_length} tokens).")
+                           f"extra inputs, no program reload. Median forward with another task's adapter inputs, "
+                           f"measured at export on the exporting machine: {med:.2f} ms (Python runtime, "
+                           f"1 x {job.max_length} tokens).")
             notes.append(f"Adapter files are safetensors, not ExecuTorch .ptd: a .ptd only supplies named "
                          f"constants to a program at load time (and XNNPACK keys delegated constants by content "
                          f"hash), it cannot feed method inputs. The app reads executorch/adapters/<task>."

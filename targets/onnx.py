@@ -129,7 +129,7 @@ class OnnxTarget:
                            f"task's .onnx_adapter once (onnxruntime.LoraAdapter().Load, median {load_ms:.2f} ms here) "
                            f"and activating it per run with RunOptions.add_active_adapter (no session reload; a "
                            f"run with an active adapter took a median {run_ms:.2f} ms for {ids.shape[0]} examples "
-                           f"of {ids.shape[1]} tokens on the tiny export machine's CPU, not a phone).")
+                           f"of {ids.shape[1]} tokens on the exporting machine's CPU, not a phone).")
             notes.append("Swappable: the adapter tensors (LoRA, recovery, head) are graph inputs with all-zero "
                          "defaults: running backbone.ort without an active .onnx_adapter gives meaningless (zero) "
                          "logits. Always activate exactly one task adapter per run.")
