@@ -97,7 +97,12 @@ def bundle_readme(manifest: dict) -> str:
     tasks = "\n".join(f"- `{t['name']}`: labels {t['label_names']} (index = class id); adapter "
                       f"{t['adapter_fingerprint'][:19]}…, backbone {t['backbone_fingerprint'][:19]}…"
                       for t in manifest["tasks"])
-    inputs = ", ".join(f"`{i['name']}` {i['dtype']} {i['shape']}" for i in manifest["inputs"])
+    main_inputs = [i for i in manifest["inputs"] if i["name"] in ("input_ids", "attention_mask")]
+    inputs = ", ".join(f"`{i['name']}` {i['dtype']} {i['shape']}" for i in main_inputs)
+    extra = len(manifest["inputs"]) - len(main_inputs)
+    if extra:
+        inputs += (f", then the active task's {extra} adapter tensors (LoRA, recovery, head; names, shapes and "
+                   "order under `inputs` in manifest.json)")
     outputs = ", ".join(f"`{o['name']}` {o['dtype']} {o['shape']}" for o in manifest["outputs"])
     return f"""# calora bundle: {target}, {mode}
 
