@@ -59,7 +59,7 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
             "adapter_fingerprint": adapter_fingerprint(tensors),
             "adapter_parameters": int(sum(v.numel() for v in tensors.values())),
             "backbone_fingerprint": t.config["compression"]["fingerprint"],
-            "trained_metrics": _trained_metrics(t.task_dir), "files": files,
+            "trained_metrics": _trained_metrics(t.task_dir), "task_dir": str(t.task_dir), "files": files,
             "smoke": result.smoke.get(t.name),
         })
     return {
@@ -79,6 +79,7 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
         "command": command,
         "export_seconds": round(seconds, 1),
         "nondeterministic_fields": {"export_seconds": "wall time of this export; differs run to run",
+                                    "tasks[].task_dir": "where the trained task directory was on the exporting machine",
                                     "versions": "the installed packages of the exporting machine"},
     }
 

@@ -15,9 +15,7 @@ LoRA, recovery and head weights stay plain float32 `const` ops.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import sys
 import tempfile
 import uuid

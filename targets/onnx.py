@@ -265,7 +265,6 @@ def _digest(a: np.ndarray) -> bytes:
 def _quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,
               adapter_inputs: set[str] = frozenset()):
     """Find the backbone MatMuls, quantize only them per `fmt`; returns (proto, weight_error, kept-float text)."""
-    import onnx
     from onnx import helper, numpy_helper
 
     graph = proto.graph

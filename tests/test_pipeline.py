@@ -1,7 +1,6 @@
 """The training stage end to end on a tiny random model and a small CSV task (seconds on CPU)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -11,7 +11,6 @@ import torch
 
 from calora.export.graph import Baked, adapter_tensors, backbone_linears, deployable, example_inputs
 from calora.export.job import load_job
-from calora.targets.base import Mode
 from calora.train.errors import ConfigError
 from calora.train.spec import CompressionSpec
 

@@ -10,7 +10,6 @@ Writes ``<results>/ablation_<backbone>_<task>.json`` and ``.md`` with the comman
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
