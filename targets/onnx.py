@@ -90,6 +90,7 @@ class OnnxTarget:
                 proto, info = _export(Baked(model), (ids, mask), list(INPUT_NAMES), job.max_length, model)
                 proto, err, kept = _quantize(proto, model, task.model, fmt, group)
                 merge_error(err)
+                merge_error(_int8_embedding(proto, task.model))
                 onnx_path, ort_path = onnx_dir / f"{task.name}.onnx", onnx_dir / f"{task.name}.ort"
                 _save(proto, onnx_path)
                 _to_ort(onnx_path, ort_path)
@@ -110,6 +111,7 @@ class OnnxTarget:
             _adapters_as_defaulted_inputs(proto, names)
             proto, err, kept = _quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
             merge_error(err)
+            merge_error(_int8_embedding(proto, first.model))
             onnx_path, ort_path = onnx_dir / "backbone.onnx", onnx_dir / "backbone.ort"
             _save(proto, onnx_path)
             _to_ort(onnx_path, ort_path)
@@ -140,8 +142,12 @@ class OnnxTarget:
                         " (quantize_dynamic: per-channel int8 weights, int8 dynamic activations)" if fmt == "int8"
                         else " (float32)")
                      + f"; kept float32: {kept}.")
-        notes.append("Token/position embeddings are stored as float32 (the trained values, exact); ONNX Runtime "
-                     "Mobile has no int8 per-row embedding kernel, so emb:int8 does not shrink this artifact.")
+        if "embedding_max_abs" in weight_error:
+            notes.append("Token embedding table stored as the trained int8 codes + float32 per-row scales "
+                         "(Gather codes, Gather scales, Cast, Mul: bit-exact with the trained table); position "
+                         "and token-type embeddings stay float32.")
+        else:
+            notes.append("Embeddings are stored as float32 (the spec does not quantize them).")
         if fmt == "int4":
             notes.append("Activations are float32 in MatMulNBits (accuracy_level unset): the trained model "
                          "simulated int8 dynamic activations, a small source of the smoke logit error.")
@@ -260,6 +266,52 @@ def _backbone_weights(model: torch.nn.Module) -> dict[bytes, str]:
 
 def _digest(a: np.ndarray) -> bytes:
     return hashlib.sha256(str(a.shape).encode() + a.astype(np.float32).tobytes()).digest()
+
+
+def _int8_embedding(proto, trained: torch.nn.Module) -> dict[str, float]:
+    """Store the token embedding table as the trained int8 codes + per-row scales.
+
+    Each Gather of the float table becomes Gather(codes) -> Cast -> Mul(Gather(scales)), which
+    computes codes * scale in float32 exactly as training did, so the values are bit-identical while
+    the table takes a quarter of the bytes. Returns {"embedding_max_abs": error} (0.0), or {} when
+    the trained model has no int8 embedding."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from calora.train.quant import QuantEmbedding
+
+    emb = next((m for m in trained.modules() if isinstance(m, QuantEmbedding)), None)
+    if emb is None:
+        return {}
+    table = emb.weight.detach().cpu().numpy()
+    codes = emb.codes.detach().cpu().numpy().astype(np.int8)
+    scale = emb.scale.detach().cpu().numpy().astype(np.float32).reshape(-1, 1)
+    graph = proto.graph
+    name = next((i.name for i in graph.initializer if tuple(i.dims) == table.shape
+                 and i.data_type == TensorProto.FLOAT and np.array_equal(numpy_helper.to_array(i), table)), None)
+    if name is None:
+        raise ConfigError("onnx: the trained token embedding table is not an initializer of the exported graph")
+    users = [n for n in graph.node if name in n.input]
+    if not users or any(n.op_type != "Gather" or n.input[0] != name or
+                        any(a.name == "axis" and a.i != 0 for a in n.attribute) for n in users):
+        raise ConfigError(f"onnx: the embedding table {name} is used by other ops than a row Gather")
+    keep = [i for i in graph.initializer if i.name != name]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    graph.initializer.extend([numpy_helper.from_array(codes, name + "_int8"),
+                              numpy_helper.from_array(scale, name + "_scale")])
+    nodes = []
+    for node in graph.node:
+        if node in users:
+            idx, out, base = node.input[1], node.output[0], node.name or out
+            nodes += [helper.make_node("Gather", [name + "_int8", idx], [out + "_q"], name=base + "_codes", axis=0),
+                      helper.make_node("Gather", [name + "_scale", idx], [out + "_s"], name=base + "_scales", axis=0),
+                      helper.make_node("Cast", [out + "_q"], [out + "_f"], name=base + "_cast", to=TensorProto.FLOAT),
+                      helper.make_node("Mul", [out + "_f", out + "_s"], [out], name=base + "_dequant")]
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return {"embedding_max_abs": float(np.abs(codes.astype(np.float32) * scale - table).max())}
 
 
 def _quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,

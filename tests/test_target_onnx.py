@@ -109,7 +109,13 @@ def test_baked_backbone_int4_and_adapters_float(baked):
     for name, t in tensors.items():
         if t.ndim == 2:  # LoRA, recovery and classifier weights stay float, bit for bit
             assert _contains(floats, t.numpy()), name
-    assert r.weight_error == {"backbone_linear_max_abs": 0.0}
+    assert r.weight_error == {"backbone_linear_max_abs": 0.0, "embedding_max_abs": 0.0}
+    # emb:int8: the token table is stored as int8 codes, and no float copy of it is left behind
+    table = model.bert.embeddings.word_embeddings.weight.numpy()
+    assert not _contains(floats, table)
+    from onnx import TensorProto
+
+    assert any(i.data_type == TensorProto.INT8 and tuple(i.dims) == table.shape for i in m.graph.initializer)
 
 
 def test_baked_dynamic_sequence_matches_pytorch(baked):
