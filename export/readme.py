@@ -143,4 +143,11 @@ file hashes, the smoke comparison against PyTorch, re-quantization error).
 
 The snippets follow each runtime's public API; calora does not compile them (no mobile toolchain
 in its CI). What calora ran is listed under `validation` in `manifest.json`.
+
+## Checking this bundle
+
+    calora-validate <this folder> --report parity/
+
+runs these artifacts in their runtimes on each task's evaluation data against the PyTorch models
+and exits non-zero on a parity failure (`--record` writes the outcome into `manifest.json`).
 """

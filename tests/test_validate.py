@@ -178,3 +178,45 @@ def test_torchao_weight_only_executorch_export_fails_and_correct_export_passes(t
     fails = _fails(bad)
     assert any(f.startswith("values|toy_a|max |logit error|") for f in fails), fails
     assert all(f.split("|")[0] in ("structure", "values", "metric") for f in fails), fails
+
+
+def test_user_data_and_record(tiny_bundle, tiny_runs, tmp_path, capsys):
+    """--data evaluates on the user's own file (labels mapped by name); labels the task was not
+    trained on are bad input (exit 2); --record writes the outcome into the bundle's manifest."""
+    from calora.validate.cli import main
+
+    bundle = _copy(tiny_bundle("onnx", "swappable"), tmp_path)
+    src = json.loads((tiny_runs / "toy_a" / "calora" / "calora_config.json").read_text())["task"]["record"]["source"]
+    rows = Path(src).read_text().splitlines()
+    mine = tmp_path / "mine.csv"
+    mine.write_text("\n".join(["text,label,split"] + [f"{r},test" for r in rows[1:41]]) + "\n")
+    assert main([str(bundle), "--runs", str(tiny_runs), "--task", "toy_a", "--data", f"toy_a={mine}", "--record",
+                 "--report", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    (task,) = report["bundles"][0]["tasks"]
+    assert task["examples"] == 40 and task["data"]["source"] == str(mine)
+    recorded = json.loads((bundle / "manifest.json").read_text())["validation"]["full_parity"]
+    assert recorded["status"] == "pass" and recorded["tasks"]["toy_a"]["examples"] == 40
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\ngood movie,maybe\nbad film,maybe\n")
+    assert main([str(bundle), "--runs", str(tiny_runs), "--task", "toy_a", "--data", f"toy_a={bad}"]) == 2
+    assert "'maybe'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_decoder_backbone_bundle_passes(tiny_llama, sentiment_csv, tmp_path_factory, target):
+    """A Llama-family (decoder, last-token pooling) task validates as well as the BERT ones."""
+    from calora.export.bundle import export_bundle
+    from calora.export.job import load_job
+    from calora.train.cli import main as train
+
+    runs = tmp_path_factory.getbasetemp() / "llama-runs"
+    if not (runs / "toy_llama" / "calora" / "calora_config.json").is_file():
+        assert train(["--backbone", tiny_llama, "--task", "toy_llama", "--data", sentiment_csv, "--out", str(runs),
+                      "--epochs", "3", "--batch-size", "16", "--lr", "1e-2", "--max-length", "16", "--lora-rank", "4",
+                      "--recovery-rank", "4", "--compression", "int4:g32+sparse:0.5", "--checkpoint-every", "0"]) == 0
+    bundle = tmp_path_factory.mktemp(f"llama-{target}") / "bundle"
+    export_bundle(load_job(runs, ["toy_llama"], "baked"), target, bundle, ["--target", target])
+    report = _run(bundle, runs)
+    assert report.passed, _fails(report)
+    assert report.bundles[0].tasks[0].values["agreement"] >= 0.98

@@ -164,7 +164,8 @@ _OFFLINE: dict[OfflineTask, Callable[[], TaskData]] = {
 }
 
 
-def _read_table(path: Path) -> list[dict]:
+def read_table(path: Path) -> list[dict]:
+    """Rows of a CSV, TSV or JSONL file as dicts (errors name the --data path)."""
     if not path.is_file():
         raise DataError(f"--data {path}: file not found")
     try:
@@ -185,7 +186,7 @@ def _read_table(path: Path) -> list[dict]:
 
 
 def _user_file(name: str, path: Path, text_col: str, label_col: str) -> TaskData:
-    rows = _read_table(path)
+    rows = read_table(path)
     if not rows:
         raise DataError(f"--data {path}: no rows")
     for col, flag in ((text_col, "--text-column"), (label_col, "--label-column")):

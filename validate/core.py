@@ -279,9 +279,12 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
         return TaskResult(name, len(data.texts), data_info, prim, metrics, None, None, None)
     ids, mask = encode(tok, list(data.texts), max_length)
     try:
-        got = np.concatenate([runner.logits(name, ids[i:i + _CHUNK], mask[i:i + _CHUNK])
-                              for i in tqdm(range(0, len(ids), _CHUNK), desc=f"{manifest['target']}-{manifest['mode']}/{name}",
-                                            unit_scale=_CHUNK, leave=False)])
+        parts = []
+        with tqdm(total=len(ids), desc=f"{manifest['target']}-{manifest['mode']}/{name}", unit="ex", leave=False) as bar:
+            for i in range(0, len(ids), _CHUNK):
+                parts.append(runner.logits(name, ids[i:i + _CHUNK], mask[i:i + _CHUNK]))
+                bar.update(len(parts[-1]))
+        got = np.concatenate(parts)
     except Exception as exc:  # noqa: BLE001 - a runtime error is a parity failure, with its message
         add(Stage.VALUES, "artifact ran", False, f"{runner.runtime}: {type(exc).__name__}: {str(exc)[:300]}", name)
         return TaskResult(name, len(data.texts), data_info, prim, metrics, None, None, None)

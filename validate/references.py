@@ -27,7 +27,7 @@ class EvalData:
     texts: tuple[str, ...]
     labels: tuple[str, ...]  # label *names*
     source: str
-    split: str
+    split: str  # "test", or for a user's file "rows with split=test" / "all rows"
     matches_training: bool | None  # the split's texts hash equals the one recorded at training
 
 
@@ -36,17 +36,21 @@ def eval_data(task: str, config: dict, data: str | None, max_examples: int | Non
     from calora.train.tasks import load_task
 
     record = config["task"]["record"]
-    if data is None:
-        src = record["source"]
-        loaded = load_task(task) if src.startswith(_OFFLINE_PREFIXES) else load_task(task, src)
-        source = src
-    else:
-        loaded = load_task(task, data)
-        source = str(data)
-    split = loaded.splits["test"]
     recorded = record.get("text_sha256", {}).get("test")
-    digest = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()[:16]
-    texts, labels = list(split.texts), [loaded.label_names[i] for i in split.labels]
+    if data is not None and Path(data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+        texts, labels, split_name = _user_rows(Path(data))
+        source, digest = str(data), None
+    else:
+        if data is None:
+            src = record["source"]
+            loaded = load_task(task) if src.startswith(_OFFLINE_PREFIXES) else load_task(task, src)
+            source = src
+        else:  # a GLUE SST-2 folder: its dev.tsv is the test split
+            loaded = load_task(task, data)
+            source = str(data)
+        split = loaded.splits["test"]
+        digest = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()[:16]
+        texts, labels, split_name = list(split.texts), [loaded.label_names[i] for i in split.labels], "test"
     if max_examples:
         texts, labels = texts[:max_examples], labels[:max_examples]
     if not texts:
@@ -56,7 +60,27 @@ def eval_data(task: str, config: dict, data: str | None, max_examples: int | Non
     if unknown:
         raise DataError(f"--data {source}: labels {unknown[:5]} of task {task!r} are not among the trained labels "
                         f"{trained}")
-    return EvalData(tuple(texts), tuple(labels), source, "test", None if recorded is None else recorded == digest)
+    return EvalData(tuple(texts), tuple(labels), source, split_name,
+                    None if recorded is None or digest is None else recorded == digest)
+
+
+def _user_rows(path: Path) -> tuple[list[str], list[str], str]:
+    """A user's evaluation file (columns text, label[, split]): its test rows if it has a split
+    column, else every row (a file given for evaluation needs no train split)."""
+    from calora.train.tasks import read_table
+
+    rows = read_table(path)
+    if not rows:
+        raise DataError(f"--data {path}: no rows")
+    for col in ("text", "label"):
+        if col not in rows[0]:
+            raise DataError(f"--data {path}: column {col!r} not found (columns: {sorted(rows[0])})")
+    split = "all rows"
+    if "split" in rows[0]:
+        rows = [r for r in rows if str(r["split"]).strip().lower() == "test"]
+        split = "rows with split=test"
+    rows = [r for r in rows if str(r["text"] or "").strip()]
+    return [str(r["text"]).strip() for r in rows], [str(r["label"]) for r in rows], split
 
 
 def find_task_dir(task: str, entry: dict, runs: str | None) -> Path:
