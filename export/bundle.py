@@ -39,9 +39,10 @@ def adapter_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _versions() -> dict[str, str]:
+def versions(dists: tuple[str, ...] = _VERSIONED) -> dict[str, str]:
+    """Installed versions of `dists` (and Python), "not installed" where absent."""
     out = {"python": platform.python_version()}
-    for dist in _VERSIONED:
+    for dist in dists:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -64,7 +65,7 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
         })
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
-        "target": target, "mode": job.mode.value, "runtime": result.runtime, "versions": _versions(),
+        "target": target, "mode": job.mode.value, "runtime": result.runtime, "versions": versions(),
         "backbone": {"source": job.tasks[0].config["backbone"]["source"],
                      "family": job.tasks[0].config["backbone"]["family"], "fingerprint": job.fingerprint,
                      "compression": {"spec": job.spec.to_dict(), "text": str(job.spec)},

@@ -159,6 +159,17 @@ class Target(Protocol):
         ...
 
 
+def manifest_file(bundle: Path, manifest: dict, role: str, task: str | None, suffix: str) -> Path:
+    """The bundle file the manifest lists with `role` for `task` (None: the shared backbone's files)
+    whose path ends with `suffix`."""
+    entries = manifest["backbone"]["files"] if task is None else \
+        next(t for t in manifest["tasks"] if t["name"] == task)["files"]
+    for f in entries:
+        if f["role"] == role and f["path"].endswith(suffix):
+            return Path(bundle) / f["path"]
+    raise FileNotFoundError(f"manifest lists no {role} {suffix} file for {task or 'the backbone'}")
+
+
 def fingerprint_version(fingerprint: str) -> int:
     """A 28-bit integer derived from a backbone fingerprint, for adapter formats that can only
     carry an integer model version (ONNX Runtime's .onnx_adapter)."""

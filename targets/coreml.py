@@ -16,6 +16,7 @@ LoRA, recovery and head weights stay plain float32 `const` ops.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import uuid
@@ -266,7 +267,8 @@ class CoreMLTarget:
                                "(the backbone weights are stored once per task).")
             else:
                 pkg = folder / "tasks.mlpackage"
-                _save_multifunction([(t.name, paths[t.name]) for t in tasks], pkg, ct)
+                _save_multifunction([(t.name, paths[t.name]) for t in tasks], pkg, ct,
+                                    metadata={BACKBONE_KEY: job.fingerprint})
                 files.append(ArtifactFile.of(out_dir, pkg, "backbone", None))
                 if len(tasks) >= 2:
                     one, two = tmp / "one.mlpackage", tmp / "two.mlpackage"
@@ -304,10 +306,17 @@ class CoreMLTarget:
             weight_error=werr, smoke=smoke, task_switch=task_switch, notes=notes)
 
 
-def _save_multifunction(items: list[tuple[str, Path]], dest: Path, ct) -> None:
+def _save_multifunction(items: list[tuple[str, Path]], dest: Path, ct, metadata: dict | None = None) -> None:
     desc = ct.utils.MultiFunctionDescriptor()
     for name, p in items:
         desc.add_function(str(p), src_function_name="main", target_function_name=name)
     desc.default_function_name = items[0][0]
     ct.utils.save_multifunction(desc, str(dest))
+    if metadata:  # save_multifunction drops the source packages' user metadata: set it again
+        model = ct.models.MLModel(str(dest), skip_model_load=True)
+        model.user_defined_metadata.update(metadata)
+        tmp = dest.with_name(dest.name + ".tmp.mlpackage")
+        model.save(str(tmp))
+        shutil.rmtree(dest)
+        tmp.rename(dest)
     _deterministic_manifest(dest)

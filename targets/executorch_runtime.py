@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calora.targets.base import Finding, Stage
+from calora.targets.base import Finding, Stage, manifest_file
 from calora.targets.executorch import ADAPTER_ORDER_KEY, BACKBONE_KEY, _load, _runtime_version
 
 _QUANT_OPS = ("quantize", "dequantize", "choose_qparams")
@@ -30,12 +30,7 @@ class ExecuTorchRunner:
 
     # ---- files ----------------------------------------------------------------------------------
     def _file(self, role: str, task: str | None, suffix: str) -> Path:
-        entries = self.manifest["backbone"]["files"] if task is None else \
-            next(t for t in self.manifest["tasks"] if t["name"] == task)["files"]
-        for f in entries:
-            if f["role"] == role and f["path"].endswith(suffix):
-                return self.bundle / f["path"]
-        raise FileNotFoundError(f"manifest lists no {role} {suffix} file for {task or 'the backbone'}")
+        return manifest_file(self.bundle, self.manifest, role, task, suffix)
 
     def _method(self, path: Path):
         if str(path) not in self._methods:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calora.targets.base import Finding, Stage, fingerprint_version
+from calora.targets.base import Finding, Stage, manifest_file, fingerprint_version
 
 _BATCH = 64  # rows per session.run; the graphs have a dynamic batch dimension
 
@@ -27,12 +27,7 @@ class OnnxRunner:
         self._sessions: dict[str, object] = {}
 
     def _file(self, role: str, task: str | None, suffix: str) -> Path:
-        entries = self.manifest["backbone"]["files"] if task is None else \
-            next(t for t in self.manifest["tasks"] if t["name"] == task)["files"]
-        for f in entries:
-            if f["role"] == role and f["path"].endswith(suffix):
-                return self.bundle / f["path"]
-        raise FileNotFoundError(f"manifest lists no {role} {suffix} file for {task or 'the backbone'}")
+        return manifest_file(self.bundle, self.manifest, role, task, suffix)
 
     def _session(self, path: Path):
         import onnxruntime as ort

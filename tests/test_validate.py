@@ -220,3 +220,9 @@ def test_decoder_backbone_bundle_passes(tiny_llama, sentiment_csv, tmp_path_fact
     report = _run(bundle, runs)
     assert report.passed, _fails(report)
     assert report.bundles[0].tasks[0].values["agreement"] >= 0.98
+
+
+def test_coreml_multifunction_package_carries_the_backbone_fingerprint(tiny_bundle, tiny_runs):
+    report = _run(tiny_bundle("coreml", "swappable"), tiny_runs)
+    (check,) = [c for c in report.checks if c.name.endswith("exported for this backbone")]
+    assert check.status == Status.PASS, check.detail

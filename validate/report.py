@@ -5,24 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from importlib import metadata
 from pathlib import Path
 
+from calora.export.bundle import versions
 from calora.train.artifacts import AtomicDir
 
 from .checks import Status
 
 _VERSIONED = ("calora", "torch", "transformers", "executorch", "onnxruntime", "coremltools", "pytorch_tokenizers")
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in _VERSIONED:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def _finite(x):
@@ -43,7 +33,7 @@ def to_dict(report) -> dict:
         "schema_version": REPORT_SCHEMA_VERSION,
         "status": "pass" if report.passed else "fail",
         "command": report.command, "started": report.started, "seconds": report.seconds,
-        "machine": report.machine, "versions": _versions(),
+        "machine": report.machine, "versions": versions(_VERSIONED),
         "summary": {s.value: sum(1 for c in report.checks if c.status == s) for s in Status},
         "bundles": [dataclasses.asdict(b) for b in report.bundles],
         "checks": [c.to_dict() for c in report.checks],
