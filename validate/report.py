@@ -98,6 +98,7 @@ def write(report, out_dir: str | Path) -> dict[str, Path]:
 
     out_dir = Path(out_dir)
     with AtomicDir(out_dir) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a report folder is for sharing (CI uploads, web servers)
         (tmp / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(report))
         (tmp / "report.html").write_text(html(report))
