@@ -162,10 +162,14 @@ def _validate_bundle(bundle: Path, config: ValidateConfig, overrides: dict, refs
     try:
         runner = get_target(target_name).open(bundle, manifest)
         runtime = runner.runtime
-        for f in runner.findings():
-            add(f.stage, f.name, f.ok, f.detail, f.task)
     except Exception as exc:  # noqa: BLE001 - an artifact that will not open is a failure to report
         add(Stage.FILES, "artifacts open in their runtime", False, f"{type(exc).__name__}: {str(exc)[:300]}")
+    if runner is not None:
+        try:
+            for f in runner.findings():
+                add(f.stage, f.name, f.ok, f.detail, f.task)
+        except Exception as exc:  # noqa: BLE001 - e.g. a program the runtime refuses to load
+            add(Stage.STRUCTURE, "artifact structure readable", False, f"{type(exc).__name__}: {str(exc)[:300]}")
 
     task_dirs, configs = {}, {}
     for entry in entries:
