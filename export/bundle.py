@@ -105,11 +105,18 @@ def export_bundle(job: ExportJob, target_name: str, out: str | Path, argv: list[
     start = time.perf_counter()
     with AtomicDir(Path(out)) as tmp:
         result = target.export(job, tmp)
-        tok_dir = tmp / "tokenizer"
-        job.tokenizer.save_pretrained(str(tok_dir))
-        manifest = build_manifest(job, target_name, result, command, time.perf_counter() - start)
-        manifest["tokenizer"]["files"] = sorted(p.name for p in tok_dir.iterdir())
-        write_json(tmp / "manifest.json", manifest)
-        (tmp / "README.md").write_text(bundle_readme(manifest))
+        manifest = write_bundle_files(tmp, job, target_name, result, command, time.perf_counter() - start)
+    return manifest
+
+
+def write_bundle_files(root: Path, job: ExportJob, target_name: str, result: TargetResult, command: str,
+                       seconds: float) -> dict:
+    """Add the tokenizer, manifest.json and README.md around a target's artifacts in `root`."""
+    tok_dir = root / "tokenizer"
+    job.tokenizer.save_pretrained(str(tok_dir))
+    manifest = build_manifest(job, target_name, result, command, seconds)
+    manifest["tokenizer"]["files"] = sorted(p.name for p in tok_dir.iterdir())
+    write_json(root / "manifest.json", manifest)
+    (root / "README.md").write_text(bundle_readme(manifest))
     return manifest
 

@@ -27,6 +27,7 @@ class ExecuTorchRunner:
         self.swappable = manifest["mode"] == "swappable"
         self.runtime = f"ExecuTorch {_runtime_version()} runtime (XNNPACK + portable + quantized kernels)"
         self._methods: dict[str, tuple] = {}  # path -> (program, method); the program must stay alive
+        self._tensors: dict[str, list] = {}  # task -> adapter tensors in method input order
 
     # ---- files ----------------------------------------------------------------------------------
     def _file(self, role: str, task: str | None, suffix: str) -> Path:
@@ -51,7 +52,9 @@ class ExecuTorchRunner:
 
         if self.swappable:
             method = self._method(self._file("backbone", None, ".pte"))
-            extra = self._adapter(task)[2]
+            if task not in self._tensors:  # read once per task, as an app keeps the active task's tensors
+                self._tensors[task] = self._adapter(task)[2]
+            extra = self._tensors[task]
         else:
             method = self._method(self._file("model", task, ".pte"))
             extra = []

@@ -25,6 +25,7 @@ class OnnxRunner:
         self.swappable = manifest["mode"] == "swappable"
         self.runtime = f"ONNX Runtime {ort.__version__} (CPU execution provider, .ort model)"
         self._sessions: dict[str, object] = {}
+        self._adapters: dict[str, object] = {}  # task -> loaded onnxruntime.LoraAdapter
 
     def _file(self, role: str, task: str | None, suffix: str) -> Path:
         return manifest_file(self.bundle, self.manifest, role, task, suffix)
@@ -48,10 +49,12 @@ class OnnxRunner:
         sess = self._session(self._ort_path(task))
         opts = None
         if self.swappable:
-            adapter = ort.LoraAdapter()
-            adapter.Load(str(self._file("adapter", task, ".onnx_adapter")))
+            if task not in self._adapters:  # loaded once per task, activated on every run (as an app does)
+                adapter = ort.LoraAdapter()
+                adapter.Load(str(self._file("adapter", task, ".onnx_adapter")))
+                self._adapters[task] = adapter
             opts = ort.RunOptions()
-            opts.add_active_adapter(adapter)
+            opts.add_active_adapter(self._adapters[task])
         outs = []
         for i in range(0, input_ids.shape[0], _BATCH):
             feed = {"input_ids": np.ascontiguousarray(input_ids[i:i + _BATCH], dtype=np.int64),

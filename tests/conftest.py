@@ -94,20 +94,45 @@ def tiny_runs(tmp_path_factory, tiny_bert) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tiny_runs, tmp_path_factory):
-    """`tiny_bundle(target, mode, tasks=("toy_a", "toy_b"))` -> a calora-export bundle of the tiny
-    tasks, exported once per session per (target, mode, tasks). Tests that damage a bundle copy it."""
-    from calora.export.bundle import export_bundle
+def tiny_export(tiny_runs, tmp_path_factory):
+    """`tiny_export(target, mode, tasks=("toy_a", "toy_b"))` -> (job, out_dir, TargetResult): the
+    tiny tasks lowered by one target, once per session per (target, mode, tasks); lowering is the
+    slow part, so target tests and bundle tests share it. Read-only: tests that damage files copy."""
     from calora.export.job import load_job
+    from calora.targets import get_target
+
+    cache: dict = {}
+
+    def get(target: str, mode: str, tasks: tuple[str, ...] = ("toy_a", "toy_b")):
+        key = (target, mode, tasks)
+        if key not in cache:
+            job = load_job(tiny_runs, list(tasks), mode)
+            out = tmp_path_factory.mktemp(f"{target}-{mode}")
+            cache[key] = (job, out, get_target(target).export(job, out))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_export, tmp_path_factory):
+    """`tiny_bundle(target, mode, tasks=("toy_a", "toy_b"))` -> a calora-export bundle of the tiny
+    tasks (the shared `tiny_export` artifacts plus tokenizer, manifest and README, assembled as
+    `export_bundle` does). Tests that damage a bundle copy it."""
+    import shutil
+
+    from calora.export.bundle import write_bundle_files
 
     cache: dict = {}
 
     def get(target: str, mode: str, tasks: tuple[str, ...] = ("toy_a", "toy_b")) -> Path:
         key = (target, mode, tasks)
         if key not in cache:
-            out = tmp_path_factory.mktemp(f"bundle-{target}-{mode}") / "bundle"
-            export_bundle(load_job(tiny_runs, list(tasks), mode), target, out, ["--target", target, "--mode", mode])
-            cache[key] = out
+            job, out, result = tiny_export(target, mode, tasks)
+            bundle = tmp_path_factory.mktemp(f"bundle-{target}-{mode}") / "bundle"
+            shutil.copytree(out, bundle)
+            write_bundle_files(bundle, job, target, result, f"calora-export --target {target} --mode {mode}", 0.0)
+            cache[key] = bundle
         return cache[key]
 
     return get

@@ -22,19 +22,20 @@ from calora.targets.coreml_mil import evaluate  # noqa: E402
 
 
 def _export(tiny_runs, tmp_path_factory, mode, tasks=("toy_a", "toy_b")):
+    """A fresh export (for the determinism test: the shared one cannot be compared with itself)."""
     job = load_job(tiny_runs, list(tasks), mode)
     out = tmp_path_factory.mktemp(f"coreml-{mode}")
     return job, out, get_target("coreml").export(job, out)
 
 
-@pytest.fixture(scope="module")
-def baked(tiny_runs, tmp_path_factory):
-    return _export(tiny_runs, tmp_path_factory, "baked")
+@pytest.fixture
+def baked(tiny_export):
+    return tiny_export("coreml", "baked")
 
 
-@pytest.fixture(scope="module")
-def swappable(tiny_runs, tmp_path_factory):
-    return _export(tiny_runs, tmp_path_factory, "swappable")
+@pytest.fixture
+def swappable(tiny_export):
+    return tiny_export("coreml", "swappable")
 
 
 def _float_consts(func) -> list[np.ndarray]:

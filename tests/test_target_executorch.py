@@ -15,17 +15,9 @@ pytest.importorskip("torchao")
 MAX_LOGIT_ERROR = 0.1
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_runs, tmp_path_factory):
-    from calora.export.job import load_job
-    from calora.targets import get_target
-
-    out = {}
-    for mode in ("baked", "swappable"):
-        job = load_job(tiny_runs, ["toy_a", "toy_b"], mode)
-        out_dir = tmp_path_factory.mktemp(f"et-{mode}")
-        out[mode] = (job, out_dir, get_target("executorch").export(job, out_dir))
-    return out
+@pytest.fixture
+def exported(tiny_export):
+    return {mode: tiny_export("executorch", mode) for mode in ("baked", "swappable")}
 
 
 def _inputs(job):

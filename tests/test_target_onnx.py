@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from calora.export.graph import Baked, adapter_tensors, backbone_linears, deployable, example_inputs
-from calora.export.job import load_job
 from calora.train.errors import ConfigError
 from calora.train.spec import CompressionSpec
 
@@ -18,22 +17,14 @@ pytest.importorskip("onnxruntime")
 MAX_LOGIT_ERR = 0.2  # measured 0.053 (toy_a) / 0.013 (toy_b); a missing adapter or wrong scale is >> 1
 
 
-def _export(tiny_runs, tmp_path_factory, mode):
-    from calora.targets.onnx import OnnxTarget
-
-    job = load_job(tiny_runs, ["toy_a", "toy_b"], mode)
-    out = tmp_path_factory.mktemp(f"onnx-{mode}")
-    return job, out, OnnxTarget().export(job, out)
+@pytest.fixture
+def baked(tiny_export):
+    return tiny_export("onnx", "baked")
 
 
-@pytest.fixture(scope="module")
-def baked(tiny_runs, tmp_path_factory):
-    return _export(tiny_runs, tmp_path_factory, "baked")
-
-
-@pytest.fixture(scope="module")
-def swappable(tiny_runs, tmp_path_factory):
-    return _export(tiny_runs, tmp_path_factory, "swappable")
+@pytest.fixture
+def swappable(tiny_export):
+    return tiny_export("onnx", "swappable")
 
 
 def _session(path):
