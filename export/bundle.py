@@ -19,13 +19,14 @@ import torch
 
 from calora.targets import get_target
 from calora.targets.base import ExportJob, TargetResult
-from calora.train.artifacts import AtomicDir, write_json
+from calora.train.artifacts import write_json
 from calora.train.errors import ConfigError
+from calora.train.outputs import AtomicDir, OutputKind
 
 from .graph import adapter_tensors
+from .manifest import MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, check_manifest
 from .readme import bundle_readme
 
-MANIFEST_SCHEMA_VERSION = 1
 _VERSIONED = ("calora", "torch", "transformers", "peft", "executorch", "torchao", "onnx", "onnxruntime",
               "coremltools", "tokenizers")
 
@@ -81,7 +82,10 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
         "export_seconds": round(seconds, 1),
         "nondeterministic_fields": {"export_seconds": "wall time of this export; differs run to run",
                                     "tasks[].task_dir": "where the trained task directory was on the exporting machine",
-                                    "versions": "the installed packages of the exporting machine"},
+                                    "versions": "the installed packages of the exporting machine",
+                                    "command": "the command line as typed",
+                                    "files[*.ort].sha256": "ONNX Runtime's .ort serializer writes different bytes "
+                                    "for the same .onnx on each conversion; the .onnx is byte-reproducible"},
     }
 
 
@@ -96,14 +100,15 @@ def _trained_metrics(task_dir: Path) -> dict | None:
 
 
 def export_bundle(job: ExportJob, target_name: str, out: str | Path, argv: list[str] | None = None) -> dict:
-    """Export `job` with the registered target `target_name` into the bundle directory `out`."""
+    """Export `job` with the registered target `target_name` into the bundle directory `out`
+    (built beside it and swapped in at the end; the caller has checked `out` with `check_output`)."""
     target = get_target(target_name)
     if job.mode not in target.modes:
         raise ConfigError(f"--mode {job.mode.value}: target {target_name} supports "
                           f"{', '.join(sorted(m.value for m in target.modes))}")
     command = "calora-export " + shlex.join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
-    with AtomicDir(Path(out)) as tmp:
+    with AtomicDir(Path(out), OutputKind.BUNDLE, "--out", command) as tmp:
         result = target.export(job, tmp)
         manifest = write_bundle_files(tmp, job, target_name, result, command, time.perf_counter() - start)
     return manifest
@@ -116,7 +121,8 @@ def write_bundle_files(root: Path, job: ExportJob, target_name: str, result: Tar
     job.tokenizer.save_pretrained(str(tok_dir))
     manifest = build_manifest(job, target_name, result, command, seconds)
     manifest["tokenizer"]["files"] = sorted(p.name for p in tok_dir.iterdir())
-    write_json(root / "manifest.json", manifest)
+    check_manifest(manifest, root / MANIFEST_FILE)  # what we write must be what the loader reads
+    write_json(root / MANIFEST_FILE, manifest)
     (root / "README.md").write_text(bundle_readme(manifest))
     return manifest
 

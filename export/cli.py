@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 
+from pathlib import Path
+
 from calora.targets import TARGETS
 from calora.targets.base import Mode
-from calora.train.errors import CaloraError
+from calora.train.cli_support import add_common_flags, run_cli
+from calora.train.config import MAX_LENGTH
+from calora.train.errors import CaloraError, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,34 +27,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baked: one artifact per task; swappable: one shared backbone + a small adapter per task "
                         "(default: %(default)s)")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
-    p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE)")
+    p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
+                                 "only if it is a calora bundle and --overwrite is given")
+    p.add_argument("--overwrite", action="store_true", help="replace the calora bundle at --out (atomically: the "
+                                                            "old one stays until the new one is complete)")
     p.add_argument("--max-length", type=int, help="sequence length of the exported inputs (default: as trained)")
+    add_common_flags(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`calora-export`; returns the exit code (0, 2 bad input, 3 internal error, 130/143 interrupted)."""
     args = build_parser().parse_args(argv)
-    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
-    out = args.out or f"bundles/{args.target}-{args.mode}"
-    try:
+
+    def body() -> int:
+        from calora.train.outputs import OutputKind, check_output
+
+        tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+        out = args.out or f"bundles/{args.target}-{args.mode}"
+        if args.max_length is not None and not 2 <= args.max_length <= MAX_LENGTH:
+            raise ConfigError(f"--max-length {args.max_length}: must be between 2 and {MAX_LENGTH}")
         from calora.targets import get_target
 
         target = get_target(args.target)
         if Mode(args.mode) not in target.modes:  # refuse before any model is loaded
             raise CaloraError(f"--mode {args.mode}: target {args.target} supports "
                               f"{', '.join(sorted(m.value for m in target.modes))}")
+        if not Path(args.runs).is_dir():
+            raise CaloraError(f"--runs {args.runs}: no such folder (where calora-train wrote the tasks)")
+        # Before minutes of lowering: never over a user's folder, the runs, or an unwritable place.
+        check_output(out, OutputKind.BUNDLE, flag="--out", overwrite=args.overwrite, inputs={"--runs": args.runs})
         from .bundle import export_bundle
         from .job import load_job
 
         job = load_job(args.runs, tasks, args.mode, args.max_length)
         manifest = export_bundle(job, args.target, out, argv)
-    except CaloraError as exc:
-        print(f"calora-export: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"[calora] wrote {out} ({args.target}, {args.mode}, tasks: {', '.join(tasks)})")
-    for task in manifest["tasks"]:
-        print(f"  {task['name']}: smoke {json.dumps(task['smoke'])}")
-    return 0
+        print(f"[calora] wrote {out} ({args.target}, {args.mode}, tasks: {', '.join(tasks)})")
+        for task in manifest["tasks"]:
+            print(f"  {task['name']}: smoke {json.dumps(task['smoke'])}")
+        return 0
+
+    return run_cli("calora-export", args, body)
 
 
 if __name__ == "__main__":

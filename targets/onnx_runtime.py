@@ -21,6 +21,10 @@ class OnnxRunner:
     def __init__(self, bundle: Path, manifest: dict) -> None:
         import onnxruntime as ort
 
+        from calora.train.cli_support import disable_ort_telemetry
+
+        disable_ort_telemetry()
+
         self.bundle, self.manifest = bundle, manifest
         self.swappable = manifest["mode"] == "swappable"
         self.runtime = f"ONNX Runtime {ort.__version__} (CPU execution provider, .ort model)"

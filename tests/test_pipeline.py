@@ -66,8 +66,8 @@ def test_killed_run_resumes_to_the_same_weights(tiny_bert, sentiment_csv, tmp_pa
 
     real_save = trainer._save_checkpoint
 
-    def save_then_die(accelerator, model, optimizer, scheduler, step, path):
-        real_save(accelerator, model, optimizer, scheduler, step, path)
+    def save_then_die(accelerator, model, optimizer, scheduler, step, *rest):
+        real_save(accelerator, model, optimizer, scheduler, step, *rest)
         if step == 10:
             raise KeyboardInterrupt("simulated kill")
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from .adapters import Activation, recovery_state, wrap
 from .backbones import load_classifier, load_tokenizer
 from .compress import compress_model, fingerprint
 from .errors import AdapterMismatchError, ArtifactError
+from .outputs import AtomicDir, OutputKind
 from .peft_io import attach_lora, read_lora_dir, write_lora_dir
 from .spec import CompressionSpec
 
@@ -33,51 +32,66 @@ SCHEMA_VERSION = 1
 CONFIG_FILE = "calora_config.json"
 RECOVERY_FILE = "recovery.safetensors"
 METRICS_FILE = "metrics.json"
+#: Files of a task directory whose sha256 calora_config.json records.
+TRACKED_FILES = ("lora/adapter_config.json", "lora/adapter_model.safetensors", RECOVERY_FILE)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_task_files(task_dir: Path, cfg: dict) -> None:
+    """Every file whose sha256 the task's config recorded is present and unchanged (task
+    directories written before checksums were recorded are accepted as they are)."""
+    recorded = cfg.get("files_sha256") or {}
+    if not isinstance(recorded, dict):
+        raise ArtifactError(f"{task_dir / CONFIG_FILE}: files_sha256 must be an object")
+    for name, digest in recorded.items():
+        path = Path(task_dir) / str(name)
+        if not path.is_file():
+            raise ArtifactError(f"{path} not found (listed in {CONFIG_FILE})")
+        if _sha256(path) != digest:
+            raise ArtifactError(f"{path} is corrupt or changed since training (sha256 differs from {CONFIG_FILE}): "
+                                "retrain the task or restore the file")
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (a temporary file renamed over `path`; removed if the write fails)."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from `path`; a missing, unreadable, non-UTF-8 or non-object file is an ArtifactError."""
     if not path.is_file():
         raise ArtifactError(f"{path} not found")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc.msg})") from None
-
-
-class AtomicDir:
-    """Build a directory under a temporary name and rename it into place on success."""
-
-    def __init__(self, final: Path) -> None:
-        self.final = Path(final)
-
-    def __enter__(self) -> Path:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}-"))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        os.replace(self.tmp, self.final)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({getattr(exc, 'msg', None) or exc.reason})") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path} cannot be read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def save_student(model: nn.Module, lora_config, out_dir: Path, config: dict, metrics: dict) -> None:
     """Write a CA-LoRA task directory atomically."""
     from safetensors.torch import save_file
 
-    with AtomicDir(out_dir) as tmp:
+    with AtomicDir(out_dir, OutputKind.MODEL, "--out") as tmp:
         write_lora_dir(model, lora_config, tmp / "lora")
         rec = {k: v.detach().cpu().contiguous() for k, v in recovery_state(model).items()}
         save_file(rec, str(tmp / RECOVERY_FILE), metadata={"format": "pt"})
+        # Checked by load_student: a changed or damaged weight file is refused, never loaded.
+        config = config | {"files_sha256": {name: _sha256(tmp / name) for name in TRACKED_FILES}}
         write_json(tmp / CONFIG_FILE, config)
         write_json(tmp / METRICS_FILE, metrics)
 
@@ -102,6 +116,23 @@ def attach_recovery(model: nn.Module, layers: list[str], rank: int, activation: 
             param.copy_(tensors[key])
 
 
+def _check_config(path: Path, cfg: dict) -> None:
+    """The keys load_student and the later stages read, with their types."""
+    shape = {"backbone": {"source": str}, "task": {"label_names": list, "max_length": int, "record": dict},
+             "compression": {"spec": dict, "fingerprint": str}}
+    for section, fields in shape.items():
+        value = cfg.get(section)
+        if not isinstance(value, dict):
+            raise ArtifactError(f"{path}: {section} is missing or not an object")
+        for key, typ in fields.items():
+            if not isinstance(value.get(key), typ) or isinstance(value.get(key), bool):
+                raise ArtifactError(f"{path}: {section}.{key} is missing or not a {typ.__name__}")
+    rec = cfg.get("recovery")
+    if rec is not None and not (isinstance(rec, dict) and isinstance(rec.get("layers"), list)
+                                and isinstance(rec.get("rank"), int) and isinstance(rec.get("activation"), str)):
+        raise ArtifactError(f"{path}: recovery must be null or an object with layers, rank and activation")
+
+
 def load_student(task_dir: str | Path, backbone: str | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the compressed backbone from its recorded source and spec, check its fingerprint,
     and attach the saved LoRA, head and recovery. Returns (model in eval mode, config)."""
@@ -115,6 +146,8 @@ def load_student(task_dir: str | Path, backbone: str | None = None) -> tuple[nn.
     if cfg.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{task_dir / CONFIG_FILE}: schema_version {cfg.get('schema_version')!r}, "
                             f"this calora reads {SCHEMA_VERSION}")
+    _check_config(task_dir / CONFIG_FILE, cfg)
+    check_task_files(task_dir, cfg)
     source = backbone or cfg["backbone"]["source"]
     tokenizer = load_tokenizer(source)
     model = load_classifier(source, len(cfg["task"]["label_names"]), seed=0, pad_token_id=tokenizer.pad_token_id)
@@ -136,6 +169,10 @@ def load_student(task_dir: str | Path, backbone: str | None = None) -> tuple[nn.
             tensors = load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise ArtifactError(f"{path} is corrupt: {exc}") from None
-        attach_recovery(model, rec["layers"], rec["rank"], Activation(rec["activation"]), tensors)
+        try:
+            activation = Activation(rec["activation"])
+        except ValueError:
+            raise ArtifactError(f"{task_dir / CONFIG_FILE}: recovery.activation {rec['activation']!r} is unknown") from None
+        attach_recovery(model, rec["layers"], rec["rank"], activation, tensors)
     model.eval()
     return model, cfg

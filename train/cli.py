@@ -7,8 +7,8 @@ import sys
 
 from .adapters import Activation
 from .backbones import OfflineBackbone
+from .cli_support import add_common_flags, run_cli
 from .config import CALoRASettings, LoraSettings, MixedPrecision, RunConfig, TeacherOutputs, TrainSettings
-from .errors import CaloraError
 from .spec import DEFAULT_COMPRESSION, CompressionSpec
 from .tasks import task_names
 
@@ -35,8 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text-column", default=_R.text_column)
     src.add_argument("--label-column", default=_R.label_column)
     src.add_argument("--teacher", help="an existing PEFT LoRA directory for the uncompressed backbone "
-                                       "(default: train one)")
+                                       "(default: train one); it is copied into OUT/TASK/teacher")
+    src.add_argument("--labels", help="comma-separated class names in the order of the head's outputs (an imported "
+                                      "--teacher's head was trained in some order: name it; default: sorted names)")
     src.add_argument("--out", default=_R.out, help="runs folder; the task lands in OUT/TASK (default: %(default)s)")
+    src.add_argument("--overwrite", action="store_true",
+                     help="replace OUT/TASK/calora when calora already trained this task there")
+    src.add_argument("--restart", action="store_true",
+                     help="discard a checkpoint an interrupted earlier run left, instead of resuming it")
     c = p.add_argument_group("compression")
     c.add_argument("--compression", default=DEFAULT_COMPRESSION,
                    help="spec, e.g. int4:g32+sparse:0.5+emb:int8, nf4+deploy:int4:g32, int8+sparse:2:4+ffn:0.25 "
@@ -67,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-eval-examples", type=int)
     tr.add_argument("--mixed-precision", default=_T.mixed_precision.value, choices=[m.value for m in MixedPrecision])
     tr.add_argument("--checkpoint-every", type=int, default=_T.checkpoint_every, help="optimizer steps between checkpoints")
+    add_common_flags(p)
     return p
 
 
@@ -74,6 +81,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         backbone=args.backbone, task=args.task, data=args.data, text_column=args.text_column,
         label_column=args.label_column, compression=CompressionSpec.parse(args.compression), teacher=args.teacher,
+        labels=tuple(args.labels.split(",")) if args.labels is not None else None,
+        overwrite=args.overwrite, restart=args.restart,
         lora=LoraSettings(args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets),
         calora=CALoRASettings(inherit=not args.no_inherit, recover=not args.no_recover, distill=not args.no_distill,
                               recovery_rank=args.recovery_rank, recovery_activation=args.recovery_activation,
@@ -99,18 +108,19 @@ def _summary(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`calora-train`; returns the exit code (0, 2 bad input, 3 internal error, 130/143 interrupted)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         cfg = config_from_args(args)
         from .pipeline import run  # heavy imports only after the arguments are known to be good
 
         result = run(cfg)
-    except CaloraError as exc:
-        print(f"calora-train: error: {exc}", file=sys.stderr)
-        return 2
-    print(_summary(result))
-    print(f"[calora] saved {cfg.out}/{cfg.task}/calora (metrics.json, calora_config.json)")
-    return 0
+        print(_summary(result))
+        print(f"[calora] saved {cfg.out}/{cfg.task}/calora (metrics.json, calora_config.json)")
+        return 0
+
+    return run_cli("calora-train", args, body)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from typing import Any
 
 from .adapters import Activation
@@ -33,30 +34,54 @@ def _enum(obj, field: str, enum_type: type[enum.Enum]) -> None:
         raise ConfigError(f"{field}: unknown value {value!r} (choices: {choices})") from None
 
 
+def flag(obj, field: str) -> str:
+    """The CLI flag of a config field (its `flag` metadata), for error messages."""
+    for f in dataclasses.fields(obj):
+        if f.name == field:
+            return f.metadata.get("flag", field)
+    return field
+
+
+def _arg(default, name: str, **kw):
+    return dataclasses.field(default=default, metadata={"flag": name}, **kw)
+
+
+def _number(obj, field: str, *, low: float, high: float = math.inf, low_open: bool = True,
+            integer: bool = False) -> None:
+    """A finite number in (low, high] (or [low, high] when not `low_open`); NaN and inf refused."""
+    v = getattr(obj, field)
+    name = flag(obj, field)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'}, got {v!r}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{name} must be a finite number, got {v!r}")
+    if (v <= low if low_open else v < low) or v > high:
+        lo = f"> {low:g}" if low_open else f">= {low:g}"
+        raise ConfigError(f"{name} must be {lo}" + (f" and <= {high:g}" if high != math.inf else "") + f", got {v!r}")
+
+
 def _positive(obj, *fields: str) -> None:
     for f in fields:
-        v = getattr(obj, f)
-        if not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(f"{f} must be > 0, got {v!r}")
+        _number(obj, f, low=0, integer=isinstance(getattr(obj, f), int) and not isinstance(getattr(obj, f), bool))
 
 
 @dataclasses.dataclass(frozen=True)
 class LoraSettings:
     """LoRA of a freshly trained teacher (an imported PEFT directory brings its own)."""
 
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] | None = None  # None: the backbone family's attention query/value
+    rank: int = _arg(8, "--lora-rank")
+    alpha: float = _arg(16.0, "--lora-alpha")
+    dropout: float = _arg(0.0, "--lora-dropout")
+    targets: tuple[str, ...] | None = _arg(None, "--lora-targets")  # None: the family's attention query/value
 
     def __post_init__(self) -> None:
-        _positive(self, "rank", "alpha")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"lora dropout must be in [0, 1), got {self.dropout!r}")
+        _number(self, "rank", low=0, high=4096, integer=True)
+        _positive(self, "alpha")
+        _number(self, "dropout", low=0, high=0.999, low_open=False)
         if self.targets is not None:
             object.__setattr__(self, "targets", tuple(self.targets))
             if not self.targets:
-                raise ConfigError("lora targets: empty list")
+                raise ConfigError("--lora-targets: empty list")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,19 +91,18 @@ class CALoRASettings:
     inherit: bool = True
     recover: bool = True
     distill: bool = True
-    recovery_rank: int = 8
-    recovery_activation: Activation = Activation.GELU
-    recovery_targets: tuple[str, ...] | None = None  # None: every compressed linear layer
-    distill_alpha: float = 1.0
+    recovery_rank: int = _arg(8, "--recovery-rank")
+    recovery_activation: Activation = _arg(Activation.GELU, "--recovery-activation")
+    recovery_targets: tuple[str, ...] | None = _arg(None, "--recovery-targets")  # None: every compressed linear
+    distill_alpha: float = _arg(1.0, "--distill-alpha")
     distill_logits: bool = False
-    teacher_outputs: TeacherOutputs = TeacherOutputs.ONLINE
+    teacher_outputs: TeacherOutputs = _arg(TeacherOutputs.ONLINE, "--teacher-outputs")
 
     def __post_init__(self) -> None:
         _enum(self, "recovery_activation", Activation)
         _enum(self, "teacher_outputs", TeacherOutputs)
-        _positive(self, "recovery_rank")
-        if self.distill_alpha < 0:
-            raise ConfigError(f"distill_alpha must be >= 0, got {self.distill_alpha!r}")
+        _number(self, "recovery_rank", low=0, high=4096, integer=True)
+        _number(self, "distill_alpha", low=0, high=1e6, low_open=False)
         if self.recovery_targets is not None:
             object.__setattr__(self, "recovery_targets", tuple(self.recovery_targets))
 
@@ -88,30 +112,39 @@ class CALoRASettings:
         return "+".join(on) if on else "lora-from-scratch"
 
 
+#: No offline backbone has more positions; the backbone's own limit is checked when it is loaded.
+MAX_LENGTH = 8192
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    epochs: float = 1.0
-    batch_size: int = 32
-    lr: float = 1e-3
+    epochs: float = _arg(1.0, "--epochs")
+    batch_size: int = _arg(32, "--batch-size")
+    lr: float = _arg(1e-3, "--lr")
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    max_length: int = 64
+    max_length: int = _arg(64, "--max-length")  # also checked against the backbone's positions
     eval_batch_size: int = 128
-    seed: int = 0
-    max_train_examples: int | None = None  # for smoke runs; None = the whole split
-    max_eval_examples: int | None = None
-    mixed_precision: MixedPrecision = MixedPrecision.NO
-    checkpoint_every: int = 100  # optimizer steps; 0 = only at the end of each epoch
+    seed: int = _arg(0, "--seed")
+    max_train_examples: int | None = _arg(None, "--max-train-examples")  # for smoke runs; None = whole split
+    max_eval_examples: int | None = _arg(None, "--max-eval-examples")
+    mixed_precision: MixedPrecision = _arg(MixedPrecision.NO, "--mixed-precision")
+    checkpoint_every: int = _arg(100, "--checkpoint-every")  # optimizer steps; 0 = only at the end
 
     def __post_init__(self) -> None:
         _enum(self, "mixed_precision", MixedPrecision)
-        _positive(self, "epochs", "batch_size", "lr", "max_length", "eval_batch_size")
+        _number(self, "epochs", low=0, high=10_000)
+        _number(self, "batch_size", low=0, high=65_536, integer=True)
+        _number(self, "lr", low=0, high=10)
+        _number(self, "max_length", low=1, high=MAX_LENGTH, integer=True)
+        _number(self, "eval_batch_size", low=0, integer=True)
+        _number(self, "weight_decay", low=0, high=10, low_open=False)
+        _number(self, "warmup_ratio", low=0, high=1, low_open=False)
+        _number(self, "seed", low=0, high=2**32 - 1, low_open=False, integer=True)
         for f in ("max_train_examples", "max_eval_examples"):
-            v = getattr(self, f)
-            if v is not None and v <= 0:
-                raise ConfigError(f"{f} must be > 0, got {v!r}")
-        if self.checkpoint_every < 0:
-            raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every!r}")
+            if getattr(self, f) is not None:
+                _number(self, f, low=0, integer=True)
+        _number(self, "checkpoint_every", low=0, low_open=False, integer=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,16 +158,30 @@ class RunConfig:
     label_column: str = "label"
     compression: CompressionSpec = dataclasses.field(default_factory=CompressionSpec)
     teacher: str | None = None  # an existing PEFT LoRA directory; None = train one
+    labels: tuple[str, ...] | None = None  # class order (head output i = labels[i]); None = sorted names
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     calora: CALoRASettings = dataclasses.field(default_factory=CALoRASettings)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     out: str = "calora_runs"
+    overwrite: bool = False  # replace OUT/TASK/calora if calora trained it before
+    restart: bool = False  # discard a checkpoint left by an earlier run instead of resuming
 
     def __post_init__(self) -> None:
-        if not self.task or "/" in self.task or self.task.startswith("."):
-            raise ConfigError(f"--task must be a plain name, got {self.task!r}")
+        if not self.task or "/" in self.task or "\\" in self.task or self.task.startswith(".") or \
+                any(c in self.task for c in "\0\n\r\t") or len(self.task) > 128:
+            raise ConfigError(f"--task must be a plain name (letters, digits, -, _), got {self.task!r}")
         if not isinstance(self.compression, CompressionSpec):
             raise ConfigError(f"compression must be a CompressionSpec, got {type(self.compression).__name__}")
+        for name, value in (("--text-column", self.text_column), ("--label-column", self.label_column),
+                            ("--out", self.out), ("--backbone", self.backbone)):
+            if not str(value).strip():
+                raise ConfigError(f"{name}: empty value")
+        if self.text_column == self.label_column:
+            raise ConfigError(f"--text-column and --label-column name the same column {self.text_column!r}")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(x.strip() for x in self.labels))
+            if len(self.labels) < 2 or not all(self.labels):
+                raise ConfigError(f"--labels: name at least two non-empty labels, got {','.join(self.labels)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         def plain(v):
@@ -147,4 +194,7 @@ class RunConfig:
             if isinstance(v, tuple):
                 return list(v)
             return v
-        return plain(self)
+        out = plain(self)
+        for transient in ("overwrite", "restart"):  # how to write, not what is trained
+            out.pop(transient)
+        return out

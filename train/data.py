@@ -55,13 +55,16 @@ class LengthGroupedBatches:
 
 
 class Collator:
-    """Right-pads a batch to its longest sequence."""
+    """Right-pads a batch to its longest sequence, or to `pad_to` (the exported artifacts' fixed
+    length: evaluating that way gives the numbers the artifact will give)."""
 
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, pad_to: int | None = None) -> None:
+        self.pad_id, self.pad_to = pad_id, pad_to
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(it["input_ids"]) for it in items)
+        if self.pad_to is not None:
+            width = max(width, self.pad_to)
         ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, it in enumerate(items):

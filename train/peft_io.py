@@ -52,9 +52,11 @@ def read_lora_dir(path: str | Path) -> LoraAdapter:
     if not cfg_file.is_file():
         raise ArtifactError(f"{cfg_file} not found: --teacher must be a PEFT LoRA directory")
     try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{cfg_file} is not valid JSON ({exc.msg})") from None
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{cfg_file} is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{cfg_file}: expected a JSON object, found {type(raw).__name__}")
     if raw.get("peft_type") != "LORA":
         raise ArtifactError(f"{cfg_file}: peft_type is {raw.get('peft_type')!r}; calora imports LORA adapters")
     for flag in ("use_dora", "use_qalora", "lora_bias", "fan_in_fan_out"):
@@ -62,7 +64,14 @@ def read_lora_dir(path: str | Path) -> LoraAdapter:
             raise ArtifactError(f"{cfg_file}: {flag}=true is not supported by calora's LoRA layers")
     if raw.get("target_parameters"):
         raise ArtifactError(f"{cfg_file}: target_parameters is not supported (only module LoRA)")
-    config = LoraConfig.from_pretrained(str(path))
+    try:
+        config = LoraConfig.from_pretrained(str(path))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # peft's own refusal of a bad field
+        raise ArtifactError(f"{cfg_file}: not a valid LoRA config ({type(exc).__name__}: {exc})") from None
+    if not isinstance(config.r, int) or isinstance(config.r, bool) or config.r < 1 or \
+            not isinstance(config.lora_alpha, (int, float)) or isinstance(config.lora_alpha, bool):
+        raise ArtifactError(f"{cfg_file}: r must be a positive integer and lora_alpha a number "
+                            f"(got r={config.r!r}, lora_alpha={config.lora_alpha!r})")
     weights = path / WEIGHTS_FILE
     if weights.is_file():
         try:
@@ -70,7 +79,12 @@ def read_lora_dir(path: str | Path) -> LoraAdapter:
         except (SafetensorError, OSError) as exc:
             raise ArtifactError(f"{weights} is corrupt: {exc}") from None
     elif (path / "adapter_model.bin").is_file():
-        raw_tensors = torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
+        try:
+            raw_tensors = torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged pickle
+            raise ArtifactError(f"{path / 'adapter_model.bin'} is corrupt ({type(exc).__name__})") from None
+        if not isinstance(raw_tensors, dict):
+            raise ArtifactError(f"{path / 'adapter_model.bin'}: not a state dict")
     else:
         raise ArtifactError(f"{path}: no {WEIGHTS_FILE} (or adapter_model.bin)")
     tensors = {}
@@ -167,3 +181,20 @@ def _copy(param: torch.Tensor, value: torch.Tensor, key: str) -> None:
                                    f"backbone's {tuple(param.shape)}")
     with torch.no_grad():
         param.copy_(value.to(param.dtype))
+
+
+def copy_lora_dir(source: str | Path, dest: Path) -> list[str]:
+    """Copy a PEFT LoRA directory's adapter files (config + weights) into `dest` (an existing folder)
+    and record where they came from in `imported.json` (source path and each file's sha256)."""
+    import hashlib
+    import shutil
+
+    source = Path(source)
+    copied = {}
+    for name in (CONFIG_FILE, WEIGHTS_FILE, "adapter_model.bin"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, dest / name)
+            copied[name] = hashlib.sha256((dest / name).read_bytes()).hexdigest()
+    (dest / "imported.json").write_text(json.dumps({"imported_from": str(source.resolve()), "sha256": copied},
+                                                   indent=2, sort_keys=True) + "\n")
+    return sorted(copied)

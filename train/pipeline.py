@@ -12,13 +12,14 @@ from torch import nn
 
 from . import __version__
 from .adapters import adapted_layers
-from .artifacts import SCHEMA_VERSION, AtomicDir, attach_recovery, read_json, save_student, write_json
+from .artifacts import SCHEMA_VERSION, attach_recovery, read_json, save_student, write_json
 from .backbones import DEFAULT_LORA_TARGETS, family, head_modules, load_classifier, load_tokenizer, resolve
 from .compress import compressible_linears, compress_model, fingerprint, stored_size
 from .config import CALoRASettings, RunConfig
 from .data import Encoded
-from .errors import ConfigError
-from .peft_io import LoraAdapter, attach_lora, new_lora_config, read_lora_dir, write_lora_dir
+from .errors import AdapterMismatchError, ConfigError, OutputPathError
+from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
+from .peft_io import LoraAdapter, attach_lora, copy_lora_dir, new_lora_config, read_lora_dir, write_lora_dir
 from .tasks import TaskData, load_task
 from .trainer import fit, metrics, predict
 
@@ -44,12 +45,63 @@ def _encode(cfg: RunConfig, task: TaskData, tokenizer) -> dict[str, Encoded]:
             "test": Encoded(task.splits["test"], tokenizer, t.max_length, t.max_eval_examples)}
 
 
+#: How every figure calora-train reports is computed: as the exported artifacts run.
+EVAL_PADDING = "every row padded to --max-length, as the exported artifacts are fed"
+
+
 def evaluate(model: nn.Module, ctx: "Context", name: str, splits=("validation", "test")) -> dict:
     out = {}
     for split in splits:
-        logits = predict(model, ctx.sets[split], ctx.cfg.train.eval_batch_size, desc=f"{name}/{split}")
+        logits = predict(model, ctx.sets[split], ctx.cfg.train.eval_batch_size, desc=f"{name}/{split}",
+                         pad_to=ctx.cfg.train.max_length)
         out[split] = metrics(logits, ctx.sets[split].labels, ctx.task.num_labels)
     return out
+
+
+def check_outputs(cfg: RunConfig) -> Path:
+    """Before any model is loaded: OUT/TASK may only be a folder calora trained into (or new), a
+    trained result is replaced only with --overwrite, and no input may lie inside it."""
+    local_backbone = cfg.backbone if Path(cfg.backbone).expanduser().exists() else None
+    task_root = check_output(Path(cfg.out) / cfg.task, OutputKind.TASK, flag="--out", overwrite=True,
+                             inputs={"--data": cfg.data, "--teacher": cfg.teacher, "--backbone": local_backbone})
+    for part in ("calora", "teacher"):
+        p = task_root / part
+        if p.exists() and output_kind(p) != OutputKind.MODEL:
+            raise OutputPathError(f"--out: {p} exists and calora did not write it; calora never overwrites what it "
+                                  "did not write")
+    if (task_root / "calora").exists() and not cfg.overwrite:
+        raise OutputPathError(f"--out: task {cfg.task!r} is already trained in {task_root / 'calora'}; pass "
+                              "--overwrite to train it again (the old result stays until the new one is saved)")
+    task_root.mkdir(parents=True, exist_ok=True)
+    if output_kind(task_root) is None:
+        write_marker(task_root, OutputKind.TASK, "calora-train")
+    return task_root
+
+
+def _check_max_length(cfg: RunConfig, model: nn.Module) -> None:
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and cfg.train.max_length > positions:
+        raise ConfigError(f"--max-length {cfg.train.max_length}: the backbone {cfg.backbone!r} has only "
+                          f"{positions} positions")
+
+
+def _import_teacher(cfg: RunConfig, task: TaskData, teacher: nn.Module, adapter: LoraAdapter) -> None:
+    """Attach an imported PEFT LoRA, checking its head against the task's classes first."""
+    print(f"[calora] imported teacher {cfg.teacher}: head output i = label i of "
+          f"{dict(enumerate(task.label_names))}" + ("" if cfg.labels else
+                                                     " (sorted label names; pass --labels to give the order "
+                                                     "the adapter was trained with)"), flush=True)
+    try:
+        attach_lora(teacher, adapter.config, adapter.tensors)
+    except AdapterMismatchError as exc:
+        heads = [k for k in adapter.tensors if k.split(".")[0] in head_modules(teacher) and k.endswith("weight")]
+        outs = {tuple(adapter.tensors[k].shape)[0] for k in heads if adapter.tensors[k].ndim == 2}
+        if heads and task.num_labels not in outs:
+            raise AdapterMismatchError(
+                f"--teacher {cfg.teacher}: its classification head has {sorted(outs)[-1]} outputs but task "
+                f"{cfg.task!r} has {task.num_labels} labels {list(task.label_names)}; the adapter was trained on "
+                "another label set") from None
+        raise
 
 
 def _set_trainable(model: nn.Module) -> int:
@@ -70,20 +122,32 @@ def _set_trainable(model: nn.Module) -> int:
 def prepare(cfg: RunConfig) -> Context:
     """Load the task and the teacher (imported, reused from a previous run, or trained now)."""
     imported = read_lora_dir(cfg.teacher) if cfg.teacher else None  # bad input fails before any load
-    task = load_task(cfg.task, cfg.data, cfg.text_column, cfg.label_column)
+    task = load_task(cfg.task, cfg.data, cfg.text_column, cfg.label_column,
+                     labels=list(cfg.labels) if cfg.labels else None)
+    task.record["label_order"] = "--labels" if cfg.labels else "fixed by the task" if not cfg.data else "sorted names"
+    dropped = task.record.get("dropped_rows", {})
+    if any(dropped.values()):
+        print(f"[calora] {task.record['source']}: dropped {dropped.get('blank_text', 0)} rows with a blank text and "
+              f"{dropped.get('blank_label', 0)} with a blank or missing label", flush=True)
     tokenizer = load_tokenizer(cfg.backbone)
     sets = _encode(cfg, task, tokenizer)
     task_dir = Path(cfg.out) / cfg.task
     teacher = load_classifier(cfg.backbone, task.num_labels, cfg.train.seed, tokenizer.pad_token_id)
+    _check_max_length(cfg, teacher)
     fam = family(teacher)
     teacher_dir = task_dir / "teacher"
     recipe = {"backbone": cfg.backbone, "lora": cfg.to_dict()["lora"], "train": cfg.to_dict()["train"],
-              "task_record": task.record, "imported_from": cfg.teacher}
+              "task_record": task.record, "imported_from": cfg.teacher, "evaluation": EVAL_PADDING}
     if imported is not None:
         adapter = imported
-        attach_lora(teacher, adapter.config, adapter.tensors)
+        _import_teacher(cfg, task, teacher, adapter)
         ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, {}, task_dir)
         ctx.teacher_metrics = evaluate(teacher, ctx, "teacher")
+        # Recorded in the task folder, so validation finds the teacher the student was distilled from.
+        with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
+            copy_lora_dir(cfg.teacher, tmp)
+            write_json(tmp / "metrics.json", ctx.teacher_metrics)
+            write_json(tmp / "recipe.json", recipe | {"label_names": list(task.label_names)})
     elif (teacher_dir / "recipe.json").is_file() and read_json(teacher_dir / "recipe.json") == recipe:
         adapter = read_lora_dir(teacher_dir)  # same recipe as last time: reuse, do not retrain
         attach_lora(teacher, adapter.config, adapter.tensors)
@@ -95,11 +159,12 @@ def prepare(cfg: RunConfig) -> Context:
         attach_lora(teacher, lcfg, None)
         n = _set_trainable(teacher)
         print(f"[calora] teacher: LoRA r={cfg.lora.rank} on {targets} + head, {n:,} trainable parameters", flush=True)
-        result = fit(teacher, sets["train"], cfg.train, task_dir / ".teacher-work", desc="teacher")
+        result = fit(teacher, sets["train"], cfg.train, task_dir / ".teacher-work", desc="teacher",
+                     restart=cfg.restart)
         ctx = Context(cfg, task, tokenizer, sets, teacher, None, {}, task_dir)
         ctx.teacher_metrics = {**evaluate(teacher, ctx, "teacher"), "train_seconds": round(result.seconds, 1),
                                "train_steps": result.steps}
-        with AtomicDir(teacher_dir) as tmp:
+        with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
             write_lora_dir(teacher, lcfg, tmp)
             write_json(tmp / "metrics.json", ctx.teacher_metrics)
             write_json(tmp / "recipe.json", recipe)
@@ -159,7 +224,7 @@ def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None,
           f"{info['trainable_parameters']:,} trainable parameters", flush=True)
     work = ctx.task_dir / f".work-{settings.label}-seed{seed}"  # checkpoints; removed when done
     result = fit(model, ctx.sets["train"], train_cfg, work, teacher=ctx.teacher if settings.distill else None,
-                 calora=settings, desc=f"ca-lora[{settings.label}]")
+                 calora=settings, desc=f"ca-lora[{settings.label}]", restart=cfg.restart)
     scores = evaluate(model, ctx, "student")
     out = {"student": scores, "train_seconds": round(result.seconds, 1), "train_steps": result.steps,
            "resumed_from_step": result.resumed_from_step,
@@ -189,7 +254,7 @@ def run_record(ctx: Context, settings: CALoRASettings, info: dict, lora_config, 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backbone": {"source": cfg.backbone, "resolved": resolve(cfg.backbone), "family": family(ctx.teacher)},
         "task": {"name": ctx.task.name, "label_names": list(ctx.task.label_names), "record": ctx.task.record,
-                 "max_length": cfg.train.max_length},
+                 "max_length": cfg.train.max_length, "evaluation": EVAL_PADDING},
         "compression": {"spec": cfg.compression.to_dict(), "text": str(cfg.compression),
                         "fingerprint": info["fingerprint"], "size": info["size"]},
         "lora": {"rank": lora_config.r, "alpha": lora_config.lora_alpha,
@@ -200,15 +265,23 @@ def run_record(ctx: Context, settings: CALoRASettings, info: dict, lora_config, 
         "calora": cfg.to_dict()["calora"] | {"inherit": settings.inherit, "recover": settings.recover,
                                              "distill": settings.distill},
         "train": dataclasses.asdict(cfg.train) | {"seed": seed, "mixed_precision": cfg.train.mixed_precision.value},
-        "teacher": {"imported_from": cfg.teacher, "dir": str(ctx.task_dir / "teacher")},
+        "teacher": {"imported_from": cfg.teacher, "dir": str(ctx.task_dir / "teacher"),
+                    "files_sha256": _teacher_hashes(ctx.task_dir / "teacher")},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                      "python": platform.python_version()},
         "trainable_parameters": info["trainable_parameters"],
     }
 
 
+def _teacher_hashes(folder: Path) -> dict[str, str]:
+    from .tasks import file_sha256
+
+    return {p.name: file_sha256(p) for p in sorted(folder.glob("adapter_*")) if p.is_file()}
+
+
 def run(cfg: RunConfig) -> dict:
     """`calora-train`: teacher LoRA (trained or imported), then CA-LoRA on the compressed backbone."""
+    check_outputs(cfg)
     ctx = prepare(cfg)
     result = train_student(ctx, cfg.calora, ctx.task_dir / "calora")
     return result

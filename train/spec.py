@@ -130,11 +130,25 @@ class CompressionSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CompressionSpec":
+        if not isinstance(data, dict):
+            raise ConfigError(f"compression: expected an object of spec fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ConfigError(f"compression: unknown field(s) {unknown}")
-        return cls(**data)
+        bad = [k for k in ("group_size", "deploy_group_size") if data.get(k) is not None
+               and (isinstance(data[k], bool) or not isinstance(data[k], int))]
+        bad += [k for k in ("sparsity", "prune_heads", "prune_ffn") if k in data
+                and (isinstance(data[k], bool) or not isinstance(data[k], (int, float)))]
+        bad += [k for k in ("act_quant",) if k in data and not isinstance(data[k], bool)]
+        if bad:
+            raise ConfigError(f"compression: field(s) {bad} have the wrong type in {data!r}")
+        try:
+            return cls(**data)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"compression: invalid spec ({exc})") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -166,10 +180,21 @@ class CompressionSpec:
         """Parse the command-line form (see the module docstring)."""
         kw: dict[str, Any] = {}
         text = text.strip()
-        if text in ("", "none"):
+        if not text:
+            raise ConfigError("--compression: empty spec; name the compression (e.g. int4:g32+sparse:0.5) or 'none'")
+        if text == "none":
             return cls()
+        seen: dict[str, str] = {}
         for token in text.split("+"):
             head, _, rest = token.strip().partition(":")
+            if not head:
+                raise ConfigError(f"--compression {text!r}: empty token (two '+' in a row, or a '+' at an end)")
+            # One token per aspect: 'int4+int8' would silently keep the last weight format.
+            aspect = "weight format" if head in ("int4", "int8", "nf4", "bnb-int8", "none") else head
+            if aspect in seen:
+                raise ConfigError(f"--compression {text!r}: {seen[aspect]!r} and {token.strip()!r} both set the "
+                                  f"{aspect}; name it once")
+            seen[aspect] = token.strip()
             try:
                 if head in ("int4", "int8", "nf4", "bnb-int8"):
                     kw["quant"] = QuantScheme(head)
@@ -181,16 +206,18 @@ class CompressionSpec:
                     if g:
                         kw["deploy_group_size"] = _group(g, token)
                 elif head == "noact":
+                    if rest:
+                        raise ConfigError(f"--compression: 'noact' takes no value, got {token!r}")
                     kw["act_quant"] = False
                 elif head == "sparse":
                     if rest == "2:4":
                         kw["sparsity"], kw["sparsity_pattern"] = 0.5, SparsityPattern.SEMI_2_4
                     else:
-                        kw["sparsity"] = float(rest)
+                        kw["sparsity"] = _fraction(rest, token, "sparsity")
                 elif head == "heads":
-                    kw["prune_heads"] = float(rest)
+                    kw["prune_heads"] = _fraction(rest, token, "prune_heads")
                 elif head == "ffn":
-                    kw["prune_ffn"] = float(rest)
+                    kw["prune_ffn"] = _fraction(rest, token, "prune_ffn")
                 elif head == "emb":
                     kw["embeddings"] = EmbeddingQuant(rest)
                 else:
@@ -203,6 +230,14 @@ class CompressionSpec:
             return cls(**kw)
         except ConfigError as exc:
             raise ConfigError(f"--compression {text!r}: {exc}") from None
+
+
+def _fraction(text: str, token: str, field: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:  # NaN fails this too; 0 would be a no-op token, 1 would remove everything
+        raise ConfigError(f"--compression: {token!r}: compression.{field} must be a fraction between 0 and 1 "
+                          "(exclusive)")
+    return value
 
 
 def _group(text: str, token: str) -> int:

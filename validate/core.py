@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from calora.targets import TARGETS, get_target
 from calora.targets.base import Stage, _dir_bytes
+from calora.export.manifest import read_manifest
 from calora.train.artifacts import read_json, write_json
 from calora.train.errors import ArtifactError, CaloraError, ConfigError
 
@@ -43,13 +44,18 @@ class ValidateConfig:
     threshold_flags: tuple[str, ...] = ()
     threshold_file: str | None = None
     record: bool = False
+    text_column: str | None = None  # of --data; None = the column the task was trained with
+    label_column: str | None = None
 
     def __post_init__(self) -> None:
         if not self.bundles:
             raise ConfigError("BUNDLE: name at least one bundle directory")
+        if len(set(map(str, self.bundles))) != len(self.bundles):
+            raise ConfigError("BUNDLE: a bundle is named twice")
         for b in self.bundles:
-            if not (Path(b) / "manifest.json").is_file():
-                raise ArtifactError(f"BUNDLE {b}: no manifest.json there (is it a calora-export bundle?)")
+            if not Path(b).is_dir():
+                raise ArtifactError(f"BUNDLE {b}: no such folder")
+            read_manifest(b)  # a damaged or foreign manifest fails here, before any model loads
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError(f"--max-examples {self.max_examples}: must be >= 1")
         parse_overrides(list(self.threshold_flags), self.threshold_file, list(TARGETS))  # fail early
@@ -136,13 +142,8 @@ def validate(config: ValidateConfig, command: str = "calora-validate") -> Report
 
 def _validate_bundle(bundle: Path, config: ValidateConfig, overrides: dict, refs: References,
                      data_cache: dict) -> tuple[BundleResult, list[Check]]:
-    manifest = read_json(bundle / "manifest.json")
-    if manifest.get("schema_version") != 1:
-        raise ArtifactError(f"{bundle / 'manifest.json'}: schema_version {manifest.get('schema_version')!r}, "
-                            "this calora-validate reads 1")
-    target_name = manifest.get("target")
-    if target_name not in TARGETS:
-        raise ConfigError(f"{bundle / 'manifest.json'}: target {target_name!r} is unknown (choices: {', '.join(TARGETS)})")
+    manifest = read_manifest(bundle)
+    target_name = manifest["target"]
     in_bundle = [t["name"] for t in manifest["tasks"]]
     unknown = [t for t in config.tasks if t not in in_bundle]
     if unknown:
@@ -191,7 +192,8 @@ def _validate_bundle(bundle: Path, config: ValidateConfig, overrides: dict, refs
             continue
         key = (name, config.data_for(name))
         if key not in data_cache:
-            data_cache[key] = eval_data(name, configs[name], key[1], config.max_examples)
+            data_cache[key] = eval_data(name, configs[name], key[1], config.max_examples,
+                                        config.text_column, config.label_column)
         texts_all += data_cache[key].texts
     if tok is not None and configs:
         first = next(iter(configs.values()))
@@ -323,7 +325,7 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
 def _record(bundle: Path, report: Report) -> None:
     """Write this run's outcome for `bundle` into its manifest's validation block (atomically)."""
     path = bundle / "manifest.json"
-    manifest = read_json(path)
+    manifest = read_manifest(bundle)
     mine = [c for c in report.checks if c.bundle == str(bundle)]
     manifest.setdefault("validation", {})["full_parity"] = {
         "status": "fail" if any(c.status == Status.FAIL for c in mine) else "pass",

@@ -31,20 +31,39 @@ class EvalData:
     matches_training: bool | None  # the split's texts hash equals the one recorded at training
 
 
-def eval_data(task: str, config: dict, data: str | None, max_examples: int | None) -> EvalData:
-    """The test split the task was evaluated on at training time (or the user's `--data` file)."""
-    from calora.train.tasks import load_task
+def eval_data(task: str, config: dict, data: str | None, max_examples: int | None,
+              text_column: str | None = None, label_column: str | None = None) -> EvalData:
+    """The test split the task was evaluated on at training time, or the user's `--data`.
+
+    For a user's file: its `split=test` rows if it has a split column; the recorded test split if it
+    is the very file the task was trained on (same sha256); otherwise every row. The columns are the
+    ones the task was trained with unless `--text-column`/`--label-column` say otherwise."""
+    from calora.train.tasks import file_sha256, load_recorded, load_task
 
     record = config["task"]["record"]
+    trained = list(config["task"]["label_names"])
     recorded = record.get("text_sha256", {}).get("test")
+    columns = record.get("columns") or {}
+    text_col, label_col = text_column or columns.get("text", "text"), label_column or columns.get("label", "label")
+    digest = None
     if data is not None and Path(data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
-        texts, labels, split_name = _user_rows(Path(data))
-        source, digest = str(data), None
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"--data {data}: file not found")
+        source = str(data)
+        if record.get("file_sha256") and record["file_sha256"] == file_sha256(path):
+            loaded = load_task(task, data, text_col, label_col, labels=trained)
+            split = loaded.splits["test"]
+            digest = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()[:16]
+            texts, labels = list(split.texts), [loaded.label_names[i] for i in split.labels]
+            split_name = f"test split as recorded at training ({record.get('split_rule', 'hash buckets')}): the file is " \
+                         "the one the task was trained on"
+        else:
+            texts, labels, split_name = _user_rows(path, text_col, label_col)
     else:
         if data is None:
-            src = record["source"]
-            loaded = load_task(task) if src.startswith(_OFFLINE_PREFIXES) else load_task(task, src)
-            source = src
+            loaded = load_recorded(task, record, trained)
+            source = record["source"]
         else:  # a GLUE SST-2 folder: its dev.tsv is the test split
             loaded = load_task(task, data)
             source = str(data)
@@ -54,8 +73,7 @@ def eval_data(task: str, config: dict, data: str | None, max_examples: int | Non
     if max_examples:
         texts, labels = texts[:max_examples], labels[:max_examples]
     if not texts:
-        raise DataError(f"--data {source}: the test split of task {task!r} is empty")
-    trained = list(config["task"]["label_names"])
+        raise DataError(f"--data {source}: no evaluation rows for task {task!r} ({split_name})")
     unknown = sorted(set(labels) - set(trained))
     if unknown:
         raise DataError(f"--data {source}: labels {unknown[:5]} of task {task!r} are not among the trained labels "
@@ -64,23 +82,28 @@ def eval_data(task: str, config: dict, data: str | None, max_examples: int | Non
                     None if recorded is None or digest is None else recorded == digest)
 
 
-def _user_rows(path: Path) -> tuple[list[str], list[str], str]:
-    """A user's evaluation file (columns text, label[, split]): its test rows if it has a split
-    column, else every row (a file given for evaluation needs no train split)."""
+def _user_rows(path: Path, text_col: str, label_col: str) -> tuple[list[str], list[str], str]:
+    """A user's evaluation file that is not the training file: its test rows if it has a split
+    column, else every row (a file given only for evaluation needs no train split)."""
     from calora.train.tasks import read_table
 
     rows = read_table(path)
     if not rows:
         raise DataError(f"--data {path}: no rows")
-    for col in ("text", "label"):
+    if not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"--data {path}: every line must be a JSON object")
+    for col, flag in ((text_col, "--text-column"), (label_col, "--label-column")):
         if col not in rows[0]:
-            raise DataError(f"--data {path}: column {col!r} not found (columns: {sorted(rows[0])})")
-    split = "all rows"
+            raise DataError(f"--data {path}: {flag} {col!r} not found (columns: {sorted(rows[0])})")
+    split = "all rows (no split column, and not the file the task was trained on)"
     if "split" in rows[0]:
         rows = [r for r in rows if str(r["split"]).strip().lower() == "test"]
         split = "rows with split=test"
-    rows = [r for r in rows if str(r["text"] or "").strip()]
-    return [str(r["text"]).strip() for r in rows], [str(r["label"]) for r in rows], split
+    dropped = [r for r in rows if not str(r.get(label_col) or "").strip()]
+    rows = [r for r in rows if str(r.get(text_col) or "").strip() and str(r.get(label_col) or "").strip()]
+    if dropped:
+        split += f"; {len(dropped)} rows with a blank label dropped"
+    return [str(r[text_col]).strip() for r in rows], [str(r[label_col]).strip() for r in rows], split
 
 
 def find_task_dir(task: str, entry: dict, runs: str | None) -> Path:

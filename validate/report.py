@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from calora.export.bundle import versions
-from calora.train.artifacts import AtomicDir
+from calora.train.outputs import AtomicDir, OutputKind
 
 from .checks import Status
 
@@ -97,7 +97,7 @@ def write(report, out_dir: str | Path) -> dict[str, Path]:
     from .html import html
 
     out_dir = Path(out_dir)
-    with AtomicDir(out_dir) as tmp:
+    with AtomicDir(out_dir, OutputKind.REPORT, "--report") as tmp:
         tmp.chmod(0o755)  # mkdtemp makes it private; a report folder is for sharing (CI uploads, web servers)
         (tmp / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(report))

@@ -14,9 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 from calora.train.errors import ConfigError
+
+
+#: field -> (low, high, low end open): the meaningful range of each threshold.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "min_agreement": (0.0, 1.0, True),
+    "logit_steps": (0.0, 127.0, False),  # 0 demands bit-exact; 127 steps is the whole int8 range
+    "logit_atol": (0.0, 10.0, False),
+    "min_cosine": (0.0, 1.0, True),
+    "min_sqnr_db": (0.0, 200.0, True),  # 0 dB: an error as large as the signal
+    "max_metric_drop": (0.0, 0.5, False),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +41,14 @@ class Thresholds:
     max_metric_drop: float = 0.01  # artifact's primary metric may be at most this far below PyTorch's
 
     def __post_init__(self) -> None:
-        for f in ("min_agreement", "min_cosine"):
+        # A threshold outside its meaningful range would make its check vacuous (agreement >= -1,
+        # an infinite logit tolerance) or impossible; both are refused, naming the range.
+        for f, (lo, hi, lo_open) in RANGES.items():
             v = getattr(self, f)
-            if not -1.0 <= v <= 1.0:
-                raise ConfigError(f"threshold {f}={v!r} must lie in [-1, 1]")
-        for f in ("logit_steps", "logit_atol", "max_metric_drop"):
-            if getattr(self, f) < 0:
-                raise ConfigError(f"threshold {f}={getattr(self, f)!r} must be >= 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                    (v <= lo if lo_open else v < lo) or v > hi:
+                raise ConfigError(f"threshold {f}={v!r} must be a finite number in {'(' if lo_open else '['}{lo:g}, "
+                                  f"{hi:g}]")
 
     def logit_tolerance(self, quantized: bool, max_abs_reference: float) -> tuple[float, str]:
         """(allowed max |logit error|, how it was derived) for one task's reference logits."""
@@ -95,9 +108,14 @@ def _put(out: dict, scope: str, key: str, value, flag: str, targets: list[str]) 
     if key not in FIELDS:
         raise ConfigError(f"{flag}: unknown threshold {key!r} (choices: {', '.join(FIELDS)})")
     try:
-        out.setdefault(scope, {})[key] = float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{flag}: {key} must be a number, got {value!r}") from None
+    try:
+        Thresholds(**{key: number})
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    out.setdefault(scope, {})[key] = number
 
 
 def resolve(target: str, overrides: dict[str, dict[str, float]]) -> tuple[Thresholds, dict[str, str]]:
