@@ -78,12 +78,12 @@ REQUIRED = [p for p in _paths(_manifest()) if p not in _OPTIONAL
             and not (len(p) > 3 and p[:4] == ("backbone", "compression", "spec"))]
 
 
-def _wrong_type(value):
+def _wrong_type(value, nullable_str: bool = False):
     """Values of another JSON type than `value` (so the mutation is structurally invalid)."""
     kinds = [(dict, st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)),
              (list, st.lists(st.integers(), max_size=2)), (str, st.text(max_size=4)),
              (float, st.floats(allow_nan=True)), (type(None), st.none()), (bool, st.booleans())]
-    same = {type(value)} | ({str} if value is None else set())  # a file's task may be a name or null
+    same = {type(value)} | ({str, type(None)} if nullable_str else set())  # a file's task: a name or null
     return st.one_of(*[s for t, s in kinds if t not in same])
 
 
@@ -99,7 +99,7 @@ def test_manifest_mutations_never_load(data):
     if data.draw(st.booleans()):
         del node[path[-1]]
     else:
-        node[path[-1]] = data.draw(_wrong_type(node[path[-1]]))
+        node[path[-1]] = data.draw(_wrong_type(node[path[-1]], nullable_str=path[-1] == "task"))
     with pytest.raises(ArtifactError, match="manifest"):
         check_manifest(m, "manifest.json")
 

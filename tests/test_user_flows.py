@@ -13,13 +13,13 @@ import torch
 
 def _intents_csv(path):
     rng = random.Random(1)
-    words = {"play": ["song", "music", "album", "track"], "stop": ["halt", "cancel", "quit", "end"]}
+    words = {"play": ["good", "great", "superb", "loved"], "stop": ["awful", "bad", "dull", "hated"]}  # tiny vocab
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["utterance", "intent"])
         for i in range(240):
             intent = "play" if i % 2 else "stop"
-            w.writerow([" ".join(rng.sample(words[intent], 2) + ["the", "now"]), intent])
+            w.writerow([" ".join(rng.sample(words[intent], 2) + ["the", "movie"]), intent])
     return path
 
 

@@ -115,8 +115,10 @@ def load_classifier(source: str, num_labels: int, seed: int, pad_token_id: int |
     torch.manual_seed(seed)
     hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected here
     try:
+        # A backbone folder may already hold a classification head of another size: the task's head
+        # is new either way (a teacher LoRA brings its own), so a size mismatch there is expected.
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, dtype=torch.float32)
+            path, num_labels=num_labels, dtype=torch.float32, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as exc:
         raise BackboneError(f"--backbone {source}: cannot load as a sequence classifier: {exc}") from None
     if pad_token_id is not None and model.config.pad_token_id is None:

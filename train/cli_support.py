@@ -22,8 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, CaloraError, OutputPathError,
-                     Terminated)
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, CaloraError, Terminated
 from .outputs import WRITE_ERRNOS
 
 #: Loggers of dependencies whose INFO/WARNING chatter buries calora's own lines (torchao's
@@ -89,24 +88,40 @@ def disable_ort_telemetry() -> None:
         ort.disable_telemetry_events()
 
 
+class _Received:
+    """The last interrupting signal seen during a CLI run. A signal that lands inside a C extension
+    (an import, a runtime call) can surface as some other exception (pybind turns it into
+    ImportError): the run was still interrupted, not broken."""
+
+    signal: int | None = None
+
+
 @contextlib.contextmanager
 def _signals() -> Iterator[None]:
-    """SIGTERM raises `Terminated` (like Ctrl-C raises KeyboardInterrupt) so partial outputs are
-    removed by the `with` blocks that made them. Only possible in the main thread."""
+    """SIGINT raises KeyboardInterrupt and SIGTERM `Terminated`, so partial outputs are removed by
+    the `with` blocks that made them; both are remembered in `_Received`. Main thread only."""
     import threading
 
+    _Received.signal = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    def on_int(signum, frame):
+        _Received.signal = signum
+        raise KeyboardInterrupt()
+
     def on_term(signum, frame):
+        _Received.signal = signum
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.signal(sig, handler) for sig, handler in ((signal.SIGINT, on_int),
+                                                                       (signal.SIGTERM, on_term))}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _traceback_file(prog: str) -> Path | None:
@@ -131,23 +146,24 @@ def run_cli(prog: str, args: argparse.Namespace, body: Callable[[], int]) -> int
     try:
         with _signals():
             return body()
-    except CaloraError as exc:
-        _error(prog, f"error: {one_line(exc)}")
-        return exc.exit_code
-    except OSError as exc:
-        if exc.errno not in WRITE_ERRNOS:
-            return _internal(prog, args, exc)
-        err = OutputPathError(f"{exc.filename or 'a file'}: {exc.strerror or exc}")
-        _error(prog, f"error: {one_line(err)}")
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        _error(prog, "interrupted (SIGINT); no partial output was left (a training run resumes from its checkpoint)")
-        return EXIT_SIGINT
-    except Terminated:
-        _error(prog, "terminated (SIGTERM); no partial output was left (a training run resumes from its checkpoint)")
-        return EXIT_SIGTERM
-    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes an exit code
+    except (KeyboardInterrupt, Terminated):
+        return _interrupted(prog, _Received.signal or signal.SIGINT)
+    except Exception as exc:  # noqa: BLE001 - the one place an exception becomes an exit code
+        if _Received.signal is not None:  # the interrupt surfaced inside a C extension as another type
+            return _interrupted(prog, _Received.signal)
+        if isinstance(exc, CaloraError):
+            _error(prog, f"error: {one_line(exc)}")
+            return exc.exit_code
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # a full disk, no permission: fixable
+            _error(prog, f"error: {exc.filename or 'a file'}: {exc.strerror or exc}")
+            return EXIT_BAD_INPUT
         return _internal(prog, args, exc)
+
+
+def _interrupted(prog: str, signum: int) -> int:
+    name, code = ("SIGTERM", EXIT_SIGTERM) if signum == signal.SIGTERM else ("SIGINT", EXIT_SIGINT)
+    _error(prog, f"interrupted ({name}); no partial output was left (a training run resumes from its checkpoint)")
+    return code
 
 
 def _internal(prog: str, args: argparse.Namespace, exc: BaseException) -> int:

@@ -110,6 +110,8 @@ class CompressionSpec:
                 object.__setattr__(self, "deploy_group_size", 32)
         elif self.deploy_quant is not None:
             raise ConfigError(f"compression.deploy_quant only applies to bitsandbytes formats, not {self.quant.value}")
+        if not self.act_quant and self.quant not in (QuantScheme.INT4, QuantScheme.INT8):
+            raise ConfigError(f"compression.act_quant=False ('noact') only applies to int4/int8, not {self.quant.value}")
         _check_fraction("sparsity", self.sparsity)
         _check_fraction("prune_heads", self.prune_heads)
         _check_fraction("prune_ffn", self.prune_ffn)
