@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -447,6 +448,26 @@ def test_changed_task_weights_are_refused(tmp_path, tiny_runs):
     weights.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="is corrupt or changed since training"):
         load_student(task)
+
+
+def test_sigterm_exits_143_and_removes_the_partial_output(capsys, tmp_path):
+    """SIGTERM (what `kill`, CI timeouts and container stops send) unwinds like Ctrl-C."""
+    import argparse
+    import signal
+
+    from calora.train.cli_support import run_cli
+    from calora.train.outputs import AtomicDir, OutputKind
+
+    def body() -> int:
+        with AtomicDir(tmp_path / "bundle", OutputKind.BUNDLE) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    rc = run_cli("calora-export", argparse.Namespace(verbose=True, debug=False), body)
+    assert rc == 143 and "interrupted (SIGTERM)" in one_error(capsys.readouterr().err, "calora-export")
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) is before
 
 
 def test_stale_temporaries_of_a_killed_run_are_swept(tmp_path):

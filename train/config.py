@@ -31,7 +31,7 @@ def _enum(obj, field: str, enum_type: type[enum.Enum]) -> None:
         object.__setattr__(obj, field, enum_type(value))
     except ValueError:
         choices = ", ".join(e.value for e in enum_type)
-        raise ConfigError(f"{field}: unknown value {value!r} (choices: {choices})") from None
+        raise ConfigError(f"{flag(obj, field)}: unknown value {value!r} (choices: {choices})") from None
 
 
 def flag(obj, field: str) -> str:

@@ -189,7 +189,8 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int,
         recovery_layers = [n for n in recovery_layers if n.split(".")[-1] in settings.recovery_targets
                            or any(n.endswith(t) for t in settings.recovery_targets)]
         if not recovery_layers:
-            raise ConfigError(f"recovery_targets {list(settings.recovery_targets)} match no compressed linear layer")
+            raise ConfigError(f"--recovery-targets {' '.join(settings.recovery_targets)}: match no compressed "
+                              "linear layer")
     tcfg = ctx.teacher_adapter.config
     if settings.inherit:
         attach_lora(model, tcfg, ctx.teacher_adapter.tensors)
