@@ -51,12 +51,9 @@ def read_lora_dir(path: str | Path) -> LoraAdapter:
     cfg_file = path / CONFIG_FILE
     if not cfg_file.is_file():
         raise ArtifactError(f"{cfg_file} not found: --teacher must be a PEFT LoRA directory")
-    try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{cfg_file} is not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ArtifactError(f"{cfg_file}: expected a JSON object, found {type(raw).__name__}")
+    from .artifacts import read_json  # artifacts imports this module: read at call time
+
+    raw = read_json(cfg_file)  # refuses bad JSON, non-UTF-8 and non-objects, naming the file
     if raw.get("peft_type") != "LORA":
         raise ArtifactError(f"{cfg_file}: peft_type is {raw.get('peft_type')!r}; calora imports LORA adapters")
     for flag in ("use_dora", "use_qalora", "lora_bias", "fan_in_fan_out"):

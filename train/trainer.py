@@ -19,19 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .config import CALoRASettings, TeacherOutputs, TrainSettings
+from .config import CALoRASettings, TeacherOutputs, TrainSettings, flag
 from .errors import ArtifactError, CheckpointMismatchError, TrainingDivergedError
 from .data import Collator, Encoded, LengthGroupedBatches
 
 CHECKPOINT = "checkpoint.pt"
-#: Flag names of the settings a checkpoint records, for the message when they differ.
-_SETTING_FLAGS = {"lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size", "max_length": "--max-length",
-                  "seed": "--seed", "weight_decay": "weight_decay", "warmup_ratio": "warmup_ratio",
-                  "max_train_examples": "--max-train-examples", "mixed_precision": "--mixed-precision",
-                  "processes": "number of processes (accelerate launch)", "trainable": "trainable tensors (ranks, "
-                  "targets, --lora-rank/--recovery-rank)", "calora": "CA-LoRA switches and --distill-* settings",
-                  "train_data": "training data (--data, --task)"}
-
+#: How the checkpoint settings that are not TrainSettings fields are named in messages (the fields
+#: themselves are named by their CLI flag, from config's field metadata).
+_OTHER_SETTINGS = {"processes": "number of processes (accelerate launch)",
+                   "trainable": "trainable tensors (ranks, targets, --lora-rank/--recovery-rank)",
+                   "calora": "CA-LoRA switches and --distill-* settings", "train_data": "training data (--data, --task)"}
 
 @dataclasses.dataclass
 class FitResult:
@@ -118,7 +115,7 @@ def _load_checkpoint(ckpt: Path, want: dict) -> dict:
     got = state.get("settings")
     if got != want:
         got = got or {}
-        diff = [f"{_SETTING_FLAGS.get(k, k)} {got.get(k, 'unrecorded')!r} -> {want[k]!r}"
+        diff = [f"{_OTHER_SETTINGS.get(k) or flag(TrainSettings, k)} {got.get(k, 'unrecorded')!r} -> {want[k]!r}"
                 for k in want if got.get(k) != want[k]]
         raise CheckpointMismatchError(f"{ckpt}: checkpoint of an earlier run with other settings "
                                       f"({'; '.join(diff)}); rerun with the same settings to resume, or pass "
