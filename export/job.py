@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from calora.targets.base import ExportJob, Mode, TaskModel
-from calora.train.artifacts import load_student
+from calora.train.artifacts import load_student, read_json
+from calora.train.kinds import KindName, kind_of
 from calora.train.backbones import load_tokenizer
 from calora.train.errors import AdapterMismatchError, ArtifactError, CaloraError, ConfigError
 from calora.train.spec import CompressionSpec
@@ -30,6 +31,9 @@ def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_lengt
             known = sorted(p.parent.name for p in runs_dir.glob("*/calora/calora_config.json"))
             raise ArtifactError(f"--task {name!r}: no trained task at {task_dir} "
                                 f"(trained tasks in {runs_dir}: {', '.join(known) or 'none'})")
+        if kind_of(read_json(task_dir / "calora_config.json")) != KindName.CLASSIFY:
+            raise ConfigError(f"--task {name!r} is a generative task: calora-export lowers classification tasks so "
+                              "far (generation with a KV cache is not implemented yet); try it with calora-generate")
         model, cfg = load_student(task_dir)
         loaded.append(TaskModel(name, tuple(cfg["task"]["label_names"]), model, cfg, task_dir))
     first = loaded[0].config

@@ -136,3 +136,37 @@ def tiny_bundle(tiny_export, tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory) -> str:
+    """A tiny random Llama causal LM with tied input/output embeddings (as SmolLM2 has)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-causal")
+    tok = _tokenizer(folder)
+    tok.eos_token, tok.bos_token = "[SEP]", "[CLS]"
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=64,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return _save(LlamaForCausalLM(cfg), tok, folder)
+
+
+@pytest.fixture(scope="session")
+def gen_csv(tmp_path_factory) -> str:
+    """Prompt -> response pairs a tiny model can learn: a review's words -> 'good fun' / 'bad mess'."""
+    rng = random.Random(0)
+    pos, neg, filler = ["good", "great", "superb", "loved"], ["awful", "bad", "dull", "hated"], \
+        ["the", "movie", "film", "plot", "and", "really", "story"]
+    path = tmp_path_factory.mktemp("gendata") / "gen.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "answer"])
+        for i in range(200):
+            good = i % 2 == 0
+            words = rng.sample(filler, 3) + rng.sample(pos if good else neg, 2)
+            rng.shuffle(words)
+            w.writerow([" ".join(words), "good fun" if good else "bad mess"])
+    return str(path)

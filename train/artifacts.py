@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from .adapters import Activation, recovery_state, wrap
-from .backbones import load_classifier, load_tokenizer
+from .backbones import load_tokenizer
 from .compress import compress_model, fingerprint
 from .errors import AdapterMismatchError, ArtifactError
+from .kinds import get_kind, kind_of
 from .outputs import AtomicDir, OutputKind
 from .peft_io import attach_lora, read_lora_dir, write_lora_dir
 from .spec import CompressionSpec
@@ -150,7 +151,7 @@ def load_student(task_dir: str | Path, backbone: str | None = None) -> tuple[nn.
     check_task_files(task_dir, cfg)
     source = backbone or cfg["backbone"]["source"]
     tokenizer = load_tokenizer(source)
-    model = load_classifier(source, len(cfg["task"]["label_names"]), seed=0, pad_token_id=tokenizer.pad_token_id)
+    model = get_kind(kind_of(cfg)).load_model(source, cfg["task"], 0, tokenizer)
     spec = CompressionSpec.from_dict(cfg["compression"]["spec"])
     compress_model(model, spec)
     got = fingerprint(model)

@@ -139,5 +139,22 @@ def family(model: nn.Module) -> str:
 def head_modules(model: nn.Module) -> list[str]:
     """Top-level modules outside the backbone that hold trainable task weights (the head)."""
     prefix = model.base_model_prefix
+    # A causal LM's head (lm_head, often tied to the input embeddings) is part of the shared
+    # backbone: treating it as a task head would make every task adapter vocab x hidden large.
     return [name for name, child in model.named_children()
-            if name != prefix and any(True for _ in child.parameters())]
+            if name != prefix and name != "lm_head" and any(True for _ in child.parameters())]
+
+
+def load_causal_lm(source: str) -> nn.Module:
+    """A float32 causal LM on CPU (Llama/Qwen family and any AutoModelForCausalLM)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    path = resolve(source)
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise BackboneError(f"--backbone {source}: cannot load as a causal LM: {exc}") from None
+    model.eval()
+    return model

@@ -8,13 +8,16 @@ import sys
 from .adapters import Activation
 from .backbones import OfflineBackbone
 from .cli_support import add_common_flags, run_cli
-from .config import CALoRASettings, LoraSettings, MixedPrecision, RunConfig, TeacherOutputs, TrainSettings
+from .config import (KIND_TRAIN_DEFAULTS, CALoRASettings, GenerationSettings, LoraSettings, MixedPrecision,
+                     RunConfig, TeacherOutputs, TrainSettings)
+from .gen_tasks import gen_task_names
+from .kinds import KINDS
 from .spec import DEFAULT_COMPRESSION, CompressionSpec
 from .tasks import task_names
 
 
 # Defaults come from the config dataclasses: one source of truth for the library and the CLI.
-_R, _L, _C, _T = RunConfig(), LoraSettings(), CALoRASettings(), TrainSettings()
+_R, _L, _C, _T, _G = RunConfig(), LoraSettings(), CALoRASettings(), TrainSettings(), GenerationSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"offline default ({', '.join(b.value for b in OfflineBackbone)}), a local HF folder, "
                           "or a hub id (default: %(default)s)")
     src.add_argument("--task", default=_R.task,
-                     help=f"offline task ({', '.join(task_names())}) or, with --data, your name for your data "
+                     help=f"offline task: classification ({', '.join(task_names())}) or generation "
+                          f"({', '.join(gen_task_names())}); with --data, your name for your data "
                           "(default: %(default)s)")
+    src.add_argument("--kind", choices=list(KINDS),
+                     help="task kind (default: generate for the offline generative tasks or when --prompt-column / "
+                          "--response-column is given, else classify)")
     src.add_argument("--data", help="CSV/TSV/JSONL file with text and label columns (optional 'split' column), "
                                     "or a GLUE-format SST-2 folder")
     src.add_argument("--text-column", default=_R.text_column)
     src.add_argument("--label-column", default=_R.label_column)
+    src.add_argument("--prompt-column", help=f"generate: prompt column of --data (default: {_R.prompt_column})")
+    src.add_argument("--response-column", help=f"generate: response column of --data (default: {_R.response_column})")
     src.add_argument("--teacher", help="an existing PEFT LoRA directory for the uncompressed backbone "
                                        "(default: train one); it is copied into OUT/TASK/teacher")
     src.add_argument("--labels", help="comma-separated class names in the order of the head's outputs (an imported "
@@ -63,23 +72,51 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the hidden-state MSE (per-element mean over real tokens) (default: %(default)s)")
     ca.add_argument("--distill-logits", action="store_true", help="also match the teacher's logits (MSE)")
     ca.add_argument("--teacher-outputs", default=_C.teacher_outputs.value, choices=[t.value for t in TeacherOutputs])
+    ca.add_argument("--kl-temperature", type=float, default=_C.kl_temperature,
+                    help="generate: temperature of the KL distillation on next-token distributions (default: %(default)s)")
+    ca.add_argument("--distill-hidden", action="store_true", help="generate: also match the teacher's final hidden "
+                                                                  "states (MSE)")
+    ge = p.add_argument_group("generation (generate tasks)")
+    ge.add_argument("--max-response-tokens", type=int, default=_G.max_response_tokens)
+    ge.add_argument("--max-new-tokens", type=int, default=_G.max_new_tokens, help="greedy decoding in evaluation")
+    ge.add_argument("--eval-generate-examples", type=int, default=_G.eval_generate_examples,
+                    help="examples per split decoded greedily in evaluation (default: %(default)s)")
     tr = p.add_argument_group("training")
     tr.add_argument("--epochs", type=float, default=_T.epochs, help="(default: %(default)s)")
-    tr.add_argument("--batch-size", type=int, default=_T.batch_size)
+    tr.add_argument("--batch-size", type=int, help=f"(default: {_T.batch_size}; generate: "
+                                                   f"{KIND_TRAIN_DEFAULTS['generate']['batch_size']})")
     tr.add_argument("--lr", type=float, default=_T.lr, help="AdamW learning rate (default: %(default)s)")
-    tr.add_argument("--max-length", type=int, default=_T.max_length)
+    tr.add_argument("--max-length", type=int, help=f"tokens per example (default: {_T.max_length}; generate: "
+                                                   f"{KIND_TRAIN_DEFAULTS['generate']['max_length']}, prompt + response)")
     tr.add_argument("--seed", type=int, default=_T.seed)
-    tr.add_argument("--max-train-examples", type=int)
-    tr.add_argument("--max-eval-examples", type=int)
+    tr.add_argument("--max-train-examples", type=int, help="default: all; generate: "
+                                                           f"{KIND_TRAIN_DEFAULTS['generate']['max_train_examples']} "
+                                                           "(CPU-sized; raise it on a GPU host)")
+    tr.add_argument("--max-eval-examples", type=int, help="default: all; generate: "
+                                                          f"{KIND_TRAIN_DEFAULTS['generate']['max_eval_examples']}")
     tr.add_argument("--mixed-precision", default=_T.mixed_precision.value, choices=[m.value for m in MixedPrecision])
     tr.add_argument("--checkpoint-every", type=int, default=_T.checkpoint_every, help="optimizer steps between checkpoints")
     add_common_flags(p)
     return p
 
 
+def kind_from_args(args: argparse.Namespace) -> str:
+    if args.kind:
+        return args.kind
+    if args.task in gen_task_names() or args.prompt_column or args.response_column:
+        return "generate"
+    return "classify"
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    kind = kind_from_args(args)
+    # Flags the user did not set take the kind's defaults (CPU-sized for generation), then the config's.
+    fill = {k: getattr(_T, k) for k in ("batch_size", "max_length", "max_train_examples", "max_eval_examples")}
+    fill |= KIND_TRAIN_DEFAULTS[kind]
+    t = fill | {k: getattr(args, k) for k in fill if getattr(args, k) is not None}
     return RunConfig(
-        backbone=args.backbone, task=args.task, data=args.data, text_column=args.text_column,
+        backbone=args.backbone, task=args.task, data=args.data, text_column=args.text_column, kind=kind,
+        prompt_column=args.prompt_column or _R.prompt_column, response_column=args.response_column or _R.response_column,
         label_column=args.label_column, compression=CompressionSpec.parse(args.compression), teacher=args.teacher,
         labels=tuple(args.labels.split(",")) if args.labels is not None else None,
         overwrite=args.overwrite, restart=args.restart,
@@ -87,24 +124,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         calora=CALoRASettings(inherit=not args.no_inherit, recover=not args.no_recover, distill=not args.no_distill,
                               recovery_rank=args.recovery_rank, recovery_activation=args.recovery_activation,
                               recovery_targets=args.recovery_targets, distill_alpha=args.distill_alpha,
-                              distill_logits=args.distill_logits, teacher_outputs=args.teacher_outputs),
-        train=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                            seed=args.seed, max_train_examples=args.max_train_examples,
-                            max_eval_examples=args.max_eval_examples, mixed_precision=args.mixed_precision,
+                              distill_logits=args.distill_logits, teacher_outputs=args.teacher_outputs,
+                              kl_temperature=args.kl_temperature, distill_hidden=args.distill_hidden),
+        train=TrainSettings(epochs=args.epochs, batch_size=t["batch_size"], lr=args.lr, max_length=t["max_length"],
+                            seed=args.seed, max_train_examples=t["max_train_examples"],
+                            max_eval_examples=t["max_eval_examples"], mixed_precision=args.mixed_precision,
                             checkpoint_every=args.checkpoint_every),
+        generation=GenerationSettings(args.max_response_tokens, args.max_new_tokens, args.eval_generate_examples),
         out=args.out)
 
 
-def _summary(result: dict) -> str:
+def _summary(kind: str, result: dict) -> str:
+    from .kinds import get_kind
+
     rows = [("uncompressed + teacher LoRA", result["teacher"])]
     if result.get("inherited_untrained"):
         rows.append(("compressed + inherited LoRA (untrained)", result["inherited_untrained"]))
     rows.append(("compressed + CA-LoRA", result["student"]))
-    lines = [f"{'model':<42} {'val acc':>8} {'test acc':>9} {'test F1':>8}"]
-    for name, m in rows:
-        lines.append(f"{name:<42} {m['validation']['accuracy']:>8.4f} {m['test']['accuracy']:>9.4f} "
-                     f"{m['test']['f1_macro']:>8.4f}")
-    return "\n".join(lines)
+    return get_kind(kind).summary(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run  # heavy imports only after the arguments are known to be good
 
         result = run(cfg)
-        print(_summary(result))
+        print(_summary(cfg.kind, result))
         print(f"[calora] saved {cfg.out}/{cfg.task}/calora (metrics.json, calora_config.json)")
         return 0
 

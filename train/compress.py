@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .errors import BackboneError
-from .quant import QuantEmbedding, QuantLinear
+from .quant import QuantEmbedding, QuantLinear, TiedLMHead
 from .spec import CompressionSpec, EmbeddingQuant, QuantScheme, SparsityPattern
 
 
@@ -167,15 +167,29 @@ def compress_model(model: nn.Module, spec: CompressionSpec) -> nn.Module:
             set_module(model, name, new)
         elif spec.quant.is_bnb:
             set_module(model, name, _to_bnb(lin, spec.quant))
+    head = output_head(model)
     if spec.embeddings == EmbeddingQuant.INT8:
         emb = model.get_input_embeddings()
-        for name, module in model.named_modules():
+        tied = head is not None and getattr(head, "weight", None) is emb.weight
+        quant = QuantEmbedding(emb)
+        for name, module in list(model.named_modules()):
             if module is emb:
-                set_module(model, name, QuantEmbedding(emb))
-                break
+                set_module(model, name, quant)
+            elif tied and module is head:
+                set_module(model, name, TiedLMHead(quant))  # keep the tie: one table, in the backbone
     for p in backbone_of(model).parameters():
         p.requires_grad_(False)
+    if head is not None:  # a causal LM's head is shared backbone, never a task's trainable tensor
+        for p in head.parameters():
+            p.requires_grad_(False)
     return model
+
+
+def output_head(model: nn.Module) -> nn.Module | None:
+    """A causal LM's LM head (None for a classifier, whose head is the task's)."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if isinstance(head, nn.Module) else None
 
 
 def _to_bnb(lin: nn.Linear, scheme: QuantScheme) -> nn.Module:
@@ -204,6 +218,10 @@ def _stored_tensors(model: nn.Module):
         if ".lora_" in name or ".recovery." in name:
             continue  # adapters are not the backbone
         yield f"{prefix}.{name.replace('.base_layer.', '.')}", t
+    head = output_head(model)  # an untied LM head is shared backbone too (a tied one is the embeddings)
+    weight = getattr(head, "weight", None) if head is not None else None
+    if isinstance(weight, torch.Tensor) and weight is not getattr(model.get_input_embeddings(), "weight", None):
+        yield "lm_head.weight", weight
 
 
 def fingerprint(model: nn.Module) -> str:

@@ -97,12 +97,15 @@ class CALoRASettings:
     distill_alpha: float = _arg(1.0, "--distill-alpha")
     distill_logits: bool = False
     teacher_outputs: TeacherOutputs = _arg(TeacherOutputs.ONLINE, "--teacher-outputs")
+    kl_temperature: float = _arg(1.0, "--kl-temperature")  # generate: KL on next-token distributions at T
+    distill_hidden: bool = False  # generate: also the hidden-state MSE (classify always uses it)
 
     def __post_init__(self) -> None:
         _enum(self, "recovery_activation", Activation)
         _enum(self, "teacher_outputs", TeacherOutputs)
         _number(self, "recovery_rank", low=0, high=4096, integer=True)
         _number(self, "distill_alpha", low=0, high=1e6, low_open=False)
+        _number(self, "kl_temperature", low=0, high=100)
         if self.recovery_targets is not None:
             object.__setattr__(self, "recovery_targets", tuple(self.recovery_targets))
 
@@ -148,6 +151,28 @@ class TrainSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    """Generative tasks: response length in training, and how greedy evaluation decodes."""
+
+    max_response_tokens: int = _arg(32, "--max-response-tokens")  # longer responses are cut (EOS kept)
+    max_new_tokens: int = _arg(32, "--max-new-tokens")  # greedy decoding in evaluation
+    eval_generate_examples: int = _arg(64, "--eval-generate-examples")  # per split: greedy is the slow part
+    eval_batch_size: int = 16  # teacher-forced NLL: logits are [batch x tokens x vocab]
+
+    def __post_init__(self) -> None:
+        for f in ("max_response_tokens", "max_new_tokens", "eval_generate_examples", "eval_batch_size"):
+            _number(self, f, low=0, high=MAX_LENGTH, integer=True)
+
+
+#: CPU-sized defaults per task kind for the flags a user did not set (SmolLM2-135M takes seconds
+#: per step on 2 cores: 40 steps of 8 examples of at most 96 tokens, evaluated on 200 examples).
+KIND_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classify": {},
+    "generate": {"batch_size": 8, "max_length": 96, "max_train_examples": 320, "max_eval_examples": 200},
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything one `calora-train` invocation needs."""
 
@@ -156,12 +181,16 @@ class RunConfig:
     data: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    prompt_column: str = "prompt"  # generate: the user's file's prompt and response columns
+    response_column: str = "response"
+    kind: str = "classify"  # a KindName value; the CLI infers it from --task / --prompt-column
     compression: CompressionSpec = dataclasses.field(default_factory=CompressionSpec)
     teacher: str | None = None  # an existing PEFT LoRA directory; None = train one
     labels: tuple[str, ...] | None = None  # class order (head output i = labels[i]); None = sorted names
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     calora: CALoRASettings = dataclasses.field(default_factory=CALoRASettings)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    generation: GenerationSettings = dataclasses.field(default_factory=GenerationSettings)
     out: str = "calora_runs"
     overwrite: bool = False  # replace OUT/TASK/calora if calora trained it before
     restart: bool = False  # discard a checkpoint left by an earlier run instead of resuming
@@ -176,6 +205,15 @@ class RunConfig:
                             ("--out", self.out), ("--backbone", self.backbone)):
             if not str(value).strip():
                 raise ConfigError(f"{name}: empty value")
+        from .kinds import KINDS
+
+        if self.kind not in KINDS:
+            raise ConfigError(f"--kind {self.kind!r} is unknown (choices: {', '.join(KINDS)})")
+        if self.kind == "generate" and self.calora.teacher_outputs == TeacherOutputs.CACHE:
+            raise ConfigError("--teacher-outputs cache: a generative teacher's [tokens x vocab] logits do not fit a "
+                              "cache; generate tasks use the online teacher")
+        if self.kind == "generate" and self.labels:
+            raise ConfigError("--labels: generative tasks have no label set")
         if self.text_column == self.label_column:
             raise ConfigError(f"--text-column and --label-column name the same column {self.text_column!r}")
         if self.labels is not None:

@@ -21,6 +21,9 @@ class Encoded(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def collator(self) -> "Collator":
+        return Collator(self.pad_id)
+
     def __getitem__(self, i: int) -> dict:
         return {"input_ids": self.input_ids[i], "label": self.labels[i], "index": i}
 

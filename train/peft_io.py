@@ -33,11 +33,11 @@ class LoraAdapter:
 
 
 def new_lora_config(targets: list[str], rank: int, alpha: float, dropout: float,
-                    modules_to_save: list[str], base_model: str | None):
+                    modules_to_save: list[str], base_model: str | None, task_type: str = "SEQ_CLS"):
     from peft import LoraConfig
 
-    return LoraConfig(task_type="SEQ_CLS", r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                      target_modules=list(targets), modules_to_save=list(modules_to_save),
+    return LoraConfig(task_type=task_type, r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                      target_modules=list(targets), modules_to_save=list(modules_to_save) or None,
                       base_model_name_or_path=base_model)
 
 

@@ -13,15 +13,15 @@ from torch import nn
 from . import __version__
 from .adapters import adapted_layers
 from .artifacts import SCHEMA_VERSION, attach_recovery, read_json, save_student, write_json
-from .backbones import DEFAULT_LORA_TARGETS, family, head_modules, load_classifier, load_tokenizer, resolve
+from .backbones import DEFAULT_LORA_TARGETS, family, head_modules, load_tokenizer, resolve
 from .compress import compressible_linears, compress_model, fingerprint, stored_size
 from .config import CALoRASettings, RunConfig
-from .data import Encoded
 from .errors import AdapterMismatchError, ConfigError, OutputPathError
 from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
 from .peft_io import LoraAdapter, attach_lora, copy_lora_dir, new_lora_config, read_lora_dir, write_lora_dir
-from .tasks import TaskData, load_task
-from .trainer import fit, metrics, predict
+from .kinds import KindName, TaskKind, get_kind
+from .tasks import TaskData
+from .trainer import fit
 
 
 @dataclasses.dataclass
@@ -29,20 +29,19 @@ class Context:
     """What every model of one run shares: the task, tokenized splits, and the teacher."""
 
     cfg: RunConfig
-    task: TaskData
+    task: object  # TaskData (classify) or GenTaskData (generate)
     tokenizer: object
-    sets: dict[str, Encoded]
+    sets: dict
     teacher: nn.Module
     teacher_adapter: LoraAdapter
     teacher_metrics: dict
     task_dir: Path
+    kind: TaskKind = None  # type: ignore[assignment]
+    cache: dict = dataclasses.field(default_factory=dict)  # per-run values a kind keeps (teacher generations)
 
-
-def _encode(cfg: RunConfig, task: TaskData, tokenizer) -> dict[str, Encoded]:
-    t = cfg.train
-    return {"train": Encoded(task.splits["train"], tokenizer, t.max_length, t.max_train_examples),
-            "validation": Encoded(task.splits["validation"], tokenizer, t.max_length, t.max_eval_examples),
-            "test": Encoded(task.splits["test"], tokenizer, t.max_length, t.max_eval_examples)}
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            self.kind = get_kind(self.cfg.kind)
 
 
 #: How every figure calora-train reports is computed: as the exported artifacts run.
@@ -50,12 +49,24 @@ EVAL_PADDING = "every row padded to --max-length, as the exported artifacts are 
 
 
 def evaluate(model: nn.Module, ctx: "Context", name: str, splits=("validation", "test")) -> dict:
-    out = {}
-    for split in splits:
-        logits = predict(model, ctx.sets[split], ctx.cfg.train.eval_batch_size, desc=f"{name}/{split}",
-                         pad_to=ctx.cfg.train.max_length)
-        out[split] = metrics(logits, ctx.sets[split].labels, ctx.task.num_labels)
-    return out
+    """The task kind's metrics of `model` on `splits` (what calora-train prints and records)."""
+    return ctx.kind.evaluate(model, ctx, name, splits)
+
+
+def task_block(cfg: RunConfig, task, tokenizer, kind: "TaskKind") -> dict:
+    """The `task` block of a run's calora_config.json: what later stages need to rebuild the task."""
+    block = {"name": task.name, "kind": kind.name.value, "record": task.record, "max_length": cfg.train.max_length,
+             "label_names": list(getattr(task, "label_names", ()))}
+    if kind.name == KindName.CLASSIFY:
+        block["evaluation"] = EVAL_PADDING
+    else:
+        from .gen_data import PromptFormat
+
+        block |= {"prompt_format": PromptFormat.of(tokenizer).to_dict(),
+                  "special_tokens": {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id,
+                                     "pad": tokenizer.pad_token_id},
+                  "generation": dataclasses.asdict(cfg.generation) | {"decoding": "greedy"}}
+    return block
 
 
 def check_outputs(cfg: RunConfig) -> Path:
@@ -87,6 +98,14 @@ def _check_max_length(cfg: RunConfig, model: nn.Module) -> None:
 
 def _import_teacher(cfg: RunConfig, task: TaskData, teacher: nn.Module, adapter: LoraAdapter) -> None:
     """Attach an imported PEFT LoRA, checking its head against the task's classes first."""
+    want = get_kind(cfg.kind).peft_task_type
+    if adapter.config.task_type and str(adapter.config.task_type) != want:
+        raise AdapterMismatchError(f"--teacher {cfg.teacher}: a {adapter.config.task_type} LoRA, but task {cfg.task!r} "
+                                   f"is a {cfg.kind} task (needs {want})")
+    if not hasattr(task, "label_names"):  # generate: no head, the LM head is the backbone's
+        print(f"[calora] imported teacher {cfg.teacher} ({want})", flush=True)
+        attach_lora(teacher, adapter.config, adapter.tensors)
+        return
     print(f"[calora] imported teacher {cfg.teacher}: head output i = label i of "
           f"{dict(enumerate(task.label_names))}" + ("" if cfg.labels else
                                                      " (sorted label names; pass --labels to give the order "
@@ -122,46 +141,55 @@ def _set_trainable(model: nn.Module) -> int:
 def prepare(cfg: RunConfig) -> Context:
     """Load the task and the teacher (imported, reused from a previous run, or trained now)."""
     imported = read_lora_dir(cfg.teacher) if cfg.teacher else None  # bad input fails before any load
-    task = load_task(cfg.task, cfg.data, cfg.text_column, cfg.label_column,
-                     labels=list(cfg.labels) if cfg.labels else None)
-    task.record["label_order"] = "--labels" if cfg.labels else "fixed by the task" if not cfg.data else "sorted names"
+    kind = get_kind(cfg.kind)
+    task = kind.load_task(cfg)
     dropped = task.record.get("dropped_rows", {})
-    if any(dropped.values()):
-        print(f"[calora] {task.record['source']}: dropped {dropped.get('blank_text', 0)} rows with a blank text and "
-              f"{dropped.get('blank_label', 0)} with a blank or missing label", flush=True)
+    if kind.name == KindName.CLASSIFY:
+        task.record["label_order"] = ("--labels" if cfg.labels else "fixed by the task" if not cfg.data
+                                      else "sorted names")
+        if any(dropped.values()):
+            print(f"[calora] {task.record['source']}: dropped {dropped.get('blank_text', 0)} rows with a blank text "
+                  f"and {dropped.get('blank_label', 0)} with a blank or missing label", flush=True)
+    elif any(dropped.values()):
+        print(f"[calora] {task.record['source']}: dropped {sum(dropped.values())} rows with a blank prompt or "
+              "response", flush=True)
     tokenizer = load_tokenizer(cfg.backbone)
-    sets = _encode(cfg, task, tokenizer)
+    sets = kind.encode(cfg, task, tokenizer)
     task_dir = Path(cfg.out) / cfg.task
-    teacher = load_classifier(cfg.backbone, task.num_labels, cfg.train.seed, tokenizer.pad_token_id)
+    teacher = kind.load_model(cfg.backbone, task_block(cfg, task, tokenizer, kind), cfg.train.seed, tokenizer)
     _check_max_length(cfg, teacher)
     fam = family(teacher)
     teacher_dir = task_dir / "teacher"
     recipe = {"backbone": cfg.backbone, "lora": cfg.to_dict()["lora"], "train": cfg.to_dict()["train"],
-              "task_record": task.record, "imported_from": cfg.teacher, "evaluation": EVAL_PADDING}
+              "task_record": task.record, "imported_from": cfg.teacher, "evaluation": EVAL_PADDING, "kind": cfg.kind}
+    if kind.name == KindName.GENERATE:
+        recipe["generation"] = cfg.to_dict()["generation"]
     if imported is not None:
         adapter = imported
         _import_teacher(cfg, task, teacher, adapter)
-        ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, {}, task_dir)
+        ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, {}, task_dir, kind)
         ctx.teacher_metrics = evaluate(teacher, ctx, "teacher")
         # Recorded in the task folder, so validation finds the teacher the student was distilled from.
         with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
             copy_lora_dir(cfg.teacher, tmp)
             write_json(tmp / "metrics.json", ctx.teacher_metrics)
-            write_json(tmp / "recipe.json", recipe | {"label_names": list(task.label_names)})
+            write_json(tmp / "recipe.json", recipe | {"label_names": list(getattr(task, "label_names", ()))})
     elif (teacher_dir / "recipe.json").is_file() and read_json(teacher_dir / "recipe.json") == recipe:
         adapter = read_lora_dir(teacher_dir)  # same recipe as last time: reuse, do not retrain
         attach_lora(teacher, adapter.config, adapter.tensors)
-        ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, read_json(teacher_dir / "metrics.json"), task_dir)
+        ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, read_json(teacher_dir / "metrics.json"), task_dir,
+                      kind)
     else:
         targets = list(cfg.lora.targets or DEFAULT_LORA_TARGETS.get(fam, ["query", "value"]))
         lcfg = new_lora_config(targets, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout,
-                               head_modules(teacher), cfg.backbone)
+                               head_modules(teacher), cfg.backbone, kind.peft_task_type)
         attach_lora(teacher, lcfg, None)
         n = _set_trainable(teacher)
-        print(f"[calora] teacher: LoRA r={cfg.lora.rank} on {targets} + head, {n:,} trainable parameters", flush=True)
+        heads = " + head" if head_modules(teacher) else ""
+        print(f"[calora] teacher: LoRA r={cfg.lora.rank} on {targets}{heads}, {n:,} trainable parameters", flush=True)
         result = fit(teacher, sets["train"], cfg.train, task_dir / ".teacher-work", desc="teacher",
-                     restart=cfg.restart)
-        ctx = Context(cfg, task, tokenizer, sets, teacher, None, {}, task_dir)
+                     restart=cfg.restart, objective=kind.objective)
+        ctx = Context(cfg, task, tokenizer, sets, teacher, None, {}, task_dir, kind)
         ctx.teacher_metrics = {**evaluate(teacher, ctx, "teacher"), "train_seconds": round(result.seconds, 1),
                                "train_steps": result.steps}
         with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
@@ -180,7 +208,8 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int,
     """The compressed backbone with LoRA (inherited or fresh), head, and recovery attached.
     With `eval_inherited`, also score the inherited LoRA before any training (an ablation row)."""
     cfg = ctx.cfg
-    model = load_classifier(cfg.backbone, ctx.task.num_labels, seed + 1, ctx.tokenizer.pad_token_id)
+    model = ctx.kind.load_model(cfg.backbone, task_block(cfg, ctx.task, ctx.tokenizer, ctx.kind), seed + 1,
+                                ctx.tokenizer)
     compress_model(model, cfg.compression)
     info = {"fingerprint": fingerprint(model), "size": stored_size(model, cfg.compression)}
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -202,7 +231,8 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int,
         rank = tcfg.r
         lora_config = new_lora_config(sorted(tcfg.target_modules) if not isinstance(tcfg.target_modules, str)
                                       else [tcfg.target_modules], rank, tcfg.lora_alpha, tcfg.lora_dropout,
-                                      list(tcfg.modules_to_save or head_modules(model)), cfg.backbone)
+                                      list(tcfg.modules_to_save or head_modules(model)), cfg.backbone,
+                                      ctx.kind.peft_task_type)
         torch.manual_seed(seed)
         attach_lora(model, lora_config, None)
     if settings.recover:
@@ -225,7 +255,7 @@ def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None,
           f"{info['trainable_parameters']:,} trainable parameters", flush=True)
     work = ctx.task_dir / f".work-{settings.label}-seed{seed}"  # checkpoints; removed when done
     result = fit(model, ctx.sets["train"], train_cfg, work, teacher=ctx.teacher if settings.distill else None,
-                 calora=settings, desc=f"ca-lora[{settings.label}]", restart=cfg.restart)
+                 calora=settings, desc=f"ca-lora[{settings.label}]", restart=cfg.restart, objective=ctx.kind.objective)
     scores = evaluate(model, ctx, "student")
     out = {"student": scores, "train_seconds": round(result.seconds, 1), "train_steps": result.steps,
            "resumed_from_step": result.resumed_from_step,
@@ -254,8 +284,7 @@ def run_record(ctx: Context, settings: CALoRASettings, info: dict, lora_config, 
         "calora_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backbone": {"source": cfg.backbone, "resolved": resolve(cfg.backbone), "family": family(ctx.teacher)},
-        "task": {"name": ctx.task.name, "label_names": list(ctx.task.label_names), "record": ctx.task.record,
-                 "max_length": cfg.train.max_length, "evaluation": EVAL_PADDING},
+        "task": task_block(cfg, ctx.task, ctx.tokenizer, ctx.kind),
         "compression": {"spec": cfg.compression.to_dict(), "text": str(cfg.compression),
                         "fingerprint": info["fingerprint"], "size": info["size"]},
         "lora": {"rank": lora_config.r, "alpha": lora_config.lora_alpha,

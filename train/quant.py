@@ -103,3 +103,19 @@ class QuantEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row"
+
+
+class TiedLMHead(nn.Module):
+    """The LM head of a model that ties it to its input embeddings, reading the (compressed)
+    embedding table. The tie survives compression, so the head stays part of the shared backbone
+    and never becomes a per-task tensor (SmolLM2's table is 28M parameters)."""
+
+    def __init__(self, embedding: QuantEmbedding) -> None:
+        super().__init__()
+        object.__setattr__(self, "embedding", embedding)  # not a submodule: the backbone owns it
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.embedding.weight)
+
+    def extra_repr(self) -> str:
+        return "tied to the int8 input embeddings"

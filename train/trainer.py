@@ -100,7 +100,8 @@ def run_settings(model: nn.Module, train_set: Encoded, settings: TrainSettings, 
     out |= {"mixed_precision": settings.mixed_precision.value, "processes": processes, "trainable": trainable,
             "train_data": data,
             "calora": None if calora is None else repr((calora.distill, calora.distill_alpha, calora.distill_logits,
-                                                        calora.teacher_outputs.value))}
+                                                        calora.teacher_outputs.value, calora.kl_temperature,
+                                                        calora.distill_hidden))}
     return out
 
 
@@ -125,11 +126,12 @@ def _load_checkpoint(ckpt: Path, want: dict) -> dict:
 
 def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: Path, *,
         teacher: nn.Module | None = None, calora: CALoRASettings | None = None, desc: str = "train",
-        restart: bool = False) -> FitResult:
+        restart: bool = False, objective=None) -> FitResult:
     """Train `model`'s trainable parameters on `train_set` (cross-entropy, plus distillation to
     `teacher` when given). Resumes from ``run_dir/checkpoint.pt`` if a previous run left one made
     with the same settings (else refuses, naming what differs; `restart` discards it). Raises
-    `TrainingDivergedError` on the first non-finite loss or weight."""
+    `TrainingDivergedError` on the first non-finite loss or weight. `objective` is the task kind's
+    losses (default: classification's)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -138,7 +140,11 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
     set_seed(settings.seed)
     show = accelerator.is_local_main_process
     sampler = LengthGroupedBatches([len(x) for x in train_set.input_ids], settings.batch_size, settings.seed)
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=Collator(train_set.pad_id))
+    if objective is None:
+        from .kind_classify import ClassifyObjective
+
+        objective = ClassifyObjective()
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=train_set.collator())
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / settings.batch_size / accelerator.num_processes)
@@ -189,14 +195,12 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in batches:
             with accelerator.autocast():
-                out = _forward(model, batch, targets is not None)
-                loss = ce = F.cross_entropy(out.logits.float(), batch["labels"])
+                out = _forward(model, batch, targets is not None and objective.needs_hidden(calora))
+                loss = ce = objective.task_loss(out, batch)
                 mse = torch.zeros(())
                 if targets is not None:
                     t_hidden, t_logits = targets(batch)
-                    mse = masked_mse(out.hidden_states[-1], t_hidden, batch["attention_mask"])
-                    if calora.distill_logits:
-                        mse = mse + F.mse_loss(out.logits.float(), t_logits.float())
+                    mse = objective.distill_loss(out, t_hidden, t_logits, batch, calora)
                     loss = ce + calora.distill_alpha * mse
             if not torch.isfinite(loss.detach()):
                 raise TrainingDivergedError(
