@@ -40,9 +40,7 @@ BACKBONE_KEY = "calora.backbone_fingerprint"
 
 def _plan(spec) -> tuple[int | None, int | None]:
     """(bits, group_size) of the backbone linears: bits None = float; group None = per channel."""
-    quant, group = spec.quant, spec.group_size
-    if quant.is_bnb:
-        quant, group = spec.deploy_quant, spec.deploy_group_size
+    quant, group = spec.deployed()
     if quant == QuantScheme.NONE:
         return None, None
     if quant == QuantScheme.INT8:

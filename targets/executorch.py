@@ -41,9 +41,7 @@ def _weight_format(spec) -> tuple[str, int | None]:
     """('int4', group) / ('int8', None) / ('none', None) for the backbone linears."""
     from calora.train.spec import QuantScheme
 
-    quant, group = spec.quant, spec.group_size
-    if quant.is_bnb:
-        quant, group = spec.deploy_quant, spec.deploy_group_size
+    quant, group = spec.deployed()
     if quant == QuantScheme.INT4:
         return "int4", group
     if quant == QuantScheme.INT8:

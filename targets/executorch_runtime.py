@@ -84,7 +84,10 @@ class ExecuTorchRunner:
         outside = sorted({o.name for o in plan.operators})
         # embedding_byte is the int8 token embedding's portable kernel: expected outside XNNPACK.
         quant_outside = [o for o in outside if any(q in o for q in _QUANT_OPS) and "embedding" not in o]
-        quantized = self.manifest["backbone"]["compression"]["spec"].get("quant", "none") != "none"
+        from calora.train.spec import CompressionSpec, QuantScheme
+
+        quantized = CompressionSpec.from_dict(self.manifest["backbone"]["compression"]["spec"]).deployed()[0] != \
+            QuantScheme.NONE
         out.append(Finding(Stage.STRUCTURE, f"{path.name}: XNNPACK delegation", xnn > 0,
                            f"{xnn} XNNPACK delegate blobs; operators outside delegates: {', '.join(outside) or 'none'}",
                            task))

@@ -43,11 +43,8 @@ OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo expor
 
 def deploy_format(spec: Any) -> tuple[str, int | None]:
     """("int4", group) / ("int8", None) / ("none", None): what the backbone linears are stored as."""
-    quant = getattr(spec.quant, "value", spec.quant)
-    group = spec.group_size
-    if quant in ("nf4", "bnb-int8"):
-        quant = getattr(spec.deploy_quant, "value", spec.deploy_quant)
-        group = spec.deploy_group_size
+    scheme, group = spec.deployed()
+    quant = scheme.value
     if quant == "int4":
         if not group or group < 16 or group & (group - 1):
             raise ConfigError(f"compression group size {group}: ONNX Runtime's MatMulNBits needs a power of two "

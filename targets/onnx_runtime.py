@@ -100,7 +100,9 @@ class OnnxRunner:
         proto = onnx.load(str(path))
         ops = [n.op_type for n in proto.graph.node]
         spec = self.manifest["backbone"]["compression"]["spec"]
-        quant = spec.get("deploy_quant") if spec.get("quant") in ("nf4", "bnb-int8") else spec.get("quant")
+        from calora.train.spec import CompressionSpec
+
+        quant = CompressionSpec.from_dict(spec).deployed()[0].value
         out: list[Finding] = []
         if quant == "int4":
             n = ops.count("MatMulNBits")

@@ -151,6 +151,9 @@ def test_unrepresentable_spec_is_config_error():
         quant = type("Q", (), {"is_bnb": False, "value": "fp8"})()
         group_size = None
 
+        def deployed(self):  # what CompressionSpec.deployed() gives every target
+            return self.quant, self.group_size
+
     with pytest.raises(ConfigError, match="cannot be represented"):
         _weight_format(Odd())
 

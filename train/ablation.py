@@ -38,12 +38,26 @@ def _machine() -> str:
     return f"{platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def _fmt(values: list[float]) -> str:
+def _get(metrics: dict, split: str, key: str):
+    node = metrics.get(split, {})
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _value(metrics: dict, split: str, key: str, percent: bool) -> str:
+    v = _get(metrics, split, key)
+    return "n/a" if v is None else f"{100 * v:.1f}" if percent else f"{v:.3g}"
+
+
+def _fmt(values: list[float], percent: bool = True) -> str:
     if not values:
         return "n/a"
+    k = 100 if percent else 1
     if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+        return f"{k * values[0]:.1f}" if percent else f"{values[0]:.4g}"
+    return f"{k * statistics.mean(values):.1f} ± {k * statistics.stdev(values):.1f}" if percent else \
+        f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,33 +72,30 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     ctx = prepare(cfg)
-    rows: dict[str, dict[str, list]] = {"uncompressed + LoRA (teacher)": {"val": [ctx.teacher_metrics["validation"]["accuracy"]],
-                                                                         "test": [ctx.teacher_metrics["test"]["accuracy"]],
-                                                                         "f1": [ctx.teacher_metrics["test"]["f1_macro"]]}}
+    columns = ctx.kind.columns
+    rows: dict[str, list[dict]] = {"uncompressed + LoRA (teacher)": [ctx.teacher_metrics]}
     runs = []
     for name in args.variants:
         for seed in args.seeds:
             settings = dataclasses.replace(cfg.calora, **VARIANTS[name])
-            out = train_student(ctx, settings, seed=seed, eval_inherited=seed == args.seeds[0])
+            # The inherited, untrained LoRA is the same model for every variant: score it once.
+            once = seed == args.seeds[0] and "compressed + inherited LoRA, untrained" not in rows
+            out = train_student(ctx, settings, seed=seed, eval_inherited=once)
             runs.append({"variant": name, "seed": seed, **out})
-            row = rows.setdefault(name, {"val": [], "test": [], "f1": []})
-            row["val"].append(out["student"]["validation"]["accuracy"])
-            row["test"].append(out["student"]["test"]["accuracy"])
-            row["f1"].append(out["student"]["test"]["f1_macro"])
-            if out.get("inherited_untrained") and seed == args.seeds[0]:
-                rows.setdefault("compressed + inherited LoRA, untrained",
-                                {"val": [out["inherited_untrained"]["validation"]["accuracy"]],
-                                 "test": [out["inherited_untrained"]["test"]["accuracy"]],
-                                 "f1": [out["inherited_untrained"]["test"]["f1_macro"]]})
-            print(f"[ablation] {name} seed {seed}: test acc {out['student']['test']['accuracy']:.4f}", flush=True)
+            rows.setdefault(name, []).append(out["student"])
+            if out.get("inherited_untrained") and once:
+                rows.setdefault("compressed + inherited LoRA, untrained", [out["inherited_untrained"]])
+            print(f"[ablation] {name} seed {seed}: " + ", ".join(
+                f"{h} {_value(out['student'], split, key, pct)}" for h, split, key, pct in columns), flush=True)
     order = ["uncompressed + LoRA (teacher)", "compressed + LoRA from scratch",
              "compressed + inherited LoRA, untrained", *[v for v in VARIANTS if v != "compressed + LoRA from scratch"]]
     command = "python -m calora.train.ablation " + shlex.join(argv if argv is not None else sys.argv[1:])
-    table = ["| model | val acc (%) | test acc (%) | test macro-F1 (%) | runs |", "|---|---|---|---|---|"]
+    table = ["| model | " + " | ".join(h for h, *_ in columns) + " | runs |", "|---|" + "---|" * (len(columns) + 1)]
     for name in order:
         if name in rows:
-            r = rows[name]
-            table.append(f"| {name} | {_fmt(r['val'])} | {_fmt(r['test'])} | {_fmt(r['f1'])} | {len(r['test'])} |")
+            cells = [_fmt([_get(m, split, key) for m in rows[name] if _get(m, split, key) is not None], pct)
+                     for _, split, key, pct in columns]
+            table.append(f"| {name} | " + " | ".join(cells) + f" | {len(rows[name])} |")
     record = {"command": command, "machine": _machine(), "started": started,
               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "config": cfg.to_dict(),
               "task_record": ctx.task.record, "rows": rows, "runs": runs}
@@ -92,13 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"ablation_{cfg.backbone.replace('/', '_')}_{cfg.task}_{str(cfg.compression).replace(':', '').replace('+', '_')}"
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    md = [f"# CA-LoRA ablation: {cfg.backbone} on {cfg.task}, compression `{cfg.compression}`", "",
+    limits = cfg.train
+    md = [f"# CA-LoRA ablation: {cfg.backbone} on {cfg.task} ({cfg.kind}), compression `{cfg.compression}`", "",
           f"- command: `{command}`", f"- machine: {record['machine']}", f"- date: {started} to {record['finished']}",
-          f"- splits: {json.dumps({k: v['examples'] for k, v in ctx.task.record['counts'].items()})} "
+          f"- splits: {json.dumps({k: v['examples'] if isinstance(v, dict) else v for k, v in ctx.task.record['counts'].items()})} "
           f"({ctx.task.record['split_rule']})",
           f"- compressed backbone: {json.dumps(runs[0]['compression']['size'])} bytes "
           f"(fingerprint {runs[0]['compression']['fingerprint'][:23]}…)",
           f"- seeds: {args.seeds} (mean ± sample std over seeds; the teacher is trained once, seed {cfg.train.seed})",
+          f"- schedule: {limits.epochs:g} epoch(s) over {limits.max_train_examples or 'all'} training examples, batch "
+          f"{limits.batch_size}, lr {limits.lr:g}, max length {limits.max_length}; evaluated on "
+          f"{limits.max_eval_examples or 'all'} examples per split; fixed schedule, nothing tuned on the test split",
           "", *table, ""]
     (out_dir / f"{stem}.md").write_text("\n".join(md))
     print("\n".join(md))

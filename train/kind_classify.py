@@ -32,6 +32,9 @@ class ClassifyObjective:
 class Classify:
     name: ClassVar[KindName] = KindName.CLASSIFY
     peft_task_type: ClassVar[str] = "SEQ_CLS"
+    #: (header, split, metric key, shown as %) of the results tables
+    columns: ClassVar[list] = [("val acc (%)", "validation", "accuracy", True), ("test acc (%)", "test", "accuracy", True),
+                               ("test macro-F1 (%)", "test", "f1_macro", True)]
     objective = ClassifyObjective()
 
     def load_task(self, cfg):

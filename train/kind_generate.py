@@ -107,6 +107,12 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> dict[str, float]:
 class Generate:
     name: ClassVar[KindName] = KindName.GENERATE
     peft_task_type: ClassVar[str] = "CAUSAL_LM"
+    #: (header, split, metric key, shown as %) of the results tables
+    columns: ClassVar[list] = [("val exact match (%)", "validation", "exact_match", True),
+                               ("test exact match (%)", "test", "exact_match", True),
+                               ("test perplexity", "test", "perplexity", False),
+                               ("test greedy token agreement with teacher (%)", "test",
+                                "agreement_with_teacher.token_agreement", True)]
     objective = GenerateObjective()
 
     def load_task(self, cfg):

@@ -45,6 +45,7 @@ class Objective(Protocol):
 class TaskKind(Protocol):
     name: ClassVar[KindName]
     peft_task_type: ClassVar[str]  # what peft's LoraConfig.task_type says for this kind
+    columns: ClassVar[list]  # (header, split, metric key, shown as %) of the results tables
     objective: Objective
 
     def load_task(self, cfg) -> Any:

@@ -118,6 +118,14 @@ class CompressionSpec:
         if self.sparsity_pattern == SparsityPattern.SEMI_2_4 and self.sparsity not in (0.0, 0.5):
             raise ConfigError(f"compression.sparsity must be 0.5 for the 2:4 pattern, got {self.sparsity}")
 
+    def deployed(self) -> tuple[QuantScheme, int | None]:
+        """(weight format, group size) the backbone linears are stored in on a device: the trained
+        format, or for bitsandbytes formats the one they are re-quantized to (`deploy:`). The one
+        place every target and the validator read this from."""
+        if self.quant.is_bnb:
+            return self.deploy_quant, self.deploy_group_size
+        return self.quant, self.group_size
+
     # ---- forms -------------------------------------------------------------------------------
     @property
     def is_identity(self) -> bool:

@@ -23,6 +23,7 @@ from calora.targets.base import Stage, _dir_bytes
 from calora.export.manifest import read_manifest
 from calora.train.artifacts import read_json, write_json
 from calora.train.errors import ArtifactError, CaloraError, ConfigError
+from calora.train.spec import CompressionSpec, QuantScheme
 
 from .checks import Check, ParityError, Status, compare, error_histogram, ordered, primary_metric, task_metrics
 from .references import EvalData, References, encode, eval_data, find_task_dir, tokenizer_checks
@@ -298,7 +299,7 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
         add(Stage.SHAPES, "artifact output shape", False, f"artifact {list(got.shape)} vs PyTorch {list(ref.shape)}", name)
         return TaskResult(name, len(data.texts), data_info, prim, metrics, None, None, None)
     values = compare(ref, got)
-    quantized = manifest["backbone"]["compression"]["spec"].get("quant", "none") != "none"
+    quantized = CompressionSpec.from_dict(manifest["backbone"]["compression"]["spec"]).deployed()[0] != QuantScheme.NONE
     tol, how = thresholds.logit_tolerance(quantized, values["max_abs_reference_logit"])
     n = values["examples"]
     add(Stage.VALUES, "argmax agreement", values["agreement"] >= thresholds.min_agreement,
