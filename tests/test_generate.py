@@ -206,3 +206,24 @@ def test_generate_specific_flags_are_checked(capsys, tiny_causal, gen_csv, tmp_p
         assert train_main([*base, *extra]) == 2
         assert words in capsys.readouterr().err
     assert not (tmp_path / "runs" / "r" / "calora").exists()
+
+
+def test_trained_generative_student_reloads_bit_exactly(tiny_causal, gen_csv, tmp_path):
+    """The model calora-train trained and the one load_student rebuilds from the task directory
+    give identical logits (the reference the next stages compare artifacts with)."""
+    from calora.train.artifacts import load_student
+    from calora.train.cli import build_parser, config_from_args
+    from calora.train.pipeline import fit_student, prepare, run_record
+    from calora.train.artifacts import save_student
+
+    args = build_parser().parse_args(["--backbone", tiny_causal, "--task", "r", "--data", gen_csv, "--prompt-column",
+                                      "review", "--response-column", "answer", "--out", str(tmp_path),
+                                      "--compression", "int4:g32+sparse:0.5+emb:int8", *GEN, "--epochs", "1"])
+    ctx = prepare(config_from_args(args))
+    model, out, info, lora_config = fit_student(ctx, ctx.cfg.calora)
+    save_student(model.cpu(), lora_config, tmp_path / "r" / "calora",
+                 run_record(ctx, ctx.cfg.calora, info, lora_config, info["seed"]), out)
+    reloaded, _ = load_student(tmp_path / "r" / "calora")
+    ids = torch.tensor([ctx.sets["test"].input_ids[0]])
+    with torch.no_grad():
+        assert torch.equal(model.eval()(input_ids=ids).logits, reloaded(input_ids=ids).logits)
