@@ -19,7 +19,7 @@ import hashlib
 from pathlib import Path
 
 from .errors import DataError
-from .tasks import SPLITS, _blank, _data_file, bucket, file_sha256, read_table
+from .tasks import SPLITS, _blank, _data_file, bucket, file_sha256, row_split, user_rows
 
 RT_PROMPT = "Is this movie review positive or negative? Answer with one word.\n\nReview: {text}"
 
@@ -97,24 +97,12 @@ def _movie_dialog() -> GenTaskData:
 
 
 def _user_file(name: str, path: Path, prompt_col: str, response_col: str) -> GenTaskData:
-    rows = read_table(path)
-    if not rows:
-        raise DataError(f"--data {path}: no rows")
-    if not all(isinstance(r, dict) for r in rows):
-        raise DataError(f"--data {path}: every line must be a JSON object with the prompt and response fields")
-    for col, flag in ((prompt_col, "--prompt-column"), (response_col, "--response-column")):
-        if col not in rows[0]:
-            raise DataError(f"{flag} {col!r} not found in {path} (columns: {sorted(rows[0])})")
-    has_split = "split" in rows[0]
+    rows, has_split = user_rows(path, {"--prompt-column": prompt_col, "--response-column": response_col})
     split_of, triples = {}, []
     for i, r in enumerate(rows):
         key = f"{i}:{r.get(prompt_col)}"
         if has_split:
-            s = str(r["split"]).strip().lower()
-            s = {"dev": "validation", "val": "validation", "valid": "validation"}.get(s, s)
-            if s not in SPLITS:
-                raise DataError(f"--data {path}: row {i + 1} has split {r['split']!r}; use train, validation or test")
-            split_of[key] = s
+            split_of[key] = row_split(path, i, r)
         triples.append((r.get(prompt_col), r.get(response_col), key))
     responses = [str(r) for _, r, _ in triples if not _blank(r)]
     short = responses and max(len(r.split()) for r in responses) <= 3  # labels-as-text: score exact match

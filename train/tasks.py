@@ -225,27 +225,39 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _user_file(name: str, path: Path, text_col: str, label_col: str, labels: list[str] | None) -> TaskData:
+def user_rows(path: Path, columns: dict[str, str]) -> tuple[list[dict], bool]:
+    """The rows of a user's --data file (CSV/TSV/JSONL objects) that has every column of `columns`
+    ({flag: column name}); and whether it has a split column."""
     rows = read_table(path)
     if not rows:
         raise DataError(f"--data {path}: no rows")
     if not all(isinstance(r, dict) for r in rows):
-        raise DataError(f"--data {path}: every line must be a JSON object with the text and label fields")
-    for col, flag in ((text_col, "--text-column"), (label_col, "--label-column")):
+        raise DataError(f"--data {path}: every line must be a JSON object with the fields "
+                        f"{', '.join(repr(c) for c in columns.values())}")
+    for flag, col in columns.items():
         if col not in rows[0]:
             raise DataError(f"{flag} {col!r} not found in {path} (columns: {sorted(rows[0])})")
-    has_split = "split" in rows[0]
+    return rows, "split" in rows[0]
+
+
+def row_split(path: Path, i: int, row: dict) -> str:
+    """A row's split column value as train/validation/test (dev/val/valid accepted)."""
+    s = str(row["split"]).strip().lower()
+    s = {"dev": "validation", "val": "validation", "valid": "validation"}.get(s, s)
+    if s not in SPLITS:
+        raise DataError(f"--data {path}: row {i + 1} has split {row['split']!r}; use train, validation or test")
+    return s
+
+
+def _user_file(name: str, path: Path, text_col: str, label_col: str, labels: list[str] | None) -> TaskData:
+    rows, has_split = user_rows(path, {"--text-column": text_col, "--label-column": label_col})
     split_of = {}
     triples = []
     for i, r in enumerate(rows):
         text = str(r[text_col] or "")
         key = f"{i}:{text}"
         if has_split:
-            s = str(r["split"]).strip().lower()
-            s = {"dev": "validation", "val": "validation", "valid": "validation"}.get(s, s)
-            if s not in SPLITS:
-                raise DataError(f"--data {path}: row {i + 1} has split {r['split']!r}; use train, validation or test")
-            split_of[key] = s
+            split_of[key] = row_split(path, i, r)
         triples.append((text, r.get(label_col), key))
     rule = "the file's split column" if has_split else "sha256(row index + text) buckets"
     task = _build(name, triples, str(path), rule, label_order=labels,
