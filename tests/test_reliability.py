@@ -484,3 +484,44 @@ def test_stale_temporaries_of_a_killed_run_are_swept(tmp_path):
     with AtomicDir(tmp_path / "bundle", OutputKind.BUNDLE) as tmp:
         (tmp / "x").write_text("1")
     assert not stale.exists() and (lookalike / "user.txt").is_file() and (tmp_path / "bundle" / "x").is_file()
+
+
+@pytest.mark.parametrize("where", ["creating", "swapping"])
+def test_an_interrupt_inside_the_atomic_steps_strands_nothing(where, monkeypatch, tmp_path):
+    """Ctrl-C landing right after the temporary folder is created (before the `with` body runs, so
+    no __exit__) or between the two renames of the swap: found by CI, where a SIGINT stranded a
+    `.bundle.calora-tmp-*` folder. The signal is held for those few lines, then delivered."""
+    import signal
+    import tempfile as tf
+
+    from calora.train import outputs
+
+    final = tmp_path / "bundle"
+    final.mkdir()
+    (final / "old.txt").write_text("previous good output")
+    if where == "creating":
+        real = tf.mkdtemp
+
+        def mkdtemp(*a, **k):
+            made = real(*a, **k)
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode boundary
+            return made
+        monkeypatch.setattr(outputs.tempfile, "mkdtemp", mkdtemp)
+    else:
+        real_replace, calls = os.replace, []
+
+        def replace(src, dst):
+            real_replace(src, dst)
+            calls.append(dst)
+            if len(calls) == 1:  # the old output is aside, the new one not yet in place
+                os.kill(os.getpid(), signal.SIGINT)
+        monkeypatch.setattr(outputs.os, "replace", replace)
+
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.AtomicDir(final, outputs.OutputKind.BUNDLE) as tmp:
+            (tmp / "new.txt").write_text("new")
+    monkeypatch.undo()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["bundle"], left
+    expected = "old.txt" if where == "creating" else "new.txt"  # a finished swap is kept whole
+    assert (final / expected).is_file() and len(list(final.glob("*.txt"))) == 1

@@ -86,10 +86,14 @@ def _smollm2_folder() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(pkg), gguf_file=gguf.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".smollm2-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)  # atomic: a killed conversion leaves no half folder behind
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)  # atomic: a killed conversion leaves no half folder behind
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # an interrupted or failed write leaves no litter in the cache
+        raise
     return out
 
 

@@ -22,8 +22,12 @@ import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .errors import OutputPathError
 
@@ -188,35 +192,69 @@ class AtomicDir:
 
     def __enter__(self) -> Path:
         parent = self.final.parent
+        self.tmp: Path | None = None
         try:
             parent.mkdir(parents=True, exist_ok=True)
             sweep_stale(parent, self.final.name)
-            self.tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.final.name}{_TMP_TAG}{os.getpid()}-"))
-            write_marker(self.tmp, self.kind, self.command)
-        except OSError as exc:
-            raise _write_error(exc, self.flag, self.final) from None
+            # A Ctrl-C between mkdtemp and the `with` body would skip __exit__ and strand the folder.
+            with deferred_signals():
+                self.tmp = Path(tempfile.mkdtemp(dir=parent,
+                                                 prefix=f".{self.final.name}{_TMP_TAG}{os.getpid()}-"))
+                write_marker(self.tmp, self.kind, self.command)
+        except BaseException as exc:
+            self._discard()
+            if isinstance(exc, OSError):
+                raise _write_error(exc, self.flag, self.final) from None
+            raise
         return self.tmp
+
+    def _discard(self) -> None:
+        if self.tmp is not None:
+            with deferred_signals():
+                shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._discard()
             if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
                 raise _write_error(exc, self.flag, self.final) from exc
             return False
         try:
-            if self.final.exists():
-                old = Path(tempfile.mkdtemp(dir=self.final.parent,
-                                            prefix=f".{self.final.name}{_OLD_TAG}{os.getpid()}-"))
-                os.rmdir(old)
-                os.replace(self.final, old)
-                os.replace(self.tmp, self.final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self.tmp, self.final)
+            with deferred_signals():  # the two renames are one step: never stop between them
+                if self.final.exists():
+                    old = Path(tempfile.mkdtemp(dir=self.final.parent,
+                                                prefix=f".{self.final.name}{_OLD_TAG}{os.getpid()}-"))
+                    os.rmdir(old)
+                    os.replace(self.final, old)
+                    os.replace(self.tmp, self.final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(self.tmp, self.final)
         except OSError as exc:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._discard()
             raise _write_error(exc, self.flag, self.final) from None
         return False
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the handlers that were
+    installed before. Python runs signal handlers between bytecodes, so without this an interrupt
+    can land between creating a temporary folder and recording it. Outside the main thread (where
+    handlers cannot be changed) the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
 
 
 def _write_error(exc: OSError, flag: str, final: Path) -> OutputPathError:
