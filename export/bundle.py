@@ -66,7 +66,7 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
         })
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
-        "target": target, "mode": job.mode.value, "runtime": result.runtime, "versions": versions(),
+        "target": target, "mode": job.mode.value, "kind": job.kind, "runtime": result.runtime, "versions": versions(),
         "backbone": {"source": job.tasks[0].config["backbone"]["source"],
                      "family": job.tasks[0].config["backbone"]["family"], "fingerprint": job.fingerprint,
                      "compression": {"spec": job.spec.to_dict(), "text": str(job.spec)},
@@ -74,6 +74,7 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
         "tasks": tasks,
         "inputs": [s.to_dict() for s in result.inputs], "outputs": [s.to_dict() for s in result.outputs],
         "max_sequence_length": job.max_length,
+        **({"generation": job.generation} if job.generation else {}),
         "tokenizer": {"dir": "tokenizer", "files": []},  # filled in once the tokenizer is written
         "weight_error": result.weight_error, "task_switch": result.task_switch, "notes": result.notes,
         "validation": {"smoke": {t: s for t, s in result.smoke.items()},

@@ -31,11 +31,12 @@ def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_lengt
             known = sorted(p.parent.name for p in runs_dir.glob("*/calora/calora_config.json"))
             raise ArtifactError(f"--task {name!r}: no trained task at {task_dir} "
                                 f"(trained tasks in {runs_dir}: {', '.join(known) or 'none'})")
-        if kind_of(read_json(task_dir / "calora_config.json")) != KindName.CLASSIFY:
-            raise ConfigError(f"--task {name!r} is a generative task: calora-export lowers classification tasks so "
-                              "far (generation with a KV cache is not implemented yet); try it with calora-generate")
         model, cfg = load_student(task_dir)
-        loaded.append(TaskModel(name, tuple(cfg["task"]["label_names"]), model, cfg, task_dir))
+        loaded.append(TaskModel(name, tuple(cfg["task"]["label_names"]), model, cfg, task_dir, kind_of(cfg).value))
+    kinds = {t.kind for t in loaded}
+    if len(kinds) > 1:
+        raise ConfigError(f"--task: {', '.join(f'{t.name} ({t.kind})' for t in loaded)} mix task kinds; "
+                          "one bundle holds tasks of one kind")
     first = loaded[0].config
     for t in loaded[1:]:
         for key, what in ((("backbone", "source"), "backbone"), (("compression", "fingerprint"), "compressed backbone")):
@@ -44,11 +45,19 @@ def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_lengt
                 raise AdapterMismatchError(f"--task {t.name!r} was trained on another {what} than "
                                            f"{loaded[0].name!r} ({str(b)[:30]} vs {str(a)[:30]}); "
                                            "one bundle serves one backbone")
-    max_length = int(first["task"]["max_length"]) if max_length is None else max_length
     positions = getattr(loaded[0].model.config, "max_position_embeddings", None)
+    if max_length is None:
+        max_length = int(first["task"]["max_length"])
+        if loaded[0].kind == KindName.GENERATE.value:
+            max_length = default_context(first, positions)
     if max_length < 2 or (positions and max_length > positions):
         raise ConfigError(f"--max-length {max_length}: must be between 2 and the backbone's {positions} positions")
     tokenizer = load_tokenizer(first["backbone"]["source"])
+    spec = CompressionSpec.from_dict(first["compression"]["spec"])
+    if loaded[0].kind == KindName.GENERATE.value:
+        from .gen_job import generative_job
+
+        return generative_job(tuple(loaded), mode, spec, first["compression"]["fingerprint"], max_length, tokenizer)
     texts: list[str] = []
     unreadable: list[str] = []
     for t in loaded:
@@ -59,5 +68,13 @@ def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_lengt
             unreadable.append(f"{t.name}: {exc}")
     if not texts:
         raise ArtifactError("no test texts could be read for the smoke comparison: " + "; ".join(unreadable))
-    return ExportJob(tuple(loaded), mode, CompressionSpec.from_dict(first["compression"]["spec"]),
-                     first["compression"]["fingerprint"], max_length, tokenizer, tuple(texts))
+    return ExportJob(tuple(loaded), mode, spec, first["compression"]["fingerprint"], max_length, tokenizer, tuple(texts))
+
+
+def default_context(cfg: dict, positions: int | None) -> int:
+    """A generative bundle's maximum context when --max-length is not given: the training length
+    plus the response budget, rounded up to a multiple of 64, within the backbone's positions."""
+    gen = cfg["task"].get("generation", {})
+    want = int(cfg["task"]["max_length"]) + int(gen.get("max_new_tokens", 32))
+    want = -(-want // 64) * 64
+    return min(want, positions) if positions else want

@@ -35,6 +35,7 @@ class TaskModel:
     model: nn.Module
     config: dict  # the task's calora_config.json
     task_dir: Path
+    kind: str = "classify"  # calora.train.kinds.KindName value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,11 @@ class ExportJob:
     max_length: int
     tokenizer: Any
     smoke_texts: tuple[str, ...]  # real texts from the tasks' test splits
+    kind: str = "classify"  # every task of a bundle has the same kind
+    #: generative jobs: formatted prompts (token ids) of the tasks' test splits for the smoke run
+    smoke_prompts: tuple[tuple[int, ...], ...] = ()
+    #: generative jobs: what an app needs to generate (chat template, special ids, max context, sampling)
+    generation: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)

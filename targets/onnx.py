@@ -61,6 +61,10 @@ class OnnxTarget:
     modes: ClassVar[frozenset[Mode]] = frozenset({Mode.BAKED, Mode.SWAPPABLE})
 
     def open(self, bundle: Path, manifest: dict):
+        if manifest.get("kind") == "generate":
+            from calora.targets.onnx_genai_runtime import OnnxGenaiRunner
+
+            return OnnxGenaiRunner(Path(bundle), manifest)
         from calora.targets.onnx_runtime import OnnxRunner
 
         return OnnxRunner(Path(bundle), manifest)
@@ -75,6 +79,10 @@ class OnnxTarget:
         fmt, group = deploy_format(job.spec)
         if job.mode not in self.modes:
             raise ConfigError(f"--mode {job.mode.value}: the onnx target supports {sorted(m.value for m in self.modes)}")
+        if job.kind == "generate":
+            from calora.targets.onnx_genai import export_generative
+
+            return export_generative(job, out_dir)
         out_dir = Path(out_dir)
         onnx_dir = out_dir / "onnx"
         onnx_dir.mkdir(parents=True, exist_ok=True)

@@ -170,3 +170,69 @@ def gen_csv(tmp_path_factory) -> str:
             rng.shuffle(words)
             w.writerow([" ".join(words), "good fun" if good else "bad mess"])
     return str(path)
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def make_tiny_chat(folder: Path, layers: int = 2) -> str:
+    """A tiny random Llama chat model with tied embeddings and a byte-level BPE tokenizer (the kind
+    every LLM runtime's tokenizer reads: ONNX Runtime GenAI, ExecuTorch's C++ HF tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    rng = random.Random(0)
+    corpus = [" ".join(rng.sample(list(dict.fromkeys(WORDS)), 6)) for _ in range(400)]
+    corpus += ["good fun", "bad mess", "really loved hated story"] * 50
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=320, special_tokens=special,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   additional_special_tokens=["<|user|>", "<|assistant|>"])
+    fast.chat_template = CHAT_TEMPLATE
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=128,
+                      pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id, bos_token_id=fast.bos_token_id,
+                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return _save(LlamaForCausalLM(cfg), fast, folder)
+
+
+GEN_TRAIN = ["--epochs", "3", "--batch-size", "8", "--max-length", "24", "--lora-rank", "4", "--recovery-rank", "4",
+             "--max-response-tokens", "4", "--max-new-tokens", "4", "--eval-generate-examples", "8",
+             "--checkpoint-every", "0", "--lora-targets", "q_proj", "v_proj", "up_proj", "down_proj", "--lr", "2e-2",
+             "--max-train-examples", "120", "--max-eval-examples", "24"]
+
+
+def train_gen_runs(backbone: str, data: str, runs: Path) -> Path:
+    """Two tiny generative tasks on one compressed tiny chat model: `gen_a` answers 'good fun' /
+    'bad mess' by the review's words, `gen_b` the opposite, so their adapters generate differently."""
+    from calora.train.cli import main
+
+    rows = list(csv.reader(open(data)))
+    flipped = Path(runs).parent / "gen_b.csv"
+    with flipped.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(rows[0])
+        for review, answer in rows[1:]:
+            w.writerow([review, "bad mess" if answer == "good fun" else "good fun"])
+    for task, path in (("gen_a", data), ("gen_b", str(flipped))):
+        rc = main(["--backbone", backbone, "--task", task, "--data", path, "--prompt-column", "review",
+                   "--response-column", "answer", "--out", str(runs), "--compression", "int4:g32+emb:int8",
+                   *GEN_TRAIN])
+        assert rc == 0
+    return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_chat(tmp_path_factory) -> str:
+    return make_tiny_chat(tmp_path_factory.mktemp("tiny-chat"))
+
+
+@pytest.fixture(scope="session")
+def gen_runs(tiny_chat, gen_csv, tmp_path_factory) -> Path:
+    return train_gen_runs(tiny_chat, gen_csv, tmp_path_factory.mktemp("gen-runs") / "runs")

@@ -1,0 +1,208 @@
+"""Export-ready causal LM graphs with a KV cache, shared by every target.
+
+A trained generative task is a Llama-family causal LM whose linear layers carry calora's LoRA and
+recovery branches. Runtimes' LLM tooling wants the decoder split into prefill and one-token decode
+steps around a key/value cache, in one of two shapes:
+
+- `CacheStyle.GROWING` (onnxruntime-genai): ``forward(input_ids [B,S], attention_mask [B,P+S],
+  position_ids [B,S], past.0.key, past.0.value, ...) -> (logits [B,S,V], present.0.key, ...)``
+  where each present is the past with this step's keys appended ([B, kv_heads, P+S, head_dim]).
+- `CacheStyle.STATIC` (ExecuTorch's LLM runner, Core ML state): ``forward(tokens [1,S],
+  input_pos [1]) -> logits [1,S,V]`` with the cache held in mutable buffers of a fixed maximum
+  context, written in place at ``input_pos``.
+
+The attention is written out here (not transformers' cache classes) so each runtime sees plain
+tensor ops it can lower; the projections, norms, rotary embedding and MLP are the model's own
+modules, so LoRA and recovery run exactly as trained. `Swappable` variants take the task's adapter
+tensors as extra inputs, so one backbone graph serves every task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from calora.train.errors import ConfigError
+from calora.train.quant import TiedLMHead
+
+
+class CacheStyle(str, enum.Enum):
+    GROWING = "growing"  # present = concat(past, new): onnxruntime-genai's default on CPU
+    STATIC = "static"  # fixed [max_context] buffers updated in place: ExecuTorch, Core ML
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderShape:
+    """What a runtime's generation config needs to know about the graph."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    vocab: int
+    max_context: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def decoder_shape(model: nn.Module, max_context: int) -> DecoderShape:
+    cfg = model.config
+    if getattr(cfg, "model_type", "") not in ("llama", "mistral", "qwen2", "qwen3"):
+        raise ConfigError(f"backbone type {getattr(cfg, 'model_type', '?')!r}: generative export supports "
+                          "Llama-family decoders (llama, mistral, qwen2, qwen3) so far")
+    positions = int(getattr(cfg, "max_position_embeddings", max_context))
+    if not 2 <= max_context <= positions:
+        raise ConfigError(f"--max-length {max_context}: the maximum context must be between 2 and the "
+                          f"backbone's {positions} positions")
+    heads = int(cfg.num_attention_heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+    return DecoderShape(int(cfg.num_hidden_layers), heads, int(getattr(cfg, "num_key_value_heads", heads)),
+                        head_dim, int(cfg.hidden_size), int(cfg.vocab_size), int(max_context))
+
+
+def _rotate(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Decoder(nn.Module):
+    """The shared body: embeddings -> layers (attention over a given key/value history) -> logits."""
+
+    def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
+        super().__init__()
+        self.model = model
+        self.shape = shape
+        self.scale = shape.head_dim ** -0.5
+        head = model.lm_head
+        # A tied head reads the embedding table itself, so the graph holds that table once.
+        self.tied = isinstance(head, TiedLMHead) or getattr(head, "weight", None) is \
+            model.get_input_embeddings().weight
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.tied:
+            return F.linear(hidden, self.model.get_input_embeddings().weight)
+        return self.model.lm_head(hidden)
+
+    def project(self, attn: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        b, s, _ = x.shape
+        d = self.shape.head_dim
+        q = attn.q_proj(x).view(b, s, self.shape.heads, d).transpose(1, 2)
+        k = attn.k_proj(x).view(b, s, self.shape.kv_heads, d).transpose(1, 2)
+        v = attn.v_proj(x).view(b, s, self.shape.kv_heads, d).transpose(1, 2)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return q * cos + _rotate(q) * sin, k * cos + _rotate(k) * sin, v
+
+    def attend(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               bias: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of q [B,H,S,D] over k, v [B,KV,T,D] with an additive bias [B,1,S,T]."""
+        groups = self.shape.heads // self.shape.kv_heads
+        if groups > 1:
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
+        out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
+        b, _, s, _ = out.shape
+        return attn.o_proj(out.transpose(1, 2).reshape(b, s, self.shape.heads * self.shape.head_dim))
+
+    def run(self, input_ids: torch.Tensor, position_ids: torch.Tensor, history) -> torch.Tensor:
+        """`history(layer_index, k, v) -> (k_all, v_all, bias)` supplies each layer's cache."""
+        base = self.model.model
+        x = base.embed_tokens(input_ids)
+        cos, sin = base.rotary_emb(x, position_ids)
+        for i, layer in enumerate(base.layers):
+            h = layer.input_layernorm(x)
+            q, k, v = self.project(layer.self_attn, h, cos, sin)
+            k_all, v_all, bias = history(i, k, v)
+            x = x + self.attend(layer.self_attn, q, k_all, v_all, bias)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.logits(base.norm(x))
+
+
+_NEG = -1e9  # finite: a fully masked row (left padding) stays NaN-free in every runtime
+
+
+class GrowingCache(nn.Module):
+    """onnxruntime-genai's decoder contract; see the module docstring."""
+
+    def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
+        super().__init__()
+        self.body = _Decoder(model, shape)
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        s = input_ids.shape[1]
+        total = attention_mask.shape[1]
+        # Query i sits at index total - s + i of the key sequence: it sees keys up to there.
+        q_idx = torch.arange(s, device=input_ids.device).unsqueeze(1) + (total - s)
+        k_idx = torch.arange(total, device=input_ids.device).unsqueeze(0)
+        allowed = (k_idx <= q_idx).unsqueeze(0) & attention_mask.bool().unsqueeze(1)
+        bias = torch.where(allowed, 0.0, _NEG).unsqueeze(1)
+        presents: list[torch.Tensor] = []
+
+        def history(i, k, v):
+            k_all = torch.cat([past[2 * i], k], dim=2)
+            v_all = torch.cat([past[2 * i + 1], v], dim=2)
+            presents.extend((k_all, v_all))
+            return k_all, v_all, bias
+
+        logits = self.body.run(input_ids, position_ids, history)
+        return (logits, *presents)
+
+
+class StaticCache(nn.Module):
+    """ExecuTorch's LLM runner contract (forward(tokens, input_pos) -> logits) with the cache in
+    mutable buffers of `shape.max_context` positions, written in place at `input_pos`."""
+
+    def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
+        super().__init__()
+        self.body = _Decoder(model, shape)
+        cache = (shape.layers, 1, shape.kv_heads, shape.max_context, shape.head_dim)
+        self.register_buffer("k_cache", torch.zeros(cache), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(cache), persistent=False)
+        causal = torch.full((shape.max_context, shape.max_context), _NEG).triu(1)
+        self.register_buffer("mask", causal, persistent=False)
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        s = tokens.shape[1]
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        torch._check(start + s <= self.body.shape.max_context)
+        positions = (torch.arange(s, device=tokens.device) + input_pos[0]).unsqueeze(0)
+        bias = self.mask.narrow(0, start, s).unsqueeze(0).unsqueeze(0)
+
+        def history(i, k, v):
+            # Writes land in the buffers; keys beyond start + s are masked out by `bias`.
+            self.k_cache[i].narrow(2, start, s).copy_(k)
+            self.v_cache[i].narrow(2, start, s).copy_(v)
+            return self.k_cache[i], self.v_cache[i], bias
+
+        return self.body.run(tokens, positions, history)
+
+
+class Swappable(nn.Module):
+    """`inner(*args)` with the task's adapter tensors (named as in `model.named_parameters()`)
+    passed as trailing inputs instead of stored in the graph."""
+
+    def __init__(self, inner: nn.Module, names: list[str], n_args: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.names = [f"body.model.{n}" for n in names]
+        self.n_args = n_args
+
+    def forward(self, *args):
+        fixed, adapter = args[:self.n_args], args[self.n_args:]
+        return torch.func.functional_call(self.inner, dict(zip(self.names, adapter)), fixed, strict=False)
+
+
+def empty_past(shape: DecoderShape, batch: int = 1) -> list[torch.Tensor]:
+    return [torch.zeros(batch, shape.kv_heads, 0, shape.head_dim) for _ in range(2 * shape.layers)]
+
+
+def past_names(shape: DecoderShape, prefix: str) -> list[str]:
+    """past_key_values.0.key, past_key_values.0.value, ... (or present.N.key ...)."""
+    return [f"{prefix}.{i}.{kv}" for i in range(shape.layers) for kv in ("key", "value")]

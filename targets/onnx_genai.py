@@ -1,0 +1,193 @@
+"""Generative tasks on ONNX Runtime: onnxruntime-genai model folders.
+
+Baked: ``onnx/<task>/`` per task; swappable: one ``onnx/genai/`` folder plus
+``onnx/adapters/<task>.onnx_adapter``, loaded with onnxruntime-genai's multi-LoRA API
+(``og.Adapters(model).load(path, task)``; ``generator.set_active_adapter(adapters, task)`` before
+the prompt is appended). Each folder holds ``model.onnx`` (for desktop ONNX Runtime / Netron),
+``model.ort`` (what ORT Mobile loads; ``genai_config.json`` names it), ``genai_config.json`` and the
+tokenizer files og reads (tokenizer.json, tokenizer_config.json).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from calora.export.decoder import DecoderShape, decoder_shape
+from calora.export.graph import adapter_tensors, check_same_layout, deployable
+
+from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from .onnx import _save, _to_ort, deploy_format, write_adapter
+from .onnx_graph_gen import INPUTS, export_graph, io_names, quantize
+
+GENAI_CONFIG = "genai_config.json"
+MODEL_FILE = "model.ort"
+
+
+def genai_config(shape: DecoderShape, generation: dict, filename: str = MODEL_FILE) -> dict:
+    """onnxruntime-genai's config for calora's growing-cache graph (verified keys: see the module
+    docstring of calora.export.decoder for the I/O contract)."""
+    special = generation["special_tokens"]
+    eos, pad = special["eos"], special.get("pad")
+    return {
+        "model": {
+            "type": "llama", "context_length": shape.max_context, "vocab_size": shape.vocab,
+            "bos_token_id": special.get("bos") if special.get("bos") is not None else eos,
+            "eos_token_id": eos, "pad_token_id": pad if pad is not None else eos,
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "filename": filename, "head_size": shape.head_dim, "hidden_size": shape.hidden,
+                "num_attention_heads": shape.heads, "num_key_value_heads": shape.kv_heads,
+                "num_hidden_layers": shape.layers,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
+                           "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+            },
+        },
+        "search": {  # greedy, as calora-train evaluated; the growing cache needs share_buffer false
+            "do_sample": False, "num_beams": 1, "num_return_sequences": 1, "max_length": shape.max_context,
+            "min_length": 0, "past_present_share_buffer": False, "temperature": 1.0, "top_k": 1, "top_p": 1.0,
+            "repetition_penalty": 1.0, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+            "diversity_penalty": 0.0, "early_stopping": True,
+        },
+    }
+
+
+def _write_folder(folder: Path, proto, shape: DecoderShape, job: ExportJob) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(proto, folder / "model.onnx")
+    _to_ort(folder / "model.onnx", folder / MODEL_FILE)
+    (folder / GENAI_CONFIG).write_text(json.dumps(genai_config(shape, job.generation), indent=2) + "\n")
+    job.tokenizer.save_pretrained(str(folder / ".tok"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.move(str(folder / ".tok" / name), folder / name)
+    shutil.rmtree(folder / ".tok")
+    return [folder / n for n in ("model.onnx", MODEL_FILE, GENAI_CONFIG, "tokenizer.json", "tokenizer_config.json")]
+
+
+def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
+    import onnxruntime as ort
+
+    from .onnx_genai_runtime import GenaiSession, og_version
+
+    fmt, group = deploy_format(job.spec)
+    out_dir = Path(out_dir)
+    files: list[ArtifactFile] = []
+    smoke: dict[str, dict] = {}
+    weight_error: dict[str, float] = {}
+    notes: list[str] = []
+    runtime_str = f"onnxruntime-genai {og_version()} (onnxruntime {ort.__version__} CPU), .ort"
+    shape = decoder_shape(job.tasks[0].model, job.max_length)
+
+    def merge(err: dict[str, float]) -> None:
+        for k, v in err.items():
+            weight_error[k] = max(weight_error.get(k, 0.0), v)
+
+    if job.mode == Mode.BAKED:
+        for task in job.tasks:
+            model = deployable(task.model)
+            proto = export_graph(model, shape)
+            proto, err, kept = quantize(proto, model, task.model, fmt, group)
+            merge(err)
+            folder = out_dir / "onnx" / task.name
+            paths = _write_folder(folder, proto, shape, job)
+            files += [ArtifactFile.of(out_dir, p, "model", task.name) for p in paths]
+            smoke[task.name] = _smoke(GenaiSession(folder), None, task, job, runtime_str)
+        task_switch = ("Baked: each task is its own onnxruntime-genai folder; switching tasks means creating "
+                       "another og.Model (or keeping one per task in memory).")
+    else:
+        names = check_same_layout({t.name: t.model for t in job.tasks})
+        first = job.tasks[0]
+        model = deployable(first.model)
+        example = adapter_tensors(model)
+        proto = export_graph(model, shape, {n: example[n] for n in names})
+        _adapters_as_defaulted_inputs(proto, names)
+        proto, err, kept = quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
+        merge(err)
+        folder = out_dir / "onnx" / "genai"
+        paths = _write_folder(folder, proto, shape, job)
+        files += [ArtifactFile.of(out_dir, p, "backbone", None) for p in paths]
+        (out_dir / "onnx" / "adapters").mkdir(parents=True, exist_ok=True)
+        session = GenaiSession(folder)
+        for task in job.tasks:
+            path = out_dir / "onnx" / "adapters" / f"{task.name}.onnx_adapter"
+            write_adapter(adapter_tensors(deployable(task.model)), names, path, job.fingerprint)
+            files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
+            session.load_adapter(task.name, path)
+            smoke[task.name] = _smoke(session, task.name, task, job, runtime_str)
+        load_ms = _adapter_load_ms(session, out_dir / "onnx" / "adapters" / f"{job.tasks[-1].name}.onnx_adapter")
+        task_switch = (f"Swappable: one og.Model serves every task; a task switch is og.Adapters.load of that "
+                       f"task's .onnx_adapter once (median {load_ms:.2f} ms here) and "
+                       "generator.set_active_adapter(adapters, task) before the prompt is appended; the adapter "
+                       "stays active for every decode step (no per-step upload).")
+        notes.append("Swappable: the adapter tensors are graph inputs with all-zero defaults; a generator with "
+                     "no active adapter runs the bare compressed backbone.")
+    notes.append(f"Backbone linear layers stored as {fmt}"
+                 + (f" (MatMulNBits, block {group}, the trained int4 codes copied bit-for-bit)" if fmt == "int4"
+                    else "") + f"; kept float32: {kept}.")
+    if "embedding_max_abs" in weight_error:
+        notes.append("The tied int8 token embedding table is stored once as the trained codes: the lookup "
+                     "dequantizes the gathered rows, the LM head is an 8-bit MatMulNBits over the same bytes.")
+    notes.append("KV cache: growing (present = past + this step's keys/values, past_present_share_buffer "
+                 f"false); maximum context {shape.max_context} tokens. genai_config.json names model.ort; "
+                 "model.onnx is the same graph for desktop ONNX Runtime (set \"filename\" to use it).")
+    notes.append("Batch size is 1 (one sequence per generator), as an app on a phone runs it.")
+    kv = (1, shape.kv_heads, "past_sequence", shape.head_dim)
+    return TargetResult(
+        files=files,
+        inputs=[TensorSpec("input_ids", "int64", (1, "sequence")),
+                TensorSpec("attention_mask", "int64", (1, "total_sequence")),
+                TensorSpec("position_ids", "int64", (1, "sequence")),
+                *[TensorSpec(n, "float32", kv) for n in io_names(shape)[0][len(INPUTS):]]],
+        outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab)),
+                 *[TensorSpec(n, "float32", kv[:2] + ("total_sequence",) + kv[3:]) for n in io_names(shape)[1][1:]]],
+        runtime={"name": "onnxruntime-genai", "version": og_version()},
+        weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
+
+
+def _adapters_as_defaulted_inputs(proto, names: list[str]) -> None:
+    from .onnx import _adapters_as_defaulted_inputs as defaulted
+
+    defaulted(proto, names)
+
+
+def _smoke(session, adapter: str | None, task, job: ExportJob, runtime: str) -> dict:
+    """Greedy generations of the artifact vs the PyTorch model on the job's test prompts."""
+    from calora.train.kind_generate import agreement, greedy
+
+    eos = int(job.generation["special_tokens"]["eos"])
+    pad = job.generation["special_tokens"].get("pad")
+    prompts = [list(p) for p in job.smoke_prompts]
+    n = job.generation["max_new_tokens"]
+    ref = greedy(task.model, prompts, n, eos, eos if pad is None else pad, show=False)
+    got = [session.generate(p, n, eos, adapter=adapter).tokens for p in prompts]
+    agree = agreement(got, ref)
+    return {"runtime": runtime, "examples": len(prompts), "identical_generations": agree["identical"],
+            "token_agreement": agree["token_agreement"]}
+
+
+def _adapter_load_ms(session, path: Path, repeats: int = 5) -> float:
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        session.load_adapter(f"_timing{i}", path)
+        times.append((time.perf_counter() - t0) * 1e3)
+        session.unload_adapter(f"_timing{i}")
+    return statistics.median(times)
+
+
+def folder_of(bundle: Path, manifest: dict, task: str | None) -> Path:
+    """The genai folder holding the model for `task` (None: the shared swappable backbone)."""
+    entries = manifest["backbone"]["files"] if task is None else \
+        next(t for t in manifest["tasks"] if t["name"] == task)["files"]
+    role = "backbone" if task is None else "model"
+    for f in entries:
+        if f["role"] == role and f["path"].endswith(GENAI_CONFIG):
+            return (Path(bundle) / f["path"]).parent
+    raise FileNotFoundError(f"manifest lists no {GENAI_CONFIG} for {task or 'the backbone'}")
+
