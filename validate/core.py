@@ -76,6 +76,9 @@ class TaskResult:
     values: dict | None
     logit_tolerance: dict | None
     histogram: dict | None
+    generation: dict | None = None  # generative tasks: greedy agreement with PyTorch
+    speed: dict | None = None  # generative tasks: prefill/decode tokens per second in the runtime
+    sample: list | None = None  # generative tasks: a few responses, PyTorch's and the artifact's
 
 
 @dataclasses.dataclass
@@ -187,9 +190,13 @@ def _validate_bundle(bundle: Path, config: ValidateConfig, overrides: dict, refs
     tok = _bundle_tokenizer(bundle, add)
     task_results: list[TaskResult] = []
     texts_all: list[str] = []
+    generative = manifest.get("kind") == "generate"
     for entry in entries:
         name = entry["name"]
         if name not in configs:
+            continue
+        if generative:
+            texts_all += _prompt_texts(name, configs[name], config)
             continue
         key = (name, config.data_for(name))
         if key not in data_cache:
@@ -205,6 +212,10 @@ def _validate_bundle(bundle: Path, config: ValidateConfig, overrides: dict, refs
     for entry in entries:
         name = entry["name"]
         if name not in configs:
+            continue
+        if generative:
+            task_results.append(_gen_task(bundle, manifest, entry, configs[name], task_dirs[name], tok, runner,
+                                          thresholds, refs, config, add))
             continue
         data = data_cache[(name, config.data_for(name))]
         task_results.append(_task(bundle, manifest, entry, configs[name], task_dirs[name], data, tok, runner,
@@ -321,6 +332,37 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
             + ("" if isinstance(teacher, str) else f"; uncompressed teacher {metrics['teacher'][prim]:.4f}"),
             name, p - a, thresholds.max_metric_drop)
     return TaskResult(name, n, data_info, prim, metrics, values, {"value": tol, "rule": how}, error_histogram(ref, got))
+
+
+def _prompt_texts(name: str, cfg: dict, config: ValidateConfig) -> list[str]:
+    from calora.train.gen_tasks import load_recorded_gen
+
+    if config.data_for(name) is not None:
+        raise ConfigError(f"--data: generative task {name!r} is validated on its recorded test split; "
+                          "a --data file for generative bundles is not supported yet")
+    from .generative import DEFAULT_EXAMPLES
+
+    prompts = load_recorded_gen(name, cfg["task"]["record"]).splits["test"].prompts
+    return list(prompts[:config.max_examples or DEFAULT_EXAMPLES])
+
+
+def _gen_task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, tok, runner, thresholds,
+              refs: References, config: ValidateConfig, add) -> TaskResult:
+    from .generative import gen_task
+
+    name = entry["name"]
+    if tok is None or runner is None:
+        add(Stage.VALUES, "artifact ran", False, "not run: the bundle's tokenizer or artifact could not be loaded", name)
+        return TaskResult(name, 0, {}, "exact_match", {}, None, None, None)
+    try:
+        r = gen_task(entry, cfg, task_dir, manifest, runner, tok, thresholds, refs, config.max_examples, add)
+    except CaloraError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a runtime error is a parity failure, with its message
+        add(Stage.VALUES, "artifact ran", False, f"{runner.runtime}: {type(exc).__name__}: {str(exc)[:300]}", name)
+        return TaskResult(name, 0, {}, "exact_match", {}, None, None, None)
+    return TaskResult(name, r["examples"], r["data"], "exact_match", r["metrics"], r["values"], r["logit_tolerance"],
+                      None, r["generation"], r["speed"], r["sample"])
 
 
 def _record(bundle: Path, report: Report) -> None:

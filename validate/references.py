@@ -149,7 +149,12 @@ class References:
                 adapter = read_lora_dir(teacher_dir)
                 source = config["backbone"]["source"]
                 tok = load_tokenizer(source)
-                model = load_classifier(source, len(config["task"]["label_names"]), 0, tok.pad_token_id)
+                from calora.train.kinds import get_kind, kind_of
+
+                if kind_of(config).value == "generate":
+                    model = get_kind(kind_of(config)).load_model(source, config["task"], 0, tok)
+                else:
+                    model = load_classifier(source, len(config["task"]["label_names"]), 0, tok.pad_token_id)
                 attach_lora(model, adapter.config, adapter.tensors)
                 self._models[key] = model.eval()
             except CaloraError as exc:

@@ -76,6 +76,7 @@ def markdown(report) -> str:
                 + (f"{v['agreement']:.4f} | {v['max_abs_logit_error']:.3g} ({t.logit_tolerance['value']:.3g}) | "
                    f"{v['cosine']:.6f} | {'inf' if sq is None or not math.isfinite(sq) else f'{sq:.1f}'} | "
                    if v else "- | - | - | - | ") + f"{res} |")
+    lines += _generation_rows(report)
     lines += ["", "## Thresholds applied", "",
               "| bundle | " + " | ".join(report.bundles[0].thresholds) + " |" if report.bundles else "",
               "|---|" + "---|" * (len(report.bundles[0].thresholds) if report.bundles else 0)]
@@ -90,6 +91,28 @@ def markdown(report) -> str:
         lines += [f"- {c.line()}" for c in items] or ["- none"]
         lines.append("")
     return "\n".join(lines)
+
+
+def _generation_rows(report) -> list[str]:
+    """Generative tasks: free-running greedy agreement, KV-cache error, perplexity and speed."""
+    rows = [(b, t) for b in report.bundles for t in b.tasks if t.generation]
+    if not rows:
+        return []
+    out = ["", "## Generation", "",
+           "Greedy generations of the artifact in its runtime against the compressed PyTorch model, token by "
+           "token; the KV-cache error is max |logits of cached decoding - logits of a full prefill|; tokens/s are "
+           "medians over the examples on the validating machine (batch 1), not a phone.", "",
+           "| target | mode | task | identical | token agreement | first divergence | KV-cache max err | "
+           "perplexity teacher / PyTorch / artifact | prefill tok/s | decode tok/s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for b, t in rows:
+        g, v, sp = t.generation, t.values or {}, t.speed or {}
+        ppl = " / ".join(f"{t.metrics.get(k, {}).get('perplexity', float('nan')):.3f}"
+                         for k in ("teacher", "pytorch_compressed", "artifact"))
+        out.append(f"| {b.target} | {b.mode} | {t.task} | {g['identical']:.3f} | {g['token_agreement']:.4f} | "
+                   f"{g['mean_first_divergence']:.1f} | {v.get('kv_cache_max_abs_error', float('nan')):.3g} | {ppl} | "
+                   f"{sp.get('prefill_tokens_per_s', float('nan')):.0f} | {sp.get('decode_tokens_per_s', float('nan')):.1f} |")
+    return out
 
 
 def write(report, out_dir: str | Path) -> dict[str, Path]:

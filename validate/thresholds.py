@@ -28,6 +28,10 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "min_cosine": (0.0, 1.0, True),
     "min_sqnr_db": (0.0, 200.0, True),  # 0 dB: an error as large as the signal
     "max_metric_drop": (0.0, 0.5, False),
+    "min_token_agreement": (0.0, 1.0, True),
+    "cache_steps": (0.0, 127.0, False),
+    "min_generation_agreement": (0.0, 1.0, True),
+    "max_perplexity_ratio": (1.0, 10.0, False),
 }
 
 
@@ -39,6 +43,11 @@ class Thresholds:
     min_cosine: float = 0.999  # cosine of the flattened logits [N x labels] against PyTorch's
     min_sqnr_db: float = 30.0  # 10 log10(sum ref^2 / sum (ref - artifact)^2) over all logits
     max_metric_drop: float = 0.01  # artifact's primary metric may be at most this far below PyTorch's
+    # Generative tasks:
+    min_token_agreement: float = 0.95  # teacher-forced next-token argmax agreement, over response positions
+    cache_steps: float = 0.5  # max |cached decode - full prefill| logits, in int8 steps of the logit range
+    min_generation_agreement: float = 0.9  # free-running greedy: share of token positions equal to PyTorch's
+    max_perplexity_ratio: float = 1.05  # artifact perplexity / PyTorch compressed perplexity on the responses
 
     def __post_init__(self) -> None:
         # A threshold outside its meaningful range would make its check vacuous (agreement >= -1,
