@@ -28,7 +28,7 @@ from calora.train.errors import ConfigError
 
 ADAPTER_ORDER_KEY = "calora.input_order"
 BACKBONE_KEY = "calora.backbone_fingerprint"  # the compressed backbone the adapter was trained on
-_EMBEDDING = "word_embeddings"
+_EMBEDDING = ("word_embeddings", "embed_tokens")  # BERT-family, Llama-family
 
 
 def _runtime_version() -> str:
@@ -145,6 +145,10 @@ class ExecuTorchTarget:
         return bytes(et.buffer), stats
 
     def open(self, bundle: Path, manifest: dict):
+        if manifest.get("kind") == "generate":
+            from calora.targets.executorch_llm_runtime import ExecuTorchGenRunner
+
+            return ExecuTorchGenRunner(Path(bundle), manifest)
         from calora.targets.executorch_runtime import ExecuTorchRunner
 
         return ExecuTorchRunner(Path(bundle), manifest)
@@ -158,6 +162,10 @@ class ExecuTorchTarget:
         if job.mode not in self.modes:
             raise ConfigError(f"--mode {job.mode.value!r} is not supported by the executorch target")
         torch.manual_seed(0)
+        if job.kind == "generate":
+            from calora.targets.executorch_llm import export_generative
+
+            return export_generative(self, job, out_dir)
         out_dir = Path(out_dir)
         sub = out_dir / "executorch"
         sub.mkdir(parents=True, exist_ok=True)

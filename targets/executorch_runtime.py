@@ -103,13 +103,14 @@ class ExecuTorchRunner:
         out.append(Finding(Stage.NAMES, f"{path.name}: number of method inputs", len(declared) == len(want),
                            f"forward takes {len(declared)} inputs, the manifest lists {len(want)}", task))
         if len(declared) == len(want):
-            bad = [(self.manifest["inputs"][i]["name"], d, w) for i, (d, w) in enumerate(zip(declared, want)) if d != w]
+            bad = [(self.manifest["inputs"][i]["name"], d, w) for i, (d, w) in enumerate(zip(declared, want))
+                   if not _fits(d, w)]
             out.append(Finding(Stage.SHAPES, f"{path.name}: input shapes", not bad,
                                f"{len(declared)} inputs match the manifest" if not bad else f"(name, runtime, manifest): {bad[:3]}",
                                task))
         outs = tuple(meta.output_tensor_meta(0).sizes())
         want_out = tuple(self.manifest["outputs"][0]["shape"])
-        out.append(Finding(Stage.SHAPES, f"{path.name}: output shape", outs == want_out,
+        out.append(Finding(Stage.SHAPES, f"{path.name}: output shape", _fits(outs, want_out),
                            f"runtime {list(outs)}, manifest {list(want_out)}", task))
         return out
 
@@ -160,3 +161,9 @@ class ExecuTorchRunner:
                                f"{found} of the task's {len(probes)} largest non-zero adapter tensors found byte for "
                                f"byte in backbone.pte" if probes else "no non-zero adapter tensor to look for", task))
         return out
+
+
+def _fits(declared: tuple, manifest: tuple) -> bool:
+    """A program's declared sizes against the manifest's: a named (dynamic) dimension matches the
+    program's upper bound, a number must be equal."""
+    return len(declared) == len(manifest) and all(isinstance(w, str) or d == w for d, w in zip(declared, manifest))

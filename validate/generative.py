@@ -164,6 +164,8 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
         f"{agree['identical']:.3f} identical, mean first divergence {agree['mean_first_divergence']:.1f}",
         name, agree["token_agreement"], thresholds.min_generation_agreement)
 
+    _stock_runner(runner, name, ex, got_gen, tok, gen, max_new, add)
+
     def em(gens: list[list[int]]) -> float:
         texts = [tok.decode(g, skip_special_tokens=True) for g in gens]
         return sum(normalise(a) == normalise(b) for a, b in zip(texts, ex.responses)) / max(n, 1)
@@ -201,3 +203,27 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
             "sample": [{"response": r, "pytorch": tok.decode(g1, skip_special_tokens=True),
                         "artifact": tok.decode(g2, skip_special_tokens=True)}
                        for r, g1, g2 in list(zip(ex.responses, ref_gen, got_gen))[:3]]}
+
+
+def _stock_runner(runner, name: str, ex: GenExamples, got_gen: list[list[int]], tok, gen: dict, max_new: int,
+                  add, n: int = 3) -> None:
+    """Where calora drives the artifact itself (ExecuTorch's Module API), also run the runtime's own
+    LLM runner on a few prompts: it must load the program and produce the same text."""
+    stock = getattr(runner, "stock_generate", None)
+    if stock is None:
+        return
+    texts = [tok.decode(p, skip_special_tokens=False) for p in ex.prompts[:n]]
+    outs, why = [], ""
+    for text in texts:
+        out, why = stock(name, text, max_new)
+        if out is None:
+            add(Stage.STRUCTURE, "runs in the runtime's own LLM runner", None, why, name)
+            return
+        outs.append(out)
+    eos_text = tok.decode([int(gen["special_tokens"]["eos"])])
+    want = [tok.decode(g, skip_special_tokens=True) for g in got_gen[:n]]
+    got = [o.split(eos_text)[0] if eos_text else o for o in outs]
+    same = sum(a.strip() == b.strip() for a, b in zip(got, want))
+    add(Stage.STRUCTURE, "runs in the runtime's own LLM runner", same == len(want),
+        f"{why}: {same} of {len(want)} prompts give calora's greedy text" +
+        ("" if same == len(want) else f" (e.g. runner {got[0]!r} vs {want[0]!r})"), name)

@@ -1,0 +1,185 @@
+"""Generative tasks on ExecuTorch: a `.pte` in the layout ExecuTorch's LLM runner loads.
+
+`forward(tokens [1, S], input_pos [1]) -> logits [1, S, vocab]` with a static KV cache of the
+maximum context held in the program's mutable buffers (prefill: S = prompt length, dynamic;
+decode: S = 1), XNNPACK-delegated with the trained int4/int8 codes, and the metadata methods the
+runner reads (get_max_seq_len, get_max_context_len, get_bos_id, get_eos_ids, get_vocab_size,
+use_kv_cache, use_sdpa_with_kv_cache, enable_dynamic_shape, get_n_layers).
+
+Baked: ``executorch/<task>.pte`` per task, loadable by the stock runner (C++ TextLLMRunner,
+Android LlmModule, iOS). Swappable: one ``executorch/backbone.pte`` whose forward takes the task's
+adapter tensors after (tokens, input_pos), plus ``executorch/adapters/<task>.safetensors`` (order in
+its metadata, as for classification); the stock runner cannot feed extra inputs, so apps call
+forward through the Module API.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from calora.export.decoder import DecoderShape, StaticCache, Swappable, decoder_shape
+from calora.export.graph import adapter_tensors, check_same_layout
+
+from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+
+
+def metadata(shape: DecoderShape, generation: dict) -> dict:
+    """The constant methods ExecuTorch's LLM runner reads (extension/llm/runner/constants.h)."""
+    special = generation["special_tokens"]
+    bos = special.get("bos") if special.get("bos") is not None else special["eos"]
+    return {"get_max_seq_len": shape.max_context, "get_max_context_len": shape.max_context,
+            "get_bos_id": int(bos), "get_eos_ids": [int(special["eos"])], "get_vocab_size": shape.vocab,
+            "get_n_layers": shape.layers, "use_kv_cache": True, "use_sdpa_with_kv_cache": False,
+            "enable_dynamic_shape": True}
+
+
+def _untie_head(model: nn.Module, trained: nn.Module, spec) -> dict[str, float]:
+    """XNNPACK runs linear layers, not a matmul against an embedding table: give the prepared model
+    its own LM head holding the tied table, int8 per row with the embedding's trained codes (so it
+    equals the trained head) when the embeddings are int8. Returns its weight error."""
+    from calora.train.quant import QuantEmbedding
+
+    emb = next((m for m in trained.modules() if isinstance(m, QuantEmbedding)), None)
+    src = trained.get_input_embeddings()
+    head = nn.Linear(src.embedding_dim, src.num_embeddings, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(src.weight.detach().float())
+    model.lm_head = head
+    if model.config.tie_word_embeddings:
+        model.config.tie_word_embeddings = False
+    if emb is None:
+        return {}
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis
+
+    quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)),
+              filter_fn=lambda mod, fqn: fqn == "lm_head")
+    w = model.lm_head.weight
+    w.qdata = emb.codes.detach().clone().to(torch.int8).contiguous()
+    w.scale = emb.scale.detach().clone().to(w.scale.dtype).reshape(w.scale.shape).contiguous()
+    w.zero_point = torch.zeros_like(w.zero_point)
+    return {"lm_head_max_abs": float((w.dequantize().float() - emb.weight.detach().float()).abs().max())}
+
+
+def lower(module: nn.Module, example: tuple, shape: DecoderShape, meta: dict, n_extra: int = 0) -> tuple[bytes, dict]:
+    """torch.export with a dynamic prompt length -> XNNPACK -> .pte bytes with the runner metadata."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
+    from executorch.exir.passes.quant_fusion_pass import quant_fusion_and_const_prop_pass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    from .executorch import _graph_stats
+
+    t0 = time.perf_counter()
+    seq = torch.export.Dim("sequence", min=1, max=shape.max_context - 1)
+    if n_extra:  # Swappable.forward(*args)
+        dims = (({1: seq}, None, *[None] * n_extra),)
+    else:
+        dims = ({1: seq}, None)
+    with torch.no_grad():
+        ep = torch.export.export(module.eval(), example, dynamic_shapes=dims, strict=False)
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], constant_methods=meta)
+    quant_fusion_and_const_prop_pass(edge.exported_program())
+    # The cache buffers are saved as zeros: a mutable buffer's initial bytes are otherwise undefined, and a
+    # NaN in a never-written (masked) slot would still poison the attention (0 * NaN).
+    et = edge.to_executorch(ExecutorchBackendConfig(passes=[InitializedMutableBufferPass(["k_cache", "v_cache"])],
+                                                    sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+    stats = _graph_stats(et.exported_program().graph)
+    stats["lower_s"] = round(time.perf_counter() - t0, 2)
+    return bytes(et.buffer), stats
+
+
+def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
+    """`target` is the ExecuTorchTarget (its `_prepare` copies the trained codes into torchao tensors)."""
+    from .executorch import _check_delegation, _describe, _runtime_version, read_adapter, write_adapter
+    from .executorch_llm_runtime import PteSession
+
+    out_dir = Path(out_dir)
+    sub = out_dir / "executorch"
+    sub.mkdir(parents=True, exist_ok=True)
+    shape = decoder_shape(job.tasks[0].model, job.max_length)
+    meta = metadata(shape, job.generation)
+    runtime_label = f"ExecuTorch {_runtime_version()} runtime, XNNPACK"
+    files: list[ArtifactFile] = []
+    smoke: dict[str, dict] = {}
+    notes: list[str] = []
+    weight_error: dict[str, float] = {}
+    prompt = list(job.smoke_prompts[0])
+    example = (torch.tensor([prompt[:4]]), torch.tensor([0]))
+
+    def prepared(task) -> tuple[nn.Module, dict]:
+        model, werr, info = target._prepare(task.model, job.spec)
+        werr |= _untie_head(model, task.model, job.spec)
+        for k, v in werr.items():
+            weight_error[k] = max(weight_error.get(k, 0.0), v)
+        return model, info
+
+    if job.mode == Mode.BAKED:
+        for task in job.tasks:
+            model, info = prepared(task)
+            data, stats = lower(StaticCache(model, shape), example, shape, meta)
+            _check_delegation(stats, info, task.name)
+            path = sub / f"{task.name}.pte"
+            path.write_bytes(data)
+            files.append(ArtifactFile.of(out_dir, path, "model", task.name))
+            smoke[task.name] = _smoke(PteSession(path), [], task, job, runtime_label)
+            notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes")
+        task_switch = ("Baked: each task is its own .pte, loadable by ExecuTorch's LLM runner (TextLLMRunner / "
+                       "LlmModule); switching tasks means loading another program.")
+        names: list[str] = []
+    else:
+        names = check_same_layout({t.name: t.model for t in job.tasks})
+        first = job.tasks[0]
+        model, info = prepared(first)
+        adapters = {t.name: adapter_tensors(t.model) for t in job.tasks}
+        first_ad = [adapters[first.name][n] for n in names]
+        module = Swappable(StaticCache(model, shape), names, 2)
+        data, stats = lower(module, (*example, *first_ad), shape, meta, n_extra=len(names))
+        _check_delegation(stats, info, "backbone")
+        path = sub / "backbone.pte"
+        path.write_bytes(data)
+        files.append(ArtifactFile.of(out_dir, path, "backbone", None))
+        notes.append(f"backbone.pte: {_describe(stats, info)}; {path.stat().st_size} bytes")
+        (sub / "adapters").mkdir(exist_ok=True)
+        session = PteSession(path)
+        for task in job.tasks:
+            ad_path = sub / "adapters" / f"{task.name}.safetensors"
+            write_adapter(ad_path, adapters[task.name], names, task.name, (), job.fingerprint)
+            files.append(ArtifactFile.of(out_dir, ad_path, "adapter", task.name))
+            smoke[task.name] = _smoke(session, read_adapter(ad_path), task, job, runtime_label)
+        task_switch = (f"Swappable: one backbone.pte stays loaded; a task switch is reading that task's adapter file "
+                       f"once and passing its {len(names)} tensors as forward's trailing inputs on every prefill and "
+                       "decode call (the Module API keeps no inputs between calls; calora-validate reports the "
+                       "decode speed with and without them).")
+    notes.append(f"KV cache: static, {shape.max_context} positions in mutable buffers, written in place at "
+                 "input_pos; prefill takes 1 to max_context-1 tokens (dynamic shape), decode one token per call. "
+                 "A new conversation starts at input_pos 0 (older cache entries are masked out, no reset needed).")
+    if "lm_head_max_abs" in weight_error:
+        notes.append("LM head: the tied int8 embedding table as an 8da8w linear with the trained codes (XNNPACK); "
+                     "the table is stored twice (embedding_byte lookup and head), as ExecuTorch's own Llama export does.")
+    inputs = [TensorSpec("tokens", "int64", (1, "sequence")), TensorSpec("input_pos", "int64", (1,))]
+    if names:
+        inputs += [TensorSpec(n, "float32", tuple(adapter_tensors(job.tasks[0].model)[n].shape)) for n in names]
+    return TargetResult(files=files, inputs=inputs,
+                        outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab))],
+                        runtime={"name": "executorch", "version": _runtime_version()}, weight_error=weight_error,
+                        smoke=smoke, task_switch=task_switch, notes=notes)
+
+
+def _smoke(session, extra: list, task, job: ExportJob, runtime: str) -> dict:
+    from calora.train.kind_generate import agreement, greedy
+
+    eos = int(job.generation["special_tokens"]["eos"])
+    pad = job.generation["special_tokens"].get("pad")
+    prompts = [list(p) for p in job.smoke_prompts]
+    n = job.generation["max_new_tokens"]
+    ref = greedy(task.model, prompts, n, eos, eos if pad is None else pad, show=False)
+    got = [session.generate(p, n, eos, extra).tokens for p in prompts]
+    agree = agreement(got, ref)
+    return {"runtime": runtime, "examples": len(prompts), "identical_generations": agree["identical"],
+            "token_agreement": agree["token_agreement"]}
