@@ -21,8 +21,12 @@ _FILE = {"path": str, "role": str, "task": (str, type(None)), "bytes": int, "sha
 _TENSOR = {"name": str, "dtype": str, "shape": list}
 _TASK = {"name": str, "label_names": [str], "num_labels": int, "backbone_fingerprint": str,
          "adapter_fingerprint": str, "files": [_FILE], ("task_dir", _OPT): (str, type(None))}
+_GENERATION = {"prompt_format": {"kind": str, "chat_template": (str, type(None))},
+               "special_tokens": {"eos": int, "bos": (int, type(None)), "pad": (int, type(None))},
+               "max_context": int, "max_prompt_tokens": int, "max_new_tokens": int, "sampling": dict}
 _SHAPE = {
     "schema_version": int, "target": str, "mode": str, "runtime": dict, "versions": dict,
+    ("kind", _OPT): str, ("generation", _OPT): _GENERATION,
     "backbone": {"source": str, "family": str, "fingerprint": str,
                  "compression": {"spec": dict, "text": str}, "files": [_FILE]},
     "tasks": [_TASK], "inputs": [_TENSOR], "outputs": [_TENSOR], "max_sequence_length": int,
@@ -87,6 +91,11 @@ def check_manifest(data: Any, path: Path | str = MANIFEST_FILE) -> dict:
         for t in data["tasks"]:
             if t["num_labels"] != len(t["label_names"]):
                 problems.append(f"task {t['name']!r}: num_labels {t['num_labels']} != {len(t['label_names'])} names")
+        kind = data.get("kind", "classify")  # bundles from before generative export have no kind
+        if kind not in ("classify", "generate"):
+            problems.append(f"kind {kind!r} is unknown (classify, generate)")
+        elif kind == "generate" and "generation" not in data:
+            problems.append("generation is missing (a generative bundle records its prompt format and context)")
         if data["max_sequence_length"] < 1:
             problems.append(f"max_sequence_length {data['max_sequence_length']} must be >= 1")
     if problems:

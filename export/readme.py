@@ -94,6 +94,15 @@ def bundle_readme(manifest: dict) -> str:
     for t in manifest["tasks"]:
         for f in t["files"]:
             rows.append(f"| `{f['path']}` | {f['role']} | {t['name']} | {_size(f['bytes'])} |")
+    if manifest.get("kind") == "generate":
+        from .readme_gen import generative_readme
+
+        header = (f"# calora bundle: {target}, {mode}, text generation\n\nMade by `{manifest['command']}`. Backbone "
+                  f"`{manifest['backbone']['source']}` compressed with `{manifest['backbone']['compression']['text']}` "
+                  f"(fingerprint `{manifest['backbone']['fingerprint'][:23]}…`). Everything an app needs is in this "
+                  "folder; `manifest.json` has the details.")
+        table = "| file | role | task | size |\n|---|---|---|---|\n" + "\n".join(rows)
+        return generative_readme(manifest, header, table)
     tasks = "\n".join(f"- `{t['name']}`: labels {t['label_names']} (index = class id); adapter "
                       f"{t['adapter_fingerprint'][:19]}…, backbone {t['backbone_fingerprint'][:19]}…"
                       for t in manifest["tasks"])

@@ -223,6 +223,9 @@ class CoreMLTarget:
     def export(self, job: ExportJob, out_dir: Path) -> TargetResult:
         import coremltools as ct
 
+        if job.kind == "generate":
+            raise ConfigError("--target coreml: generative tasks (a stateful KV-cache mlprogram) are not exported to "
+                              "Core ML yet; use --target onnx or --target executorch for them")
         out_dir = Path(out_dir)
         _plan(job.spec)  # refuse unrepresentable specs before any work
         folder = out_dir / "coreml"

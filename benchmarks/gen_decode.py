@@ -1,0 +1,95 @@
+"""Decode and prefill speed of generative bundles, with and without the task adapter.
+
+For each runtime (one bundle per mode): the baked program, the swappable backbone with the task's
+adapter, and the same backbone with no adapter (onnxruntime-genai: no active adapter; ExecuTorch:
+all-zero adapter inputs). Configurations are interleaved round by round on the same prompts and
+the medians are reported, because the machine is shared and noisy. Greedy, batch 1.
+
+    python -m benchmarks.gen_decode --bundles B1 B2 ... --runs RUNS --task T --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _configs(bundles: list[Path], task: str):
+    """(runtime, label, generate(prompt, n, eos) -> Generation) for every bundle and variant."""
+    import torch
+
+    from calora.export.manifest import read_manifest
+    from calora.targets import get_target
+
+    out = []
+    for b in bundles:
+        m = read_manifest(b)
+        runner = get_target(m["target"]).open(b, m)
+        out.append((m["target"], f"{m['mode']} with adapter",
+                    lambda p, n, e, r=runner: r.generate(task, p, n, e)))
+        if m["mode"] == "swappable":
+            if m["target"] == "onnx":
+                session, _ = runner._session(task)
+                out.append((m["target"], "swappable, no adapter", lambda p, n, e, s=session: s.generate(p, n, e, None)))
+            else:
+                session, extra = runner._session(task)
+                zeros = [torch.zeros_like(t) for t in extra]
+                out.append((m["target"], "swappable, zero adapter",
+                            lambda p, n, e, s=session, z=zeros: s.generate(p, n, e, z)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundles", nargs="+", required=True, type=Path)
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--runs", default="calora_runs")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    from calora.export.manifest import read_manifest
+    from calora.train.backbones import load_tokenizer
+    from calora.validate.generative import gen_examples
+    from calora.validate.references import find_task_dir
+    from calora.train.artifacts import read_json
+
+    m = read_manifest(args.bundles[0])
+    entry = next(t for t in m["tasks"] if t["name"] == args.task)
+    cfg = read_json(find_task_dir(args.task, entry, args.runs) / "calora_config.json")
+    tok = load_tokenizer(cfg["backbone"]["source"])
+    ex = gen_examples(args.task, cfg, tok, int(m["generation"]["max_context"]), args.prompts)
+    eos = -1  # never stop early: every run decodes exactly --new-tokens tokens
+    configs = _configs(args.bundles, args.task)
+    samples: dict[tuple[str, str], dict[str, list[float]]] = {(r, l): {"prefill": [], "decode": []} for r, l, _ in configs}
+    for _ in range(args.rounds):
+        for runtime, label, gen in configs:  # interleaved: each round runs every configuration once
+            for p in ex.prompts:
+                g = gen(p, args.new_tokens, eos)
+                samples[(runtime, label)]["prefill"].append(g.prefill_tokens_per_s)
+                samples[(runtime, label)]["decode"].append(g.decode_tokens_per_s)
+    rows = [{"runtime": r, "variant": l, "prefill_tokens_per_s": statistics.median(v["prefill"]),
+             "decode_tokens_per_s": statistics.median(v["decode"]), "generations": len(v["decode"])}
+            for (r, l), v in samples.items()]
+    result = {"command": "python -m benchmarks.gen_decode " + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": f"{platform.machine()} {platform.processor()}",
+              "task": args.task, "prompts": len(ex.prompts),
+              "median_prompt_tokens": statistics.median(len(p) for p in ex.prompts),
+              "new_tokens": args.new_tokens, "rounds": args.rounds, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'runtime':<11} {'variant':<26} {'prefill tok/s':>14} {'decode tok/s':>13}")
+    for r in rows:
+        print(f"{r['runtime']:<11} {r['variant']:<26} {r['prefill_tokens_per_s']:>14.0f} {r['decode_tokens_per_s']:>13.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Generative export with a KV cache, on a tiny random Llama chat model with two trained tasks:
+for each target and mode, prefill + decode equals the full forward and PyTorch; swapping task A's
+adapter for task B's gives B's generations; the artifacts load in each runtime's own LLM tooling;
+calora-validate passes them and fails a broken KV cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from calora.train.kind_generate import greedy
+
+TARGETS = [("onnx", "baked"), ("onnx", "swappable"), ("executorch", "baked"), ("executorch", "swappable")]
+
+
+@pytest.fixture(scope="session")
+def gen_bundle(gen_runs, tmp_path_factory):
+    """`gen_bundle(target, mode)` -> (bundle dir, job): exported once per session. ExecuTorch's
+    baked bundle holds gen_a only (lowering is the slow part); the others hold both tasks."""
+    from calora.export.bundle import export_bundle
+    from calora.export.job import load_job
+
+    cache: dict = {}
+
+    def get(target: str, mode: str):
+        if (target, mode) not in cache:
+            tasks = ["gen_a"] if (target, mode) == ("executorch", "baked") else ["gen_a", "gen_b"]
+            job = load_job(gen_runs, tasks, mode)
+            out = tmp_path_factory.mktemp(f"gen-{target}-{mode}") / "bundle"
+            export_bundle(job, target, out, ["--target", target, "--mode", mode])
+            cache[(target, mode)] = (out, job)
+        return cache[(target, mode)]
+
+    return get
+
+
+def _runner(bundle):
+    from calora.export.manifest import read_manifest
+    from calora.targets import get_target
+
+    manifest = read_manifest(bundle)
+    return get_target(manifest["target"]).open(bundle, manifest), manifest
+
+
+@pytest.mark.parametrize("target,mode", TARGETS)
+def test_prefill_and_decode_equal_the_full_forward(gen_bundle, target, mode):
+    bundle, job = gen_bundle(target, mode)
+    runner, manifest = _runner(bundle)
+    assert manifest["kind"] == "generate" and manifest["generation"]["max_context"] == job.max_length
+    assert manifest["generation"]["special_tokens"]["eos"] == job.tokenizer.eos_token_id
+    assert manifest["generation"]["prompt_format"]["chat_template"] == job.tokenizer.chat_template
+    task = job.tasks[0]
+    prompt = list(job.smoke_prompts[0])
+    ids = prompt + [5, 9, 17, 33, 60]  # decode steps past the prompt, token by token
+    full = runner.forward_logits(task.name, ids)
+    cached = runner.cached_logits(task.name, ids, len(prompt))
+    assert full.shape == (len(ids), job.tokenizer.vocab_size + len(job.tokenizer.get_added_vocab())) or \
+        full.shape[0] == len(ids)
+    np.testing.assert_allclose(cached, full[len(prompt) - 1:], atol=1e-4)
+    with torch.no_grad():
+        ref = task.model(input_ids=torch.tensor([ids])).logits[0].numpy()
+    # The artifact runs float (ONNX) or real int8 (XNNPACK) activations where training simulated
+    # int8 ones: a few hundredths of the logit range, and the same next tokens.
+    assert np.abs(full - ref).max() < 0.05 * np.abs(ref).max()
+    assert (full.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+    # A second conversation reuses the runtime's cache from position 0 and gets the same answer.
+    assert np.array_equal(runner.cached_logits(task.name, ids, len(prompt)), cached)
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_swapping_adapters_gives_each_tasks_generations(gen_bundle, target):
+    bundle, job = gen_bundle(target, "swappable")
+    runner, manifest = _runner(bundle)
+    eos = manifest["generation"]["special_tokens"]["eos"]
+    prompts = [list(p) for p in job.smoke_prompts]
+    got = {}
+    for task in job.tasks:  # A, B, then A again on the same loaded backbone
+        ref = greedy(task.model, prompts, 4, eos, eos, show=False)
+        got[task.name] = [runner.generate(task.name, p, 4, eos).tokens for p in prompts]
+        assert got[task.name] == ref, task.name
+    assert got["gen_a"] != got["gen_b"]  # the two tasks answer differently: the adapter is what changed
+    assert [runner.generate("gen_a", p, 4, eos).tokens for p in prompts] == got["gen_a"]
+    streamed: list[int] = []
+    out = runner.generate("gen_b", prompts[0], 4, eos, on_token=streamed.append)
+    assert streamed == out.tokens and out.prefill_tokens_per_s > 0
+
+
+def test_onnx_bundle_is_an_onnxruntime_genai_model_folder(gen_bundle):
+    """The folder loads with onnxruntime-genai alone (og.Model, og.Tokenizer, og.Adapters), as an app would."""
+    og = pytest.importorskip("onnxruntime_genai")
+    bundle, job = gen_bundle("onnx", "swappable")
+    folder = bundle / "onnx" / "genai"
+    cfg = json.loads((folder / "genai_config.json").read_text())
+    assert cfg["model"]["decoder"]["filename"] == "model.ort" and (folder / "model.onnx").is_file()
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    prompt = list(job.smoke_prompts[0])
+    assert list(tokenizer.encode(job.tokenizer.decode(prompt))) == prompt  # og's tokenizer reads ours
+    adapters = og.Adapters(model)
+    adapters.load(str(bundle / "onnx" / "adapters" / "gen_b.onnx_adapter"), "gen_b")
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt) + 4)
+    gen = og.Generator(model, params)
+    gen.set_active_adapter(adapters, "gen_b")
+    gen.append_tokens(prompt)
+    tokens = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        tokens.append(int(gen.get_next_tokens()[0]))
+    eos = job.tokenizer.eos_token_id
+    ref = greedy(job.tasks[1].model, [prompt], 4, eos, eos, show=False)[0]
+    assert tokens[:len(ref)] == ref
+
+
+def test_validate_passes_generative_bundles_and_reports_generation(gen_bundle, gen_runs, tmp_path, capsys):
+    from calora.validate.cli import main
+
+    bundles = [gen_bundle(t, m)[0] for t, m in TARGETS]
+    rc = main([*map(str, bundles), "--runs", str(gen_runs), "--report", str(tmp_path / "r"), "--max-examples", "6"])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-3000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    names = {c["name"] for c in report["checks"]}
+    for wanted in ("teacher-forced next-token agreement", "KV-cache decoding equals full recomputation",
+                   "the task adapter has its effect", "no adapter leaves the backbone unchanged",
+                   "greedy generations token by token", "exact_match vs PyTorch", "perplexity vs PyTorch",
+                   "runs in the runtime's own LLM runner", "LLM runner metadata methods",
+                   "genai_config.json names the graph's inputs"):
+        assert wanted in names, wanted
+    stock = [c for c in report["checks"] if c["name"] == "runs in the runtime's own LLM runner"]
+    assert any(c["status"] == "pass" for c in stock)  # the baked .pte in ExecuTorch's TextLLMRunner
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Generation" in md and "decode tok/s" in md
+    for b in report["bundles"]:
+        for t in b["tasks"]:
+            assert t["speed"]["decode_tokens_per_s"] > 0 and t["generation"]["token_agreement"] >= 0.9
+
+
+def test_a_broken_kv_cache_fails_validation(gen_runs, gen_bundle, tmp_path, monkeypatch, capsys):
+    """The growing cache hands back its past one position short (an off-by-one in the cache): the
+    full prefill is still right, so only cached decoding is wrong, and calora-validate must say so."""
+    from calora.export import decoder
+    from calora.export.bundle import export_bundle
+    from calora.export.job import load_job
+    from calora.validate.cli import main
+
+    class OffByOne(decoder.GrowingCache):
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            out = super().forward(input_ids, attention_mask, position_ids, *past)
+            return (out[0], *[torch.cat([p[:, :, :1], p[:, :, :-1]], dim=2) for p in out[1:]])
+
+    monkeypatch.setattr("calora.targets.onnx_graph_gen.GrowingCache", OffByOne)
+    broken = tmp_path / "broken"
+    export_bundle(load_job(gen_runs, ["gen_a"], "baked"), "onnx", broken, ["--target", "onnx"])
+    monkeypatch.undo()
+    rc = main([str(broken), "--runs", str(gen_runs), "--report", str(tmp_path / "r"), "--max-examples", "4"])
+    err = capsys.readouterr().err
+    assert rc == 1, err[-2000:]
+    failed = {c["name"] for c in json.loads((tmp_path / "r" / "report.json").read_text())["checks"]
+              if c["status"] == "fail"}
+    assert "KV-cache decoding equals full recomputation" in failed
+    good, _ = gen_bundle("onnx", "baked")
+    assert main([str(good), "--task", "gen_a", "--runs", str(gen_runs), "--max-examples", "4"]) == 0
+
+
+def test_coreml_refuses_generative_tasks_clearly(gen_runs, tmp_path, capsys):
+    from calora.export.cli import main
+
+    rc = main(["--target", "coreml", "--task", "gen_a", "--runs", str(gen_runs), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "coreml" in err and "generative" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_cli_on_a_generative_task(gen_runs, gen_bundle, tmp_path, capsys):
+    """calora-export reads the task kind from the task directory; --max-length sets the context."""
+    from calora.export.cli import main
+
+    out = tmp_path / "b"
+    assert main(["--target", "onnx", "--task", "gen_a", "--runs", str(gen_runs), "--out", str(out),
+                 "--max-length", "48"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["generation"]["max_context"] == 48 and manifest["kind"] == "generate"
+    cfg = json.loads((out / "onnx" / "gen_a" / "genai_config.json").read_text())
+    assert cfg["model"]["context_length"] == 48
+    readme = (out / "README.md").read_text()
+    assert "Generator(model" in readme and "setActiveAdapter" not in readme  # baked: no adapters to set
+    assert main(["--target", "onnx", "--task", "gen_a", "--runs", str(gen_runs), "--out", str(tmp_path / "c"),
+                 "--max-length", "4"]) == 2
+    assert "--max-length 4" in capsys.readouterr().err
+    shutil.rmtree(out)
