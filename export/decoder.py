@@ -32,7 +32,8 @@ from calora.train.quant import TiedLMHead
 
 class CacheStyle(str, enum.Enum):
     GROWING = "growing"  # present = concat(past, new): onnxruntime-genai's default on CPU
-    STATIC = "static"  # fixed [max_context] buffers updated in place: ExecuTorch, Core ML
+    STATIC = "static"  # fixed [max_context] buffers updated in place at input_pos: ExecuTorch
+    STATE = "state"  # fp16 buffers as model state, positions from the mask's shape: Core ML
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +183,39 @@ class StaticCache(nn.Module):
             return self.k_cache[i], self.v_cache[i], bias
 
         return self.body.run(tokens, positions, history)
+
+
+class StateCache(nn.Module):
+    """Core ML's stateful-model contract (Apple's documented pattern): ``forward(input_ids [1,S],
+    causal_mask [1,1,S,T]) -> logits [1,S,V]`` where T = past + S; the cache lives in float16
+    buffers (Core ML states must be fp16) converted as `ct.StateType`s, written at [T-S, T). The
+    write position comes from the inputs' shapes, so no tensor value steers the graph."""
+
+    def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
+        super().__init__()
+        self.body = _Decoder(model, shape)
+        cache = (shape.layers, 1, shape.kv_heads, shape.max_context, shape.head_dim)
+        self.register_buffer("k_cache", torch.zeros(cache, dtype=torch.float16), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(cache, dtype=torch.float16), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
+        s, t = input_ids.shape[-1], causal_mask.shape[-1]
+        past = t - s
+        positions = (torch.arange(s, dtype=torch.int32) + past).unsqueeze(0)
+
+        def history(i, k, v):
+            self.k_cache[i:i + 1, :, :, past:t, :] = k.unsqueeze(0).to(torch.float16)
+            self.v_cache[i:i + 1, :, :, past:t, :] = v.unsqueeze(0).to(torch.float16)
+            return self.k_cache[i, :, :, :t, :].to(k.dtype), self.v_cache[i, :, :, :t, :].to(v.dtype), causal_mask
+
+        return self.body.run(input_ids, positions, history)
+
+
+def causal_mask(past: int, new: int) -> torch.Tensor:
+    """[1, 1, new, past + new] additive mask: query i (at past + i) sees keys 0 .. past + i."""
+    q = torch.arange(new).unsqueeze(1) + past
+    k = torch.arange(past + new).unsqueeze(0)
+    return torch.where(k <= q, 0.0, _NEG).float().view(1, 1, new, past + new)
 
 
 class Swappable(nn.Module):

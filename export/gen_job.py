@@ -38,7 +38,11 @@ def generative_job(tasks: tuple[TaskModel, ...], mode: Mode, spec, fingerprint: 
         if b["prompt_format"] != blocks[0]["prompt_format"] or b["special_tokens"] != blocks[0]["special_tokens"]:
             raise ConfigError(f"--task {t.name!r}: its prompt format or special tokens differ from "
                               f"{tasks[0].name!r}'s; one bundle shares one tokenizer and template")
-    generation = dict(blocks[0], max_new_tokens=max(b["max_new_tokens"] for b in blocks))
+    from calora.export.decoder import decoder_shape
+
+    shape = decoder_shape(tasks[0].model, max_length)
+    generation = dict(blocks[0], max_new_tokens=max(b["max_new_tokens"] for b in blocks),
+                      kv_cache_shape=[shape.layers, 1, shape.kv_heads, shape.max_context, shape.head_dim])
     if generation["max_new_tokens"] >= max_length:
         raise ConfigError(f"--max-length {max_length}: leaves no room for a prompt before "
                           f"{generation['max_new_tokens']} new tokens")

@@ -77,6 +77,22 @@ try backbone.load("forward")
 let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>.safetensors")  // [Tensor<Float>], metadata order
 var out = try backbone.forward([promptTokens, Tensor<Int64>([0])] + adapter)       // prefill; then one token per call
 ```"""),
+    ("coreml", "baked"): ("""Core ML runs on Apple platforms only: on Android ship the ExecuTorch or ONNX bundle.""", """```swift
+// iOS 18 / macOS 15: a stateful model, the KV cache lives in an MLState
+let model = try MLModel(contentsOf: try MLModel.compileModel(at: bundleURL.appendingPathComponent("coreml/<task>.mlpackage")))
+let state = model.makeState()                               // a fresh cache per conversation
+// prefill: input_ids [1, n] Int32 (the prompt), causal_mask [1, 1, n, n] Float32 (0 where key <= query, -1e9 above)
+var out = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["input_ids": ids, "causal_mask": mask]),
+                               using: state)
+// decode: input_ids [1, 1] (the new token), causal_mask [1, 1, 1, pos + 1] of zeros, same state; argmax of logits
+```"""),
+    ("coreml", "swappable"): ("""Core ML runs on Apple platforms only: on Android ship the ExecuTorch or ONNX bundle.""", """```swift
+let config = MLModelConfiguration()
+config.functionName = "<task>"                          // one stateful function per task, backbone shared
+let model = try MLModel(contentsOf: compiledTasksURL, configuration: config)
+let state = model.makeState()                           // prefill and decode as in the baked snippet
+// switch task: a new MLModel with another functionName (same compiled package), and a new state
+```"""),
 }
 
 

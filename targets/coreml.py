@@ -216,6 +216,10 @@ class CoreMLTarget:
     modes = frozenset({Mode.BAKED, Mode.SWAPPABLE})
 
     def open(self, bundle: Path, manifest: dict):
+        if manifest.get("kind") == "generate":
+            from calora.targets.coreml_gen_runtime import CoreMLGenRunner
+
+            return CoreMLGenRunner(Path(bundle), manifest)
         from calora.targets.coreml_runtime import CoreMLRunner
 
         return CoreMLRunner(Path(bundle), manifest)
@@ -224,8 +228,10 @@ class CoreMLTarget:
         import coremltools as ct
 
         if job.kind == "generate":
-            raise ConfigError("--target coreml: generative tasks (a stateful KV-cache mlprogram) are not exported to "
-                              "Core ML yet; use --target onnx or --target executorch for them")
+            _plan(job.spec)
+            from calora.targets.coreml_gen import export_generative
+
+            return export_generative(job, out_dir)
         out_dir = Path(out_dir)
         _plan(job.spec)  # refuse unrepresentable specs before any work
         folder = out_dir / "coreml"

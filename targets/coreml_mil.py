@@ -60,12 +60,15 @@ def quantize_consts(prog, weights: list[QuantWeight]) -> dict[str, str]:
                 # history may hold several passes, which ScopeInfo refuses, so it is not copied.
                 scopes = [ScopeInfo(source=k, data=v) for k, v in op.scopes.items()
                           if k.name != "COREMLTOOLS_GRAPH_PASS"]
+                name = constexpr_name(qw.name)
+                if qw.name in found:  # the same table read twice (a tied LM head): a second, distinct op
+                    name += f"__{sum(1 for o in func.operations if o.name.startswith(name))}"
                 with func, contextlib.ExitStack() as stack:
                     if scopes:
                         stack.enter_context(mb.scope(*scopes))
                     new = mb.constexpr_blockwise_shift_scale(
                         data=data, scale=np.ascontiguousarray(scale, dtype=np.float32),
-                        before_op=op, name=constexpr_name(qw.name))
+                        before_op=op, name=name)
                 op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new,
                                                                  no_check_var_types=True)
                 op.enclosing_block.remove_ops([op])

@@ -89,7 +89,10 @@ class CoreMLRunner:
                                    f"runtime {[n for n, _ in got_in]}, manifest {[n for n, _ in want_in]}"))
                 out.append(Finding(Stage.NAMES, f"{where}: output names", [o.name for o in d.output] == want_out,
                                    f"runtime {[o.name for o in d.output]}, manifest {want_out}"))
-                out.append(Finding(Stage.SHAPES, f"{where}: input shapes", got_in == want_in,
+                fits = [n for n, _ in got_in] == [n for n, _ in want_in] and all(
+                    len(g) == len(w) and all(isinstance(b, str) or a == b for a, b in zip(g, w))
+                    for (_, g), (_, w) in zip(got_in, want_in))  # a named (flexible) dimension matches any default
+                out.append(Finding(Stage.SHAPES, f"{where}: input shapes", fits,
                                    f"runtime {got_in}, manifest {want_in}"))
             if self.swappable:
                 names = sorted(spec.mlProgram.functions)
@@ -119,9 +122,12 @@ class CoreMLRunner:
             offs = set()
             for block in fn.block_specializations.values():
                 for op in block.operations:
-                    for attr in op.attributes.values():
-                        if attr.WhichOneof("value") == "blobFileValue":
-                            offs.add(attr.blobFileValue.offset)
+                    values = list(op.attributes.values())
+                    # constexpr ops may carry their data and scales as inline input values
+                    values += [a.value for arg in op.inputs.values() for a in arg.arguments if a.HasField("value")]
+                    for v in values:
+                        if v.WhichOneof("value") == "blobFileValue":
+                            offs.add(v.blobFileValue.offset)
             uses[name] = offs
         every = set.intersection(*uses.values()) if uses else set()
         weights = next(path.rglob("weight.bin"), None)

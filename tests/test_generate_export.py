@@ -14,7 +14,8 @@ import torch
 
 from calora.train.kind_generate import greedy
 
-TARGETS = [("onnx", "baked"), ("onnx", "swappable"), ("executorch", "baked"), ("executorch", "swappable")]
+TARGETS = [("onnx", "baked"), ("onnx", "swappable"), ("executorch", "baked"), ("executorch", "swappable"),
+           ("coreml", "baked"), ("coreml", "swappable")]
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +72,7 @@ def test_prefill_and_decode_equal_the_full_forward(gen_bundle, target, mode):
     assert np.array_equal(runner.cached_logits(task.name, ids, len(prompt)), cached)
 
 
-@pytest.mark.parametrize("target", ["onnx", "executorch"])
+@pytest.mark.parametrize("target", ["onnx", "executorch", "coreml"])
 def test_swapping_adapters_gives_each_tasks_generations(gen_bundle, target):
     bundle, job = gen_bundle(target, "swappable")
     runner, manifest = _runner(bundle)
@@ -167,13 +168,16 @@ def test_a_broken_kv_cache_fails_validation(gen_runs, gen_bundle, tmp_path, monk
     assert main([str(good), "--task", "gen_a", "--runs", str(gen_runs), "--max-examples", "4"]) == 0
 
 
-def test_coreml_refuses_generative_tasks_clearly(gen_runs, tmp_path, capsys):
-    from calora.export.cli import main
-
-    rc = main(["--target", "coreml", "--task", "gen_a", "--runs", str(gen_runs), "--out", str(tmp_path / "b")])
-    err = capsys.readouterr().err
-    assert rc == 2 and "coreml" in err and "generative" in err and "Traceback" not in err
-    assert not (tmp_path / "b").exists()
+def test_coreml_program_keeps_the_cache_as_state_and_shares_the_backbone(gen_bundle):
+    """The Core ML package is a stateful program (k_cache/v_cache states of the recorded shape) and,
+    swappable, one function per task over backbone weights stored once."""
+    runner, manifest = _runner(gen_bundle("coreml", "swappable")[0])
+    found = {f.name: f for f in runner.findings()}
+    shared = found["tasks.mlpackage: backbone stored once, shared by all functions"]
+    assert shared.ok, shared.detail
+    states = [f for n, f in found.items() if n.endswith("KV-cache states")]
+    assert len(states) == 2 and all(f.ok for f in states), [f.detail for f in states]
+    assert "not Apple's runtime" in runner.runtime or "macOS" in runner.runtime
 
 
 def test_export_cli_on_a_generative_task(gen_runs, gen_bundle, tmp_path, capsys):
