@@ -172,13 +172,6 @@ def test_generate_cli_streams(gen_run, capsys):
     assert main(["--task", "nope", "--runs", str(gen_run), "--prompt", "x"]) == 2
 
 
-def test_generative_task_export_is_refused_clearly(gen_run, tmp_path, capsys):
-    from calora.export.cli import main
-
-    assert main(["--target", "onnx", "--task", "reviews", "--runs", str(gen_run), "--out", str(tmp_path / "b")]) == 2
-    assert "is a generative task" in capsys.readouterr().err
-
-
 def test_offline_generative_tasks_are_real_and_split_like_their_sources():
     from calora.train.gen_tasks import GenMetric, load_gen_task
     from calora.train.tasks import load_task
