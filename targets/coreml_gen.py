@@ -139,7 +139,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         inputs=[TensorSpec("input_ids", "int32", (1, "sequence")),
                 TensorSpec("causal_mask", "float32", (1, 1, "sequence", "total_sequence"))],
         outputs=[TensorSpec("logits", "float32", (1, "sequence", vocab))],
-        runtime={"name": "coremltools", "version": ct.__version__}, weight_error=werr, smoke=smoke,
+        runtime={"name": "coremltools", "version": ct.__version__, "activations": "float32"},
+        weight_error=werr, smoke=smoke,
         task_switch=task_switch, notes=notes)
 
 

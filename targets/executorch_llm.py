@@ -167,7 +167,8 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
         inputs += [TensorSpec(n, "float32", tuple(adapter_tensors(job.tasks[0].model)[n].shape)) for n in names]
     return TargetResult(files=files, inputs=inputs,
                         outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab))],
-                        runtime={"name": "executorch", "version": _runtime_version()}, weight_error=weight_error,
+                        runtime={"name": "executorch", "version": _runtime_version(),
+                                 "activations": "int8-dynamic"}, weight_error=weight_error,
                         smoke=smoke, task_switch=task_switch, notes=notes)
 
 

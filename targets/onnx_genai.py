@@ -146,7 +146,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                 *[TensorSpec(n, "float32", kv) for n in io_names(shape)[0][len(INPUTS):]]],
         outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab)),
                  *[TensorSpec(n, "float32", kv[:2] + ("total_sequence",) + kv[3:]) for n in io_names(shape)[1][1:]]],
-        runtime={"name": "onnxruntime-genai", "version": og_version()},
+        runtime={"name": "onnxruntime-genai", "version": og_version(),
+                 "activations": "int8-dynamic" if fmt == "int8" else "float32"},
         weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
 
 

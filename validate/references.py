@@ -134,6 +134,15 @@ class References:
             self._models[key] = load_student(task_dir)
         return self._models[key]  # type: ignore[return-value]
 
+    def deployable(self, task_dir: Path) -> torch.nn.Module:
+        """The trained student as the targets export it: the same weights, float activations."""
+        from calora.export.graph import deployable
+
+        key = (str(task_dir), "deployable")
+        if key not in self._models:
+            self._models[key] = deployable(self.student(task_dir)[0]).eval()
+        return self._models[key]  # type: ignore[return-value]
+
     def teacher(self, task_dir: Path, config: dict) -> torch.nn.Module | str:
         """The uncompressed backbone with the teacher LoRA, or the reason it cannot be built."""
         from calora.train.backbones import load_classifier, load_tokenizer
