@@ -24,6 +24,7 @@ from calora.export.decoder import StateCache, causal_mask, decoder_shape
 from calora.export.graph import check_same_layout, deployable
 
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from .generation import smoke as smoke_run
 
 STATES = ("k_cache", "v_cache")
 
@@ -121,7 +122,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
             path, function = where[t.name]
             for k, v in weight_error(path, function, weights_of[t.name]).items():
                 werr[k] = max(werr.get(k, 0.0), v)
-            smoke[t.name] = _smoke(StatefulProgram(path, function), t, job, program_runtime())
+            program = StatefulProgram(path, function)  # the evaluator runs op by op in numpy: 2 prompts
+            smoke[t.name] = smoke_run(program.generate, t, job, program_runtime(), limit=2)
     notes = [
         "Stateful mlprogram (iOS 18): KV cache as ct.StateType k_cache/v_cache in float16 (Core ML states must be "
         f"fp16), {shape.max_context} positions; compute in float32; prompt length flexible (RangeDim 1.."
@@ -142,20 +144,3 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         runtime={"name": "coremltools", "version": ct.__version__, "activations": "float32"},
         weight_error=werr, smoke=smoke,
         task_switch=task_switch, notes=notes)
-
-
-def _smoke(program, task, job: ExportJob, runtime: str) -> dict:
-    from calora.train.kind_generate import agreement, greedy
-
-    eos = int(job.generation["special_tokens"]["eos"])
-    pad = job.generation["special_tokens"].get("pad")
-    prompts = [list(p) for p in job.smoke_prompts[:2]]  # the evaluator runs op by op in numpy
-    n = job.generation["max_new_tokens"]
-    try:
-        got = [program.generate(p, n, eos).tokens for p in prompts]
-    except Exception as exc:  # noqa: BLE001 - reported, never claimed as a pass
-        return {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
-    ref = greedy(task.model, prompts, n, eos, eos if pad is None else pad, show=False)
-    agree = agreement(got, ref)
-    return {"runtime": runtime, "examples": len(prompts), "identical_generations": agree["identical"],
-            "token_agreement": agree["token_agreement"]}

@@ -139,16 +139,26 @@ def _gelu(op) -> np.ndarray | None:
     return y.astype(np.float32)
 
 
+def run_op(op, fallback):
+    """One op's output values: its reference implementation, else calora's numpy `fallback`."""
+    try:
+        if op.op_type == "gelu":
+            out = _gelu(op)
+        elif op.op_type.startswith("constexpr_"):
+            out = op.materialized_val_inference()
+        else:
+            out = op.value_inference()
+    except NotImplementedError:
+        out = None
+    return out if out is not None else fallback(op, lambda v: v.val)
+
+
 def evaluate(func, feeds: dict[str, np.ndarray], reuse: bool = False) -> list[np.ndarray]:
     """Run `func` (a pymil Function, modified in place) on `feeds`. With `reuse`, a function already
     evaluated keeps its materialized constexpr weights (they do not depend on the inputs), so many
     rows can run through one loaded program; every other op is recomputed."""
     for name, var in func.inputs.items():
         _set(var, feeds[name])
-
-    def val(v):
-        return v.val
-
     for op in func.operations:  # constants read back from a .mlpackage hold numpy bools; numpy wants bool
         if op.op_type == "const" and isinstance(op.outputs[0].val, np.bool_):
             op.outputs[0]._sym_val.val = bool(op.outputs[0].val)
@@ -157,17 +167,7 @@ def evaluate(func, feeds: dict[str, np.ndarray], reuse: bool = False) -> list[np
         if all(o.val is not None for o in op.outputs) and (
                 op.op_type == "const" or (reuse and op.op_type.startswith("constexpr_"))):
             continue
-        try:
-            if op.op_type == "gelu":
-                out = _gelu(op)
-            elif op.op_type.startswith("constexpr_"):
-                out = op.materialized_val_inference()
-            else:
-                out = op.value_inference()
-        except NotImplementedError:
-            out = None
-        if out is None:
-            out = _fallback(op, val)
+        out = run_op(op, _fallback)
         outs = out if len(op.outputs) > 1 else (out,)
         for var, v in zip(op.outputs, outs):
             _set(var, v)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .coreml_mil import _fallback as _base_fallback, _gelu
+from .coreml_mil import _fallback as _base_fallback, run_op
 
 
 def _is_state(var) -> bool:
@@ -97,9 +97,6 @@ class StatefulEvaluator:
             if name not in self.specs:
                 _set(var, feeds[name])
 
-        def val(v):
-            return v.val
-
         for op in func.operations:
             t = op.op_type
             if t == "const" or (reuse and t.startswith("constexpr_") and all(o.val is not None for o in op.outputs)):
@@ -110,17 +107,7 @@ class StatefulEvaluator:
                 self.states[op.state.name] = np.array(op.value.val, copy=True)
                 out = self.states[op.state.name].copy()
             else:
-                try:
-                    if t == "gelu":
-                        out = _gelu(op)
-                    elif t.startswith("constexpr_"):
-                        out = op.materialized_val_inference()
-                    else:
-                        out = op.value_inference()
-                except NotImplementedError:
-                    out = None
-                if out is None:
-                    out = _fallback(op, val)
+                out = run_op(op, _fallback)
             outs = out if len(op.outputs) > 1 else (out,)
             for var, v in zip(op.outputs, outs):
                 _set(var, v)

@@ -25,6 +25,7 @@ from calora.export.decoder import DecoderShape, StaticCache, Swappable, decoder_
 from calora.export.graph import adapter_tensors, check_same_layout
 
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from .generation import smoke as smoke_run
 
 
 def metadata(shape: DecoderShape, generation: dict) -> dict:
@@ -127,7 +128,8 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
             path = sub / f"{task.name}.pte"
             path.write_bytes(data)
             files.append(ArtifactFile.of(out_dir, path, "model", task.name))
-            smoke[task.name] = _smoke(PteSession(path), [], task, job, runtime_label)
+            pte = PteSession(path)
+            smoke[task.name] = smoke_run(lambda p, n, e, s=pte: s.generate(p, n, e, []), task, job, runtime_label)
             notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes")
         task_switch = ("Baked: each task is its own .pte, loadable by ExecuTorch's LLM runner (TextLLMRunner / "
                        "LlmModule); switching tasks means loading another program.")
@@ -151,7 +153,9 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
             ad_path = sub / "adapters" / f"{task.name}.safetensors"
             write_adapter(ad_path, adapters[task.name], names, task.name, (), job.fingerprint)
             files.append(ArtifactFile.of(out_dir, ad_path, "adapter", task.name))
-            smoke[task.name] = _smoke(session, read_adapter(ad_path), task, job, runtime_label)
+            extra = read_adapter(ad_path)
+            smoke[task.name] = smoke_run(lambda p, n, e, x=extra: session.generate(p, n, e, x), task, job,
+                                         runtime_label)
         task_switch = (f"Swappable: one backbone.pte stays loaded; a task switch is reading that task's adapter file "
                        f"once and passing its {len(names)} tensors as forward's trailing inputs on every prefill and "
                        "decode call (the Module API keeps no inputs between calls; calora-validate reports the "
@@ -170,17 +174,3 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
                         runtime={"name": "executorch", "version": _runtime_version(),
                                  "activations": "int8-dynamic"}, weight_error=weight_error,
                         smoke=smoke, task_switch=task_switch, notes=notes)
-
-
-def _smoke(session, extra: list, task, job: ExportJob, runtime: str) -> dict:
-    from calora.train.kind_generate import agreement, greedy
-
-    eos = int(job.generation["special_tokens"]["eos"])
-    pad = job.generation["special_tokens"].get("pad")
-    prompts = [list(p) for p in job.smoke_prompts]
-    n = job.generation["max_new_tokens"]
-    ref = greedy(task.model, prompts, n, eos, eos if pad is None else pad, show=False)
-    got = [session.generate(p, n, eos, extra).tokens for p in prompts]
-    agree = agreement(got, ref)
-    return {"runtime": runtime, "examples": len(prompts), "identical_generations": agree["identical"],
-            "token_agreement": agree["token_agreement"]}

@@ -57,3 +57,24 @@ class GenerativeRunner(Protocol):
 
     def findings(self) -> list:
         ...
+
+
+def smoke(generate: Callable[[list[int], int, int], Generation], task, job, runtime: str,
+          limit: int | None = None) -> dict:
+    """An export's smoke comparison: greedy generations of the artifact (`generate(prompt,
+    max_new_tokens, eos)`) against the trained PyTorch model on the job's test prompts. An
+    artifact that cannot run is reported as skipped with the reason, never as passed."""
+    from calora.train.kind_generate import agreement, greedy
+
+    special = job.generation["special_tokens"]
+    eos = int(special["eos"])
+    pad = eos if special.get("pad") is None else int(special["pad"])
+    prompts = [list(p) for p in job.smoke_prompts[:limit]]
+    n = job.generation["max_new_tokens"]
+    try:
+        got = [generate(p, n, eos).tokens for p in prompts]
+    except Exception as exc:  # noqa: BLE001 - reported, never claimed as a pass
+        return {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
+    agree = agreement(got, greedy(task.model, prompts, n, eos, pad, show=False))
+    return {"runtime": runtime, "examples": len(prompts), "identical_generations": agree["identical"],
+            "token_agreement": agree["token_agreement"]}

@@ -20,6 +20,7 @@ from calora.export.decoder import DecoderShape, decoder_shape
 from calora.export.graph import adapter_tensors, check_same_layout, deployable
 
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from .generation import smoke as smoke_run
 from .onnx import _save, _to_ort, deploy_format, write_adapter
 from .onnx_graph_gen import INPUTS, export_graph, io_names, quantize
 
@@ -97,7 +98,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
             folder = out_dir / "onnx" / task.name
             paths = _write_folder(folder, proto, shape, job)
             files += [ArtifactFile.of(out_dir, p, "model", task.name) for p in paths]
-            smoke[task.name] = _smoke(GenaiSession(folder), None, task, job, runtime_str)
+            session = GenaiSession(folder)
+            smoke[task.name] = smoke_run(lambda p, n, e, s=session: s.generate(p, n, e), task, job, runtime_str)
         task_switch = ("Baked: each task is its own onnxruntime-genai folder; switching tasks means creating "
                        "another og.Model (or keeping one per task in memory).")
     else:
@@ -119,7 +121,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
             write_adapter(adapter_tensors(deployable(task.model)), names, path, job.fingerprint)
             files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
             session.load_adapter(task.name, path)
-            smoke[task.name] = _smoke(session, task.name, task, job, runtime_str)
+            smoke[task.name] = smoke_run(lambda p, n, e, a=task.name: session.generate(p, n, e, a), task, job,
+                                         runtime_str)
         load_ms = _adapter_load_ms(session, out_dir / "onnx" / "adapters" / f"{job.tasks[-1].name}.onnx_adapter")
         task_switch = (f"Swappable: one og.Model serves every task; a task switch is og.Adapters.load of that "
                        f"task's .onnx_adapter once (median {load_ms:.2f} ms here) and "
@@ -155,21 +158,6 @@ def _adapters_as_defaulted_inputs(proto, names: list[str]) -> None:
     from .onnx import _adapters_as_defaulted_inputs as defaulted
 
     defaulted(proto, names)
-
-
-def _smoke(session, adapter: str | None, task, job: ExportJob, runtime: str) -> dict:
-    """Greedy generations of the artifact vs the PyTorch model on the job's test prompts."""
-    from calora.train.kind_generate import agreement, greedy
-
-    eos = int(job.generation["special_tokens"]["eos"])
-    pad = job.generation["special_tokens"].get("pad")
-    prompts = [list(p) for p in job.smoke_prompts]
-    n = job.generation["max_new_tokens"]
-    ref = greedy(task.model, prompts, n, eos, eos if pad is None else pad, show=False)
-    got = [session.generate(p, n, eos, adapter=adapter).tokens for p in prompts]
-    agree = agreement(got, ref)
-    return {"runtime": runtime, "examples": len(prompts), "identical_generations": agree["identical"],
-            "token_agreement": agree["token_agreement"]}
 
 
 def _adapter_load_ms(session, path: Path, repeats: int = 5) -> float:
