@@ -163,6 +163,10 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
     notes.append(f"KV cache: static, {shape.max_context} positions in mutable buffers, written in place at "
                  "input_pos; prefill takes 1 to max_context-1 tokens (dynamic shape), decode one token per call. "
                  "A new conversation starts at input_pos 0 (older cache entries are masked out, no reset needed).")
+    if "embedding_max_abs" in weight_error:
+        notes.append("Token embedding int8 per row (trained codes) through quantized_decomposed::embedding_byte: link "
+                     "ExecuTorch's quantized kernels (quantized_ops_lib) with the runner; in Python import "
+                     "executorch.kernels.quantized before loading (calora's TextLLMRunner check does).")
     if "lm_head_max_abs" in weight_error:
         notes.append("LM head: the tied int8 embedding table as an 8da8w linear with the trained codes (XNNPACK); "
                      "the table is stored twice (embedding_byte lookup and head), as ExecuTorch's own Llama export does.")
