@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "only if it is a calora bundle and --overwrite is given")
     p.add_argument("--overwrite", action="store_true", help="replace the calora bundle at --out (atomically: the "
                                                             "old one stays until the new one is complete)")
-    p.add_argument("--max-length", type=int, help="sequence length of the exported inputs (default: as trained)")
+    p.add_argument("--max-length", type=int, help="classification: sequence length of the exported inputs (default: "
+                   "as trained); generation: the maximum context, the KV cache size (default: training length "
+                   "+ answer budget, rounded up to 64)")
     add_common_flags(p)
     return p
 
