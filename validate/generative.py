@@ -140,7 +140,7 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
             bare_scale = max(bare_scale, float(np.abs(b).max()))
     ref_all, got_all = np.concatenate(ref_rows), np.concatenate(got_rows)
     values = compare(ref_all, got_all)
-    tol, how = thresholds.logit_tolerance(True, values["max_abs_reference_logit"])
+    tol, how = thresholds.logit_tolerance(True, values["max_abs_reference_logit"], thresholds.gen_logit_steps)
     step = values["max_abs_reference_logit"] / 127.0
     positions = values["examples"]
     add(Stage.VALUES, "teacher-forced next-token agreement", values["agreement"] >= thresholds.min_token_agreement,
@@ -148,8 +148,9 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
         f"(min {thresholds.min_token_agreement:g})", name, values["agreement"], thresholds.min_token_agreement)
     add(Stage.VALUES, "max |logit error| (teacher-forced)", values["max_abs_logit_error"] <= tol,
         f"{values['max_abs_logit_error']:.4g} (tolerance {tol:.4g} = {how})", name, values["max_abs_logit_error"], tol)
-    add(Stage.VALUES, "SQNR (teacher-forced)", values["sqnr_db"] >= thresholds.min_sqnr_db,
-        f"{values['sqnr_db']:.1f} dB (min {thresholds.min_sqnr_db:g} dB)", name, values["sqnr_db"], thresholds.min_sqnr_db)
+    add(Stage.VALUES, "SQNR (teacher-forced)", values["sqnr_db"] >= thresholds.gen_min_sqnr_db,
+        f"{values['sqnr_db']:.1f} dB (min {thresholds.gen_min_sqnr_db:g} dB)", name, values["sqnr_db"],
+        thresholds.gen_min_sqnr_db)
     cache_tol = thresholds.cache_steps * step
     add(Stage.VALUES, "KV-cache decoding equals full recomputation", cache_err <= cache_tol and cache_flip == 0,
         f"max |cached - full| {cache_err:.3g} (tolerance {cache_tol:.3g} = {thresholds.cache_steps:g} steps), "
@@ -157,7 +158,7 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
     add(Stage.STRUCTURE, "the task adapter has its effect", nearer == n,
         f"nearer the PyTorch task model than the bare compressed backbone in {nearer} of {n} examples", name)
     if runner.bare_logits(ex.prompts[0] + ex.targets[0]) is not None:
-        bare_tol = thresholds.logit_steps * bare_scale / 127.0
+        bare_tol = thresholds.gen_logit_steps * bare_scale / 127.0
         add(Stage.STRUCTURE, "no adapter leaves the backbone unchanged", bare_err <= bare_tol,
             f"backbone without an active adapter vs PyTorch compressed backbone: max |error| {bare_err:.4g} "
             f"(tolerance {bare_tol:.4g})", name, bare_err, bare_tol)
