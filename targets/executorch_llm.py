@@ -158,8 +158,8 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
                                          runtime_label)
         task_switch = (f"Swappable: one backbone.pte stays loaded; a task switch is reading that task's adapter file "
                        f"once and passing its {len(names)} tensors as forward's trailing inputs on every prefill and "
-                       "decode call (the Module API keeps no inputs between calls; calora-validate reports the "
-                       "decode speed with and without them).")
+                       "decode call (the Module API keeps no inputs between calls; benchmarks/gen_decode.py measures "
+                       "decode speed with them, with all-zero ones and baked).")
     notes.append(f"KV cache: static, {shape.max_context} positions in mutable buffers, written in place at "
                  "input_pos; prefill takes 1 to max_context-1 tokens (dynamic shape), decode one token per call. "
                  "A new conversation starts at input_pos 0 (older cache entries are masked out, no reset needed).")
