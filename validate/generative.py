@@ -58,6 +58,21 @@ def gen_examples(name: str, cfg: dict, tokenizer, max_context: int, max_examples
     return GenExamples(prompts, targets, list(enc.responses), str(data.record.get("source")), "test")
 
 
+def runtime_activations(manifest: dict) -> str:
+    """"float32" or "int8-dynamic": how the bundle's runtime computes the backbone's activations. The
+    exporter records it; for bundles exported before it did, it follows from the target and format
+    (XNNPACK 8da kernels and ONNX dynamic int8 quantize activations; MatMulNBits and Core ML do not)."""
+    recorded = manifest["runtime"].get("activations")
+    if recorded:
+        return recorded
+    from calora.train.spec import CompressionSpec, QuantScheme
+
+    quant = CompressionSpec.from_dict(manifest["backbone"]["compression"]["spec"]).deployed()[0]
+    if manifest["target"] == "executorch" or (manifest["target"] == "onnx" and quant == QuantScheme.INT8):
+        return "int8-dynamic"
+    return "float32"
+
+
 def _bare(student: torch.nn.Module) -> torch.nn.Module:
     """The compressed backbone alone: the student with every LoRA and recovery up-projection zeroed."""
     import copy
@@ -102,7 +117,7 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
     # dynamic activations as training simulated them (XNNPACK), the same trained weights with float
     # activations where it runs float (MatMulNBits int4, Core ML). The task metric is compared with
     # the trained model either way, so the accuracy effect of that choice is measured, not hidden.
-    float_acts = manifest["runtime"].get("activations") == "float32" and bool(cfg["compression"]["spec"].get("act_quant"))
+    float_acts = runtime_activations(manifest) == "float32" and bool(cfg["compression"]["spec"].get("act_quant"))
     reference = refs.deployable(task_dir) if float_acts else student
     ref_label = "PyTorch, trained weights, float activations" if float_acts else "PyTorch compressed model"
     bare = _bare(reference)
