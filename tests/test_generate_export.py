@@ -65,9 +65,15 @@ def test_prefill_and_decode_equal_the_full_forward(gen_bundle, target, mode):
     with torch.no_grad():
         ref = task.model(input_ids=torch.tensor([ids])).logits[0].numpy()
     # The artifact runs float (ONNX) or real int8 (XNNPACK) activations where training simulated
-    # int8 ones: a few hundredths of the logit range, and the same next tokens.
-    assert np.abs(full - ref).max() < 0.05 * np.abs(ref).max()
-    assert (full.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+    # int8 ones: a few hundredths of the logit range, and the same next tokens. A near-tie (top-2
+    # margin under 2% of the range; this random model has some at 0.001) may flip under that noise;
+    # every other position must keep PyTorch's argmax, and near-ties must stay a minority.
+    span = np.abs(ref).max()
+    assert np.abs(full - ref).max() < 0.05 * span
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 0.02 * span
+    assert clear.mean() >= 0.75, clear
+    assert np.array_equal(full.argmax(-1)[clear], ref.argmax(-1)[clear])
     # A second conversation reuses the runtime's cache from position 0 and gets the same answer.
     assert np.array_equal(runner.cached_logits(task.name, ids, len(prompt)), cached)
 

@@ -30,6 +30,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "max_metric_drop": (0.0, 0.5, False),
     "min_token_agreement": (0.0, 1.0, True),
     "cache_steps": (0.0, 127.0, False),
+    "cache_min_agreement": (0.0, 1.0, True),
     "min_generation_agreement": (0.0, 1.0, True),
     "max_perplexity_ratio": (1.0, 10.0, False),
     "gen_logit_steps": (0.0, 127.0, False),
@@ -48,6 +49,7 @@ class Thresholds:
     # Generative tasks:
     min_token_agreement: float = 0.95  # teacher-forced next-token argmax agreement, over response positions
     cache_steps: float = 0.5  # max |cached decode - full prefill| logits, in int8 steps of the logit range
+    cache_min_agreement: float = 1.0  # share of positions whose argmax cached decoding shares with the full prefill
     min_generation_agreement: float = 0.9  # free-running greedy: share of token positions equal to PyTorch's
     max_perplexity_ratio: float = 1.05  # artifact perplexity / PyTorch compressed perplexity on the responses
     gen_logit_steps: float = 12.0  # teacher-forced max |logit error| in int8 steps of the logit range
@@ -93,9 +95,19 @@ class Thresholds:
 #: (the ONNX float-activation artifact is as far from the trained model). Free-running greedy
 #: generations then diverge early on open dialogue, so ExecuTorch's generative gates are set below
 #: those measurements and the task metric (exact match, perplexity ratio) carries the accuracy claim.
+#
+#: KV cache: float-activation runtimes must reproduce the full prefill (0.5 steps, no argmax flip).
+#: With int8 dynamic activations a last-bit difference between a one-token decode step and the same
+#: row of a full prefill (a kernel whose rounding depends on the row count) can flip one activation's
+#: int8 rounding, and 30 layers carry that on: the trained PyTorch model itself, decoding through
+#: calora's cache graph, differs from its own full prefill by up to 1.73 logits (range 36.0) with
+#: 0.968 argmax agreement on 8 movie_dialog prompts (validate/results/generative/cache_noise.txt); the
+#: swappable XNNPACK backbone (2026-11-25 run, 16 prompts) by 2.25 logits, 0.984 agreement. The cache
+#: handed back one position short (the off-by-one the tests export) gives 19.2 logits and 0.574
+#: agreement on the same 8 prompts. ExecuTorch's cache gate (12 steps, 0.9) sits between the two.
 DEFAULTS: dict[str, Thresholds] = {
     "executorch": Thresholds(min_token_agreement=0.85, gen_logit_steps=20.0, gen_min_sqnr_db=20.0,
-                             min_generation_agreement=0.3),
+                             min_generation_agreement=0.3, cache_steps=12.0, cache_min_agreement=0.9),
     "onnx": Thresholds(),
     "coreml": Thresholds(),
 }
