@@ -22,7 +22,7 @@ from calora.export.graph import adapter_tensors, check_same_layout, deployable
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
 from .generation import smoke as smoke_run
 from .onnx import _save, _to_ort, deploy_format, write_adapter
-from .onnx_graph_gen import INPUTS, export_graph, io_names, quantize
+from .onnx_graph_gen import INPUTS, export_graph, head_block, io_names, quantize
 
 GENAI_CONFIG = "genai_config.json"
 MODEL_FILE = "model.ort"
@@ -151,7 +151,9 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab)),
                  *[TensorSpec(n, "float32", kv[:2] + ("total_sequence",) + kv[3:]) for n in io_names(shape)[1][1:]]],
         runtime={"name": "onnxruntime-genai", "version": og_version(),
-                 "activations": "int8-dynamic" if fmt == "int8" else "float32"},
+                 "activations": "int8-dynamic" if fmt == "int8" else "float32",
+                 **({"lm_head_activations": f"int8-block{head_block(shape.hidden)}"}
+                    if "embedding_max_abs" in weight_error else {})},
         weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
 
 

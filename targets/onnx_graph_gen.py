@@ -61,6 +61,13 @@ def quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, 
     return proto, err, kept
 
 
+def head_block(hidden: int) -> int | None:
+    """MatMulNBits block size of the tied 8-bit LM head: the largest of 128/64/32/16 dividing the
+    hidden size. With accuracy_level 4 ONNX Runtime also quantizes the head's input activations to
+    int8 per block of this size (symmetric, scale max|x| / 127); validation's reference does the same."""
+    return next((b for b in (128, 64, 32, 16) if hidden % b == 0), None)
+
+
 def tied_int8_table(proto, trained: torch.nn.Module) -> dict[str, float]:
     """Store a tied int8 embedding table once, as the trained codes: the lookup Gathers rows of it
     and dequantizes (codes * row scale, as training computed), the LM head is an 8-bit MatMulNBits
@@ -77,7 +84,7 @@ def tied_int8_table(proto, trained: torch.nn.Module) -> dict[str, float]:
     codes = emb.codes.detach().cpu().numpy().astype(np.int16)
     scale = emb.scale.detach().cpu().numpy().astype(np.float32).reshape(-1)
     vocab, hidden = table.shape
-    block = next((b for b in (128, 64, 32, 16) if hidden % b == 0), None)
+    block = head_block(hidden)
     if block is None:
         raise ConfigError(f"onnx: hidden size {hidden} is not a multiple of 16; MatMulNBits cannot hold the table")
     graph = proto.graph

@@ -99,3 +99,25 @@ def test_cpp_tokenizer_parity_on_a_byte_level_bpe(tmp_path):
     (tmp_path / "tokenizer" / "tokenizer.json").write_text(json.dumps(data))
     _, ok, detail = _cpp_check(tok, tmp_path, ["a good movie", "really great fun", "a bad film"])
     assert ok is False and "differ" in detail
+
+
+def test_lm_head_int8_block_reference_rounds_like_mlas():
+    """The reference for an ONNX LM head run with accuracy_level 4: each block of the head's input
+    rounded to int8 with its own scale max|x| / 127; an all-zero block stays zero; a bad spec is
+    refused naming the manifest field."""
+    import torch
+
+    from calora.train.errors import ArtifactError
+    from calora.validate.references import _int8_block, block_int8
+
+    x = torch.tensor([[0.5, -1.0, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    y = block_int8(x, 4)
+    step = 1.0 / 127
+    assert torch.allclose(y[0, :4], torch.round(x[0, :4] / step) * step) and torch.equal(y[0, 4:], x[0, 4:])
+    assert not torch.equal(y, x) and torch.allclose(block_int8(y, 4), y)  # rounded once, then on the grid
+    small = torch.tensor([[0.5, -1.0, 0.25, 0.0, 0.01, 0.0, 0.0, 0.0]])
+    assert abs(float(block_int8(small, 4)[0, 4]) - 0.01) < 1e-7  # its own block: its own fine scale
+    assert abs(float(block_int8(small, 8)[0, 4]) - 1 / 127) < 1e-7  # one block: 1.0's coarse scale
+    assert _int8_block("int8-block64") == 64
+    with pytest.raises(ArtifactError, match="runtime.lm_head_activations"):
+        _int8_block("int4-block64")

@@ -118,8 +118,11 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
     # activations where it runs float (MatMulNBits int4, Core ML). The task metric is compared with
     # the trained model either way, so the accuracy effect of that choice is measured, not hidden.
     float_acts = runtime_activations(manifest) == "float32" and bool(cfg["compression"]["spec"].get("act_quant"))
-    reference = refs.deployable(task_dir) if float_acts else student
-    ref_label = "PyTorch, trained weights, float activations" if float_acts else "PyTorch compressed model"
+    head_acts = manifest["runtime"].get("lm_head_activations")
+    reference = refs.deployable(task_dir, head_acts) if float_acts else student
+    ref_label = ("PyTorch, trained weights, float activations" + (f" ({head_acts} LM head input, as the runtime)"
+                                                                  if head_acts else "")) \
+        if float_acts else "PyTorch compressed model"
     bare = _bare(reference)
     teacher = refs.teacher(task_dir, cfg)
     n = len(ex.prompts)

@@ -107,10 +107,12 @@ def _generation_rows(report) -> list[str]:
            "|---|---|---|---|---|---|---|---|---|---|"]
     for b, t in rows:
         g, v, sp = t.generation, t.values or {}, t.speed or {}
+        flips = f" ({v['kv_cache_argmax_flips']} of {v['kv_cache_positions']} flipped)" \
+            if "kv_cache_positions" in v else ""
         ppl = " / ".join(f"{t.metrics.get(k, {}).get('perplexity', float('nan')):.3f}"
                          for k in ("teacher", "pytorch_compressed", "artifact"))
         out.append(f"| {b.target} | {b.mode} | {t.task} | {g['identical']:.3f} | {g['token_agreement']:.4f} | "
-                   f"{g['mean_first_divergence']:.1f} | {v.get('kv_cache_max_abs_error', float('nan')):.3g} | {ppl} | "
+                   f"{g['mean_first_divergence']:.1f} | {v.get('kv_cache_max_abs_error', float('nan')):.3g}{flips} | {ppl} | "
                    f"{sp.get('prefill_tokens_per_s', float('nan')):.0f} | {sp.get('decode_tokens_per_s', float('nan')):.1f} |")
     return out
 
