@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from calora.targets import get_target
-from calora.targets.base import ExportJob, TargetResult
+from calora.targets.base import ExportJob, TargetResult, step
 from calora.train.artifacts import write_json
 from calora.train.errors import ConfigError
 from calora.train.outputs import AtomicDir, OutputKind
@@ -110,7 +110,8 @@ def export_bundle(job: ExportJob, target_name: str, out: str | Path, argv: list[
     command = "calora-export " + shlex.join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
     with AtomicDir(Path(out), OutputKind.BUNDLE, "--out", command) as tmp:
-        result = target.export(job, tmp)
+        with step(f"{target_name}: exporting {', '.join(t.name for t in job.tasks)} ({job.mode.value})"):
+            result = target.export(job, tmp)
         manifest = write_bundle_files(tmp, job, target_name, result, command, time.perf_counter() - start)
     return manifest
 

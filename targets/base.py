@@ -9,9 +9,13 @@ stage's job, not the target's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -163,6 +167,16 @@ class Target(Protocol):
     def open(self, bundle: Path, manifest: dict) -> ArtifactRunner:
         """Open an exported bundle in this target's runtime (for `calora-validate`)."""
         ...
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    """One line on stderr when a long export step starts and one when it ends, with its time:
+    lowering a 30-layer decoder takes minutes per program and must not look like a hang."""
+    t0 = time.perf_counter()
+    print(f"[calora] {what} ...", file=sys.stderr, flush=True)
+    yield
+    print(f"[calora] {what}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def manifest_file(bundle: Path, manifest: dict, role: str, task: str | None, suffix: str) -> Path:
