@@ -525,3 +525,26 @@ def test_an_interrupt_inside_the_atomic_steps_strands_nothing(where, monkeypatch
     assert left == ["bundle"], left
     expected = "old.txt" if where == "creating" else "new.txt"  # a finished swap is kept whole
     assert (final / expected).is_file() and len(list(final.glob("*.txt"))) == 1
+
+
+def test_outputs_get_the_users_default_permissions(tmp_path):
+    """mkdtemp's 0700 folder and safetensors' 0600 files would make a bundle unreadable to the
+    other users of a CI runner or an app build: the finished output has the umask's modes."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from calora.train.outputs import AtomicDir, OutputKind
+
+    old = os.umask(0o022)
+    try:
+        with AtomicDir(tmp_path / "bundle", OutputKind.BUNDLE) as tmp:
+            (tmp / "sub").mkdir()
+            save_file({"w": torch.zeros(2)}, str(tmp / "sub" / "adapter.safetensors"))
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    out = tmp_path / "bundle"
+    assert mode(out) == 0o755 and mode(out / "sub") == 0o755
+    assert mode(out / "sub" / "adapter.safetensors") == 0o644

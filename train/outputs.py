@@ -220,6 +220,7 @@ class AtomicDir:
                 raise _write_error(exc, self.flag, self.final) from exc
             return False
         try:
+            _default_permissions(self.tmp)
             with deferred_signals():  # the two renames are one step: never stop between them
                 if self.final.exists():
                     old = Path(tempfile.mkdtemp(dir=self.final.parent,
@@ -234,6 +235,22 @@ class AtomicDir:
             self._discard()
             raise _write_error(exc, self.flag, self.final) from None
         return False
+
+
+def _default_permissions(root: Path) -> None:
+    """mkdtemp makes the folder 0700 and safetensors writes its files 0600; a bundle or task folder
+    is meant to be shared (CI artifacts, an app build run by another user), so give what calora
+    wrote the modes a plain mkdir/open would have under the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            os.chmod(os.path.join(folder, d), 0o777 & ~umask)
+        for f in files:
+            path = os.path.join(folder, f)
+            if not os.path.islink(path):
+                os.chmod(path, (os.stat(path).st_mode & 0o111 | 0o666) & ~umask)
 
 
 @contextmanager
