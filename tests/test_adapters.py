@@ -95,3 +95,31 @@ def test_wrap_is_idempotent(tiny_bert):
     model = load_classifier(tiny_bert, 2, seed=0)
     a = wrap(model, "bert.encoder.layer.0.attention.self.query")
     assert wrap(model, "bert.encoder.layer.0.attention.self.query") is a
+
+
+def test_loftq_init_starts_the_compressed_layer_at_the_best_rank_r_fix(tiny_bert):
+    from calora.train.config import CALoRASettings
+    from calora.train.errors import ConfigError
+    from calora.train.loftq import loftq_init
+
+    teacher = load_classifier(tiny_bert, 2, seed=0)
+    cfg = new_lora_config(["query", "value"], 4, 8.0, 0.0, ["classifier"], tiny_bert)
+    attach_lora(teacher, cfg, None)  # zero-init B: the teacher's own LoRA must not enter the residual
+    torch.nn.init.normal_(next(iter(adapted_layers(teacher).values())).lora_B.weight, std=1.0)
+    student = compress_model(load_classifier(tiny_bert, 2, seed=0), CompressionSpec.parse("int4:g32+sparse:0.5"))
+    attach_lora(student, cfg, None)
+    stats = loftq_init(student, teacher)
+    assert stats["layers"] == 2 and stats["relative_residual_after"] < stats["relative_residual_before"]
+    for name, layer in adapted_layers(student).items():
+        full = adapted_layers(teacher)[name].base_layer.weight
+        residual = full - layer.base_layer.weight
+        fixed = residual - layer.scaling * layer.lora_B.weight @ layer.lora_A.weight
+        u, s, vh = torch.linalg.svd(residual)
+        # Eckart-Young: what is left is exactly the residual's singular values beyond rank 4
+        assert torch.allclose(torch.linalg.norm(fixed), s[4:].norm(), rtol=1e-3)
+    with pytest.raises(ConfigError, match="--no-inherit"):
+        CALoRASettings(loftq=True)
+    shrunk = compress_model(load_classifier(tiny_bert, 2, seed=0), CompressionSpec.parse("heads:0.5"))
+    attach_lora(shrunk, cfg, None)
+    with pytest.raises(ConfigError, match="structured pruning"):
+        loftq_init(shrunk, teacher)

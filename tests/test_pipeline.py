@@ -92,3 +92,12 @@ def test_ablation_switches_change_what_is_trained(tiny_bert, sentiment_csv, tmp_
     assert info_full["recovery_layers"] and not info_plain["recovery_layers"]
     assert info_full["trainable_parameters"] > info_plain["trainable_parameters"]
     assert "inherited_untrained" in info_full and "inherited_untrained" not in info_plain
+
+
+def test_loftq_baseline_trains_from_the_compression_residual(tiny_bert, sentiment_csv, tmp_path):
+    ctx = prepare(_cfg(tiny_bert, sentiment_csv, tmp_path))
+    settings = CALoRASettings(inherit=False, recover=False, distill=False, loftq=True)
+    model, out, info, lora_config = fit_student(ctx, settings)
+    assert settings.label == "loftq" and out["loftq"]["layers"] == len(lora_config.target_modules)
+    assert out["loftq"]["relative_residual_after"] < out["loftq"]["relative_residual_before"]
+    assert run_record(ctx, settings, info, lora_config, 0)["calora"]["loftq"] is True

@@ -2,7 +2,8 @@
 
     python -m calora.train.ablation --task rotten_tomatoes --seeds 0 1 2 --results train/results
 
-Rows: uncompressed + LoRA (teacher), compressed + LoRA from scratch, compressed + inherited LoRA
+Rows: uncompressed + LoRA (teacher), compressed + LoRA from scratch, compressed + LoftQ-initialised
+LoRA (a published stronger baseline, `train/loftq.py`), compressed + inherited LoRA
 untrained, compressed + CA-LoRA, and CA-LoRA with each of inherit / recover / distill off.
 Model choice never looks at the test split: every variant trains for the same fixed schedule.
 Writes ``<results>/ablation_<backbone>_<task>.json`` and ``.md`` with the command, machine, date.
@@ -25,6 +26,7 @@ from .cli import build_parser, config_from_args
 
 VARIANTS = {
     "compressed + LoRA from scratch": dict(inherit=False, recover=False, distill=False),
+    "compressed + LoftQ-initialised LoRA": dict(inherit=False, recover=False, distill=False, loftq=True),
     "compressed + CA-LoRA": dict(inherit=True, recover=True, distill=True),
     "CA-LoRA without inherit": dict(inherit=False, recover=True, distill=True),
     "CA-LoRA without recover": dict(inherit=True, recover=False, distill=True),
@@ -87,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.setdefault("compressed + inherited LoRA, untrained", [out["inherited_untrained"]])
             print(f"[ablation] {name} seed {seed}: " + ", ".join(
                 f"{h} {_value(out['student'], split, key, pct)}" for h, split, key, pct in columns), flush=True)
-    order = ["uncompressed + LoRA (teacher)", "compressed + LoRA from scratch",
-             "compressed + inherited LoRA, untrained", *[v for v in VARIANTS if v != "compressed + LoRA from scratch"]]
+    order = ["uncompressed + LoRA (teacher)", "compressed + LoRA from scratch", "compressed + LoftQ-initialised LoRA",
+             "compressed + inherited LoRA, untrained", *[v for v in VARIANTS if v not in ("compressed + LoRA from scratch",
+                                                           "compressed + LoftQ-initialised LoRA")]]
     command = "python -m calora.train.ablation " + shlex.join(argv if argv is not None else sys.argv[1:])
     table = ["| model | " + " | ".join(h for h, *_ in columns) + " | runs |", "|---|" + "---|" * (len(columns) + 1)]
     for name in order:

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--no-inherit", action="store_true", help="ablation: start LoRA from scratch")
     ca.add_argument("--no-recover", action="store_true", help="ablation: no recovery modules")
     ca.add_argument("--no-distill", action="store_true", help="ablation: task loss only")
+    ca.add_argument("--loftq", action="store_true",
+                    help="baseline: initialise the fresh LoRA (needs --no-inherit) from the rank-r SVD of the "
+                         "compression residual W - C(W), LoftQ's one-step init for a fixed compressed backbone")
     ca.add_argument("--recovery-rank", type=int, default=_C.recovery_rank)
     ca.add_argument("--recovery-activation", default=_C.recovery_activation.value, choices=[a.value for a in Activation])
     ca.add_argument("--recovery-targets", nargs="+", help="layer name suffixes (default: every compressed linear)")
@@ -122,7 +125,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         overwrite=args.overwrite, restart=args.restart,
         lora=LoraSettings(args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets),
         calora=CALoRASettings(inherit=not args.no_inherit, recover=not args.no_recover, distill=not args.no_distill,
-                              recovery_rank=args.recovery_rank, recovery_activation=args.recovery_activation,
+                              loftq=args.loftq, recovery_rank=args.recovery_rank, recovery_activation=args.recovery_activation,
                               recovery_targets=args.recovery_targets, distill_alpha=args.distill_alpha,
                               distill_logits=args.distill_logits, teacher_outputs=args.teacher_outputs,
                               kl_temperature=args.kl_temperature, distill_hidden=args.distill_hidden),

@@ -91,6 +91,8 @@ class CALoRASettings:
     inherit: bool = True
     recover: bool = True
     distill: bool = True
+    # Baseline, not CA-LoRA: a fresh LoRA initialised LoftQ-style from the compression residual.
+    loftq: bool = False
     recovery_rank: int = _arg(8, "--recovery-rank")
     recovery_activation: Activation = _arg(Activation.GELU, "--recovery-activation")
     recovery_targets: tuple[str, ...] | None = _arg(None, "--recovery-targets")  # None: every compressed linear
@@ -108,10 +110,13 @@ class CALoRASettings:
         _number(self, "kl_temperature", low=0, high=100)
         if self.recovery_targets is not None:
             object.__setattr__(self, "recovery_targets", tuple(self.recovery_targets))
+        if self.loftq and self.inherit:
+            raise ConfigError("--loftq initialises a fresh LoRA from the compression residual; it cannot also inherit "
+                              "the teacher's LoRA: add --no-inherit")
 
     @property
     def label(self) -> str:
-        on = [n for n in ("inherit", "recover", "distill") if getattr(self, n)]
+        on = [n for n in ("inherit", "recover", "distill", "loftq") if getattr(self, n)]
         return "+".join(on) if on else "lora-from-scratch"
 
 

@@ -20,6 +20,7 @@ from .errors import AdapterMismatchError, ConfigError, OutputPathError
 from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
 from .peft_io import LoraAdapter, attach_lora, copy_lora_dir, new_lora_config, read_lora_dir, write_lora_dir
 from .kinds import KindName, TaskKind, get_kind
+from .loftq import loftq_init
 from .tasks import TaskData
 from .trainer import fit
 
@@ -235,6 +236,8 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int,
                                       ctx.kind.peft_task_type)
         torch.manual_seed(seed)
         attach_lora(model, lora_config, None)
+        if settings.loftq:
+            info["loftq"] = loftq_init(model, ctx.teacher)
     if settings.recover:
         torch.manual_seed(seed + 2)
         attach_recovery(model, recovery_layers, settings.recovery_rank, settings.recovery_activation)
@@ -260,6 +263,7 @@ def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None,
     out = {"student": scores, "train_seconds": round(result.seconds, 1), "train_steps": result.steps,
            "resumed_from_step": result.resumed_from_step,
            "inherited_untrained": info.get("inherited_untrained"), "teacher": ctx.teacher_metrics,
+           "loftq": info.get("loftq"),
            "compression": {"fingerprint": info["fingerprint"], "size": info["size"]}}
     info["seed"] = seed
     return model, out, info, lora_config
@@ -293,7 +297,7 @@ def run_record(ctx: Context, settings: CALoRASettings, info: dict, lora_config, 
         "recovery": ({"rank": settings.recovery_rank, "activation": settings.recovery_activation.value,
                       "layers": info["recovery_layers"]} if settings.recover else None),
         "calora": cfg.to_dict()["calora"] | {"inherit": settings.inherit, "recover": settings.recover,
-                                             "distill": settings.distill},
+                                             "distill": settings.distill, "loftq": settings.loftq},
         "train": dataclasses.asdict(cfg.train) | {"seed": seed, "mixed_precision": cfg.train.mixed_precision.value},
         "teacher": {"imported_from": cfg.teacher, "dir": str(ctx.task_dir / "teacher"),
                     "files_sha256": _teacher_hashes(ctx.task_dir / "teacher")},

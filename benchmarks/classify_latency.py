@@ -1,0 +1,235 @@
+"""Batch-1 latency, file size and accuracy of classification artifacts against what a user would
+ship instead.
+
+Configurations (each one timed in its own process, the processes interleaved round by round):
+
+- ``pytorch-fp32``: the uncompressed backbone with the teacher LoRA merged, PyTorch eager fp32;
+- ``alternative-ort-int8``: that merged model exported to ONNX and int8-quantized with
+  onnxruntime's ``quantize_dynamic`` (the obvious do-it-yourself route), on ONNX Runtime;
+- every calora bundle given with ``--bundles`` (baked and swappable, any target but Core ML on
+  Linux), through the same runner ``calora-validate`` uses, so what is timed is what is validated.
+
+Inputs are real test-split texts of the task, tokenized and padded to ``--length`` tokens, batch 1.
+Each round starts one process per configuration; it loads the artifact, warms up, then times
+``--examples`` single-example runs. Reported: the median over rounds of each round's median, and
+ratios against ``alternative-ort-int8`` and ``pytorch-fp32`` computed from those medians. Accuracy
+is measured on the whole test split (padded to ``--length``) once per configuration.
+
+    python -m benchmarks.classify_latency --runs calora_runs --task rotten_tomatoes \\
+        --bundles bundles/onnx-baked bundles/onnx-swappable --out benchmarks/results/classify.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ALT = "alternative-ort-int8"
+EAGER = "pytorch-fp32"
+
+
+# ---- the alternative: merged fp32 model, ONNX, quantize_dynamic ---------------------------------------
+def _merged_teacher(task_dir: Path, cfg: dict):
+    """The teacher LoRA merged into the uncompressed backbone's weights (W + s * B A): a plain model."""
+    import torch
+
+    from calora.train.adapters import adapted_layers
+    from calora.validate.references import References
+
+    model = References().teacher(task_dir, cfg)
+    if isinstance(model, str):
+        raise SystemExit(model)
+    with torch.no_grad():
+        for name, layer in adapted_layers(model).items():
+            base = layer.base_layer
+            base.weight += layer.scaling * (layer.lora_B.weight @ layer.lora_A.weight)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, base)
+    return model.eval()
+
+
+def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int) -> dict[str, Path]:
+    """fp32 ONNX of the merged teacher and its quantize_dynamic int8 form (what a user would do)."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from calora.export.graph import Baked
+
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = work / "merged_fp32.onnx", work / "merged_int8.onnx"
+    if not int8.is_file():
+        model = Baked(_merged_teacher(task_dir, cfg))
+        ids = torch.ones(1, length, dtype=torch.long)
+        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(fp32), input_names=["input_ids", "attention_mask"],
+                          output_names=["logits"], dynamo=True, external_data=False,
+                          dynamic_shapes=({0: "batch", 1: "sequence"}, {0: "batch", 1: "sequence"}))
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    return {"fp32": fp32, "int8": int8}
+
+
+# ---- one configuration, in its own process ------------------------------------------------------------
+def _predict_fn(kind: str, path: str, task: str, task_dir: str):
+    """f(ids, mask) -> logits for one configuration."""
+    if kind == "ort":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return lambda ids, mask: sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+    if kind == "eager":
+        import torch
+
+        from calora.train.artifacts import read_json
+
+        model = _merged_teacher(Path(task_dir), read_json(Path(task_dir) / "calora_config.json"))
+
+        def run(ids, mask):
+            with torch.no_grad():
+                return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+        return run
+    from calora.export.manifest import read_manifest
+    from calora.targets import get_target
+
+    bundle = Path(path)
+    runner = get_target(read_manifest(bundle)["target"]).open(bundle, read_manifest(bundle))
+    return lambda ids, mask: runner.logits(task, ids, mask)
+
+
+def worker(args) -> int:
+    data = np.load(args.inputs)
+    ids, mask = data["ids"], data["mask"]
+    t0 = time.perf_counter()
+    f = _predict_fn(args.kind, args.path, args.task, args.task_dir)
+    f(ids[:1], mask[:1])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    out: dict = {"load_ms": load_ms}
+    if args.accuracy:
+        logits = np.concatenate([f(ids[i:i + 64], mask[i:i + 64]) for i in range(0, len(ids), 64)])
+        out["accuracy"] = float((logits.argmax(-1) == data["labels"]).mean())
+    for i in range(3):  # warm-up
+        f(ids[i:i + 1], mask[i:i + 1])
+    times = []
+    for i in range(args.examples):
+        j = i % len(ids)
+        t = time.perf_counter()
+        f(ids[j:j + 1], mask[j:j + 1])
+        times.append((time.perf_counter() - t) * 1e3)
+    out["median_ms"] = statistics.median(times)
+    try:
+        import resource
+
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except ImportError:
+        pass
+    print("RESULT " + json.dumps(out), flush=True)
+    return 0
+
+
+# ---- driver -------------------------------------------------------------------------------------------
+def _bundle_configs(bundles: list[Path], task: str) -> list[dict]:
+    from calora.export.manifest import read_manifest
+
+    out = []
+    for b in bundles:
+        m = read_manifest(b)
+        files = m["files"]
+        size = sum(f["bytes"] for f in files if f["role"] in ("model", "backbone") and f.get("task") in (None, task)
+                   and not f["path"].endswith(".onnx"))
+        adapter = sum(f["bytes"] for f in files if f["role"] == "adapter" and f.get("task") == task)
+        out.append({"name": f"calora {m['target']} {m['mode']}", "kind": "bundle", "path": str(b),
+                    "bytes": size, "adapter_bytes": adapter})
+    return out
+
+
+def _run(cfg: dict, args, inputs: Path, accuracy: bool) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.classify_latency", "--worker", "--kind", cfg["kind"], "--path", cfg["path"],
+           "--task", args.task, "--task-dir", str(args.task_dir), "--inputs", str(inputs),
+           "--examples", str(args.examples)] + (["--accuracy"] if accuracy else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if done.returncode or line is None:
+        raise SystemExit(f"{cfg['name']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--kind", help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+    ap.add_argument("--task-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--inputs", help=argparse.SUPPRESS)
+    ap.add_argument("--accuracy", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--runs", default="calora_runs")
+    ap.add_argument("--task", default="rotten_tomatoes")
+    ap.add_argument("--bundles", nargs="*", type=Path, default=[])
+    ap.add_argument("--length", type=int, default=64)
+    ap.add_argument("--examples", type=int, default=100, help="timed single-example runs per process")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--work", type=Path, default=Path("benchmarks/.work"), help="folder for the alternative's models")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    from calora.train.artifacts import read_json
+    from calora.train.backbones import load_tokenizer
+    from calora.validate.references import encode, eval_data
+
+    args.task_dir = Path(args.runs) / args.task / "calora"
+    cfg = read_json(args.task_dir / "calora_config.json")
+    data = eval_data(args.task, cfg, None, None)
+    ids, mask = encode(load_tokenizer(cfg["backbone"]["source"]), list(data.texts), args.length)
+    names = list(cfg["task"]["label_names"])
+    labels = np.array([names.index(lab) for lab in data.labels])
+    args.work.mkdir(parents=True, exist_ok=True)
+    inputs = args.work / f"{args.task}_{args.length}.npz"
+    np.savez(inputs, ids=ids, mask=mask, labels=labels)
+    alt = build_alternative(args.task_dir, cfg, args.work / args.task, args.length)
+    configs = [{"name": EAGER, "kind": "eager", "path": "", "bytes": alt["fp32"].stat().st_size, "adapter_bytes": 0},
+               {"name": ALT, "kind": "ort", "path": str(alt["int8"]), "bytes": alt["int8"].stat().st_size,
+                "adapter_bytes": 0}, *_bundle_configs(args.bundles, args.task)]
+    results: dict[str, dict] = {c["name"]: {"rounds_ms": [], "load_ms": [], "peak_rss_mb": []} for c in configs}
+    for r in range(args.rounds):
+        for c in configs:  # interleaved: every configuration once per round
+            out = _run(c, args, inputs, accuracy=r == 0)
+            res = results[c["name"]]
+            res["rounds_ms"].append(out["median_ms"])
+            res["load_ms"].append(out["load_ms"])
+            res["peak_rss_mb"].append(out.get("peak_rss_mb"))
+            if "accuracy" in out:
+                res["accuracy"] = out["accuracy"]
+            print(f"round {r + 1}/{args.rounds} {c['name']:<28} {out['median_ms']:7.2f} ms", flush=True)
+    med = {n: statistics.median(v["rounds_ms"]) for n, v in results.items()}
+    rows = [{"config": c["name"], "median_ms": med[c["name"]], "x_alternative": med[c["name"]] / med[ALT],
+             "x_eager": med[c["name"]] / med[EAGER], "accuracy": results[c["name"]].get("accuracy"),
+             "model_bytes": c["bytes"], "adapter_bytes": c["adapter_bytes"],
+             "load_ms": statistics.median(results[c["name"]]["load_ms"]),
+             "peak_rss_mb": max(x for x in results[c["name"]]["peak_rss_mb"] if x is not None),
+             "rounds_ms": results[c["name"]]["rounds_ms"]} for c in configs]
+    record = {"command": "python -m benchmarks.classify_latency " + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "machine": f"{platform.machine()} {platform.processor() or ''} x{os.cpu_count()} cores".strip(),
+              "task": args.task, "test_examples": len(ids), "length": args.length, "batch": 1,
+              "examples_per_process": args.examples, "rounds": args.rounds, "rows": rows}
+    print(f"\n{'config':<28} {'median ms':>9} {'x alt':>6} {'x eager':>7} {'acc':>6} {'MB':>7} {'adapter MB':>10}")
+    for row in rows:
+        acc = f"{100 * row['accuracy']:.1f}" if row["accuracy"] is not None else "-"
+        print(f"{row['config']:<28} {row['median_ms']:9.2f} {row['x_alternative']:6.2f} {row['x_eager']:7.2f} "
+              f"{acc:>6} {row['model_bytes'] / 1e6:7.2f} {row['adapter_bytes'] / 1e6:10.2f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
