@@ -39,6 +39,12 @@ from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, Ten
 from calora.train.errors import ConfigError
 
 OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo exporter and ORT 1.32 both handle
+#: MatMulNBits accuracy_level for the int4 backbone linears. 4 = int8 activations: MLAS quantizes each
+#: block of `group` input values to int8 (scale max|x| / 127) and runs integer dot products. With the
+#: default (float activations) MLAS de-quantizes the weights on every call, which made the int4 .ort
+#: slower than an int8 quantize_dynamic model of the uncompressed network (benchmarks/README.md).
+#: The trained model already simulates int8 activations (per token), so parity holds either way.
+INT4_ACCURACY_LEVEL = 4
 
 
 def deploy_format(spec: Any) -> tuple[str, int | None]:
@@ -163,8 +169,10 @@ class OnnxTarget:
         else:
             notes.append("Embeddings are stored as float32 (the spec does not quantize them).")
         if fmt == "int4":
-            notes.append("Activations are float32 in MatMulNBits (accuracy_level unset): the trained model "
-                         "simulated int8 dynamic activations, a small source of the smoke logit error.")
+            notes.append(f"MatMulNBits runs with accuracy_level {INT4_ACCURACY_LEVEL}: ONNX Runtime quantizes each "
+                         f"block of {group} activations to int8 and multiplies in integers (the trained model "
+                         "simulated per-token int8 activations; the difference is a small source of the smoke "
+                         "logit error).")
         if not info.get("dynamic_sequence", True):
             notes.append(f"Sequence length is fixed at {job.max_length}: the dynamic-sequence export failed "
                          f"({info.get('dynamic_error')}); pad inputs to max_length.")
@@ -180,7 +188,8 @@ class OnnxTarget:
             files=files,
             inputs=[TensorSpec(n, "int64", ("batch", seq_dim)) for n in INPUT_NAMES],
             outputs=[TensorSpec(OUTPUT_NAMES[0], "float32", ("batch", num_labels))],
-            runtime={"name": "onnxruntime", "version": ort.__version__},
+            runtime={"name": "onnxruntime", "version": ort.__version__,
+                     **({"backbone_activations": f"int8-block{group}"} if fmt == "int4" else {})},
             weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
 
 
@@ -412,7 +421,8 @@ def _run_quantizer(proto, backbone: dict, others: list[str], trained, fmt: str, 
     if fmt == "int4":
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        q = MatMulNBitsQuantizer(proto, bits=4, block_size=group, is_symmetric=True, nodes_to_exclude=others)
+        q = MatMulNBitsQuantizer(proto, bits=4, block_size=group, is_symmetric=True, nodes_to_exclude=others,
+                                 accuracy_level=INT4_ACCURACY_LEVEL)
         q.process()
         proto = q.model.model
         _use_trained_int4_codes(proto, backbone, trained, group)

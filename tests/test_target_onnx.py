@@ -93,6 +93,12 @@ def test_baked_backbone_int4_and_adapters_float(baked):
     m, floats = _float_inits(out / "onnx/toy_a.onnx")
     ops = [n.op_type for n in m.graph.node]
     assert ops.count("MatMulNBits") == len(backbone_linears(model)) == 7
+    from onnx import helper
+
+    # int8 activations in the int4 kernels (the fast MLAS path), and the manifest says so
+    levels = {helper.get_attribute_value(a) for n in m.graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "accuracy_level"}
+    assert levels == {4} and r.runtime["backbone_activations"] == "int8-block32"
     for name in backbone_linears(model):  # no float copy of a backbone weight is left behind
         assert not _contains(floats, model.get_submodule(name).weight.numpy())
     tensors = adapter_tensors(model)

@@ -1,0 +1,142 @@
+"""PNG figures for docs/RESULTS.md, drawn from committed results files (never from fresh numbers).
+
+Each figure carries, under its plot, the command, machine and date of the run that produced the
+numbers, read from the results file itself.
+
+    python -m benchmarks.plots --out docs/figures \\
+        --ablation train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8.json \\
+        --latency benchmarks/results/classify_latency_minilm_rt_cpu.json \\
+        --decode benchmarks/results/gen_decode_smollm2_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import textwrap
+from pathlib import Path
+
+
+def _figure(width: float = 8.0, height: float = 4.2):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a CI host
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(width, height))
+
+
+def _footer(fig, record: dict) -> None:
+    when = record.get("date") or record.get("started", "")
+    text = f"{record.get('command', '')}\n{record.get('machine', '')}, {when}"
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(text, 150)), fontsize=6, va="bottom", color="0.35")
+
+
+def _test_values(metrics, key: str) -> list[float]:
+    """Test-split values of one row: the current format (a list of metric dicts per row) and the
+    first ablation files' format (a dict of per-seed lists)."""
+    if isinstance(metrics, dict):
+        return [float(v) for v in metrics.get("test", [])]
+    return [float(m["test"][key]) for m in metrics if m.get("test", {}).get(key) is not None]
+
+
+def ablation(path: Path, out: Path) -> Path:
+    record = json.loads(path.read_text())
+    kind = record.get("config", {}).get("kind", "classify")
+    key = "exact_match" if kind == "generate" else "accuracy"
+    names, means, errs = [], [], []
+    for name, metrics in record["rows"].items():
+        vals = _test_values(metrics, key)
+        if vals:
+            names.append(name)
+            means.append(100 * statistics.mean(vals))
+            errs.append(100 * statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    plt, fig, ax = _figure()
+    ax.barh(names[::-1], means[::-1], xerr=errs[::-1], color="#4c72b0")
+    for i, m in enumerate(means[::-1]):
+        ax.text(m + 0.3, i, f"{m:.1f}", va="center", fontsize=8)
+    lo = min(means) - 5
+    ax.set_xlim(max(0, lo), max(means) + 3)
+    cfg = record.get("config", {})
+    ax.set_xlabel(f"test {key.replace('_', ' ')} (%), mean ± std over seeds")
+    spec = cfg.get("compression")
+    if isinstance(spec, dict):
+        from calora.train.spec import CompressionSpec
+
+        spec = str(CompressionSpec.from_dict(spec))
+    ax.set_title(f"{cfg.get('backbone', '')} on {cfg.get('task', '')}, compression {spec}", fontsize=10)
+    ax.tick_params(axis="y", labelsize=8)
+    fig.subplots_adjust(left=0.36, bottom=0.2)
+    _footer(fig, record)
+    dest = out / f"{path.stem}.png"
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
+def latency(path: Path, out: Path) -> Path:
+    record = json.loads(path.read_text())
+    rows = record["rows"]
+    plt = _figure()[0]
+    plt.close("all")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4))
+    names = [r["config"] for r in rows][::-1]
+    ax1.barh(names, [r["median_ms"] for r in rows][::-1], color="#dd8452")
+    for i, r in enumerate(rows[::-1]):
+        acc = f", acc {100 * r['accuracy']:.1f}%" if r.get("accuracy") is not None else ""
+        ax1.text(r["median_ms"], i, f" {r['median_ms']:.2f} ms ({r['x_alternative']:.2f}x alt){acc}", va="center",
+                 fontsize=7)
+    ax1.set_xlabel(f"median latency per example, batch 1, {record['length']} tokens (ms)")
+    ax1.set_xlim(0, max(r["median_ms"] for r in rows) * 1.9)
+    ax2.barh(names, [r["model_bytes"] / 1e6 for r in rows][::-1], color="#55a868", label="model / backbone")
+    ax2.barh(names, [r["adapter_bytes"] / 1e6 for r in rows][::-1], left=[r["model_bytes"] / 1e6 for r in rows][::-1],
+             color="#c44e52", label="per-task adapter")
+    ax2.set_xlabel("file size (MB)")
+    ax2.set_yticklabels([])
+    ax2.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{record['task']}: latency and size per artifact", fontsize=10)
+    fig.subplots_adjust(left=0.2, bottom=0.22, wspace=0.05)
+    _footer(fig, record)
+    dest = out / f"{path.stem}.png"
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
+def decode(path: Path, out: Path) -> Path:
+    record = json.loads(path.read_text())
+    rows = record["rows"]
+    plt, fig, ax = _figure()
+    names = [f"{r['runtime']}: {r['variant']}" for r in rows][::-1]
+    ax.barh(names, [r["decode_tokens_per_s"] for r in rows][::-1], color="#8172b3")
+    for i, r in enumerate(rows[::-1]):
+        ax.text(r["decode_tokens_per_s"], i, f" {r['decode_tokens_per_s']:.1f}", va="center", fontsize=8)
+    ax.set_xlim(0, max(r["decode_tokens_per_s"] for r in rows) * 1.15)
+    ax.set_xlabel(f"decode tokens/s (median, batch 1, greedy, {record['new_tokens']} new tokens)")
+    ax.set_title(f"{record['task']}: generation speed per runtime", fontsize=10)
+    ax.tick_params(axis="y", labelsize=8)
+    fig.subplots_adjust(left=0.4, bottom=0.2)
+    _footer(fig, record)
+    dest = out / f"{path.stem}.png"
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("docs/figures"))
+    ap.add_argument("--ablation", nargs="*", type=Path, default=[])
+    ap.add_argument("--latency", nargs="*", type=Path, default=[])
+    ap.add_argument("--decode", nargs="*", type=Path, default=[])
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for fn, paths in ((ablation, args.ablation), (latency, args.latency), (decode, args.decode)):
+        for p in paths:
+            print(fn(p, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
