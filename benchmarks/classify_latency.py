@@ -76,6 +76,34 @@ def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int) -> dic
     return {"fp32": fp32, "int8": int8}
 
 
+def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
+    """The bundle's baked .onnx for `task` with every MatMulNBits at accuracy_level 0 (float
+    activations, what calora exported before it set level 4), converted to .ort: the before/after
+    of that change, measured side by side."""
+    import onnx
+    from onnx import helper
+
+    from calora.export.manifest import read_manifest
+    from calora.targets.onnx import _to_ort
+
+    m = read_manifest(bundle)
+    if m["target"] != "onnx" or m["mode"] != "baked":
+        return None
+    src = next(bundle / f["path"] for f in m["files"] if f["task"] == task and f["path"].endswith(".onnx"))
+    dest = work / f"{bundle.name}_{task}_level0.ort"
+    if not dest.is_file():
+        proto = onnx.load_model(str(src))
+        for node in proto.graph.node:
+            if node.op_type == "MatMulNBits":
+                kept = [a for a in node.attribute if a.name != "accuracy_level"]
+                del node.attribute[:]
+                node.attribute.extend(kept + [helper.make_attribute("accuracy_level", 0)])
+        tmp = work / f"{bundle.name}_{task}_level0.onnx"
+        onnx.save_model(proto, str(tmp))
+        _to_ort(tmp, dest)
+    return dest
+
+
 # ---- one configuration, in its own process ------------------------------------------------------------
 def _predict_fn(kind: str, path: str, task: str, task_dir: str):
     """f(ids, mask) -> logits for one configuration."""
@@ -174,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--examples", type=int, default=100, help="timed single-example runs per process")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--onnx-float-activations", action="store_true",
+                    help="also time each ONNX baked bundle's model with MatMulNBits at accuracy_level 0")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/.work"), help="folder for the alternative's models")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -197,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     configs = [{"name": EAGER, "kind": "eager", "path": "", "bytes": alt["fp32"].stat().st_size, "adapter_bytes": 0},
                {"name": ALT, "kind": "ort", "path": str(alt["int8"]), "bytes": alt["int8"].stat().st_size,
                 "adapter_bytes": 0}, *_bundle_configs(args.bundles, args.task)]
+    if args.onnx_float_activations:
+        for b in args.bundles:
+            path = float_activation_copy(b, args.task, args.work)
+            if path is not None:
+                configs.append({"name": "calora onnx baked, float activations", "kind": "ort", "path": str(path),
+                                "bytes": path.stat().st_size, "adapter_bytes": 0})
     results: dict[str, dict] = {c["name"]: {"rounds_ms": [], "load_ms": [], "peak_rss_mb": []} for c in configs}
     for r in range(args.rounds):
         for c in configs:  # interleaved: every configuration once per round

@@ -44,6 +44,8 @@ OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo expor
 #: default (float activations) MLAS de-quantizes the weights on every call, which made the int4 .ort
 #: slower than an int8 quantize_dynamic model of the uncompressed network (benchmarks/README.md).
 #: The trained model already simulates int8 activations (per token), so parity holds either way.
+#: Classification graphs only: the generative body keeps float activations (its validation reference
+#: is float there), only its LM head runs at level 4 (onnx_graph_gen.py).
 INT4_ACCURACY_LEVEL = 4
 
 
@@ -108,7 +110,7 @@ class OnnxTarget:
             for task in job.tasks:
                 model = deployable(task.model)
                 proto, info = _export(Baked(model), (ids, mask), list(INPUT_NAMES), job.max_length, model)
-                proto, err, kept = _quantize(proto, model, task.model, fmt, group)
+                proto, err, kept = _quantize(proto, model, task.model, fmt, group, accuracy_level=INT4_ACCURACY_LEVEL)
                 merge_error(err)
                 merge_error(_int8_embedding(proto, task.model))
                 onnx_path, ort_path = onnx_dir / f"{task.name}.onnx", onnx_dir / f"{task.name}.ort"
@@ -129,7 +131,8 @@ class OnnxTarget:
             args = (ids, mask, *[example[n] for n in names])
             proto, info = _export(Swappable(model, names), args, [*INPUT_NAMES, *names], job.max_length, model)
             _adapters_as_defaulted_inputs(proto, names)
-            proto, err, kept = _quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
+            proto, err, kept = _quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names),
+                                         accuracy_level=INT4_ACCURACY_LEVEL)
             merge_error(err)
             merge_error(_int8_embedding(proto, first.model))
             onnx_path, ort_path = onnx_dir / "backbone.onnx", onnx_dir / "backbone.ort"
@@ -338,8 +341,9 @@ def _int8_embedding(proto, trained: torch.nn.Module) -> dict[str, float]:
 
 
 def _quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,
-              adapter_inputs: set[str] = frozenset()):
-    """Find the backbone MatMuls, quantize only them per `fmt`; returns (proto, weight_error, kept-float text)."""
+              adapter_inputs: set[str] = frozenset(), accuracy_level: int | None = None):
+    """Find the backbone MatMuls, quantize only them per `fmt`; returns (proto, weight_error, kept-float text).
+    `accuracy_level`: MatMulNBits' activation precision for int4 (None: float activations)."""
     from onnx import helper, numpy_helper
 
     graph = proto.graph
@@ -395,7 +399,7 @@ def _quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str,
     trained_w = {lin: model.get_submodule(lin).weight.detach().float().numpy() for lin, _ in backbone.values()}
 
     with _quiet():
-        proto = _run_quantizer(proto, backbone, others, trained, fmt, group)
+        proto = _run_quantizer(proto, backbone, others, trained, fmt, group, accuracy_level)
     err = _stored_weight_error(proto, backbone, trained_w, fmt)
     proto.producer_name = "calora"
     return proto, {"backbone_linear_max_abs": err}, kept
@@ -415,14 +419,15 @@ def _quiet():
         logging.disable(before)
 
 
-def _run_quantizer(proto, backbone: dict, others: list[str], trained, fmt: str, group: int | None):
+def _run_quantizer(proto, backbone: dict, others: list[str], trained, fmt: str, group: int | None,
+                   accuracy_level: int | None = None):
     import onnx
 
     if fmt == "int4":
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         q = MatMulNBitsQuantizer(proto, bits=4, block_size=group, is_symmetric=True, nodes_to_exclude=others,
-                                 accuracy_level=INT4_ACCURACY_LEVEL)
+                                 accuracy_level=accuracy_level)
         q.process()
         proto = q.model.model
         _use_trained_int4_codes(proto, backbone, trained, group)

@@ -55,7 +55,8 @@ def export_graph(model: torch.nn.Module, shape: DecoderShape, adapter: dict[str,
 
 def quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,
              adapter_inputs: set[str] = frozenset()):
-    """Backbone linears as for classification (`onnx._quantize`), then the embedding table."""
+    """Backbone linears as for classification (`onnx._quantize`, float activations: the validation
+    reference of the decoder body is float), then the embedding table."""
     proto, err, kept = _quantize(proto, model, trained, fmt, group, adapter_inputs=adapter_inputs)
     err |= tied_int8_table(proto, trained)
     return proto, err, kept
