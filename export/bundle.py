@@ -107,6 +107,11 @@ def export_bundle(job: ExportJob, target_name: str, out: str | Path, argv: list[
     if job.mode not in target.modes:
         raise ConfigError(f"--mode {job.mode.value}: target {target_name} supports "
                           f"{', '.join(sorted(m.value for m in target.modes))}")
+    if job.kind == "generate" and job.spec.embeddings.bits == 4:
+        # The tied LM head reads the embedding table; every generative target stores it 8-bit.
+        raise ConfigError(f"the tasks were trained with --compression {job.spec} (int4 embeddings): generative "
+                          "exports support emb:int8 only (the tied LM head is an 8-bit table in every target); "
+                          "retrain with emb:int8")
     command = "calora-export " + shlex.join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
     with AtomicDir(Path(out), OutputKind.BUNDLE, "--out", command) as tmp:

@@ -69,7 +69,7 @@ def _weights(model: torch.nn.Module, dep: torch.nn.Module, spec) -> list[QuantWe
                     raise ConfigError(f"coreml: {name} has in_features={w.shape[1]}, not divisible by group {group}")
                 codes, scale = quantize_weight(w, bits, group)
             out.append(QuantWeight(name, w.numpy().copy(), codes.numpy().astype(np.int8), scale.float().numpy().copy()))
-    if spec.embeddings == EmbeddingQuant.INT8:
+    if spec.embeddings != EmbeddingQuant.NONE:
         for name, mod in model.named_modules():
             if isinstance(mod, QuantEmbedding):
                 out.append(QuantWeight(name, mod.weight.detach().float().numpy().copy(),
@@ -252,6 +252,9 @@ class CoreMLTarget:
                          "constexpr_sparse_blockwise_shift_scale + constexpr_sparse_to_dense, joint compression).")
         if job.spec.embeddings == EmbeddingQuant.INT8:
             notes.append("The token embedding table is stored int8 per row with the trained codes and scales.")
+        elif job.spec.embeddings == EmbeddingQuant.INT4:
+            notes.append(f"The token embedding table is stored int4 with the trained codes and one scale per "
+                         f"{job.spec.embeddings.group_size} values (constexpr_blockwise_shift_scale).")
         tasks = list(job.tasks)
         with tempfile.TemporaryDirectory(prefix="calora-coreml-") as tmp:
             tmp = Path(tmp)

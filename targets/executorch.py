@@ -103,7 +103,7 @@ class ExecuTorchTarget:
                    for n in names), default=0.0)
         weight_error = {"backbone_linear_max_abs": err}
 
-        if spec.embeddings == EmbeddingQuant.INT8:
+        if spec.embeddings != EmbeddingQuant.NONE:
             emb_name = next((n for n, m in trained.named_modules()
                              if n.endswith(_EMBEDDING) and isinstance(m, QuantEmbedding)), None)
             if emb_name is not None:
@@ -114,14 +114,16 @@ class ExecuTorchTarget:
                 # padding_idx only affects gradients; with it the traced aten.embedding carries an
                 # extra argument and ExecuTorch's embedding_byte fusion pattern does not match.
                 model.get_submodule(emb_name).padding_idx = None
-                quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+                int4 = src.bits == 4
+                quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4 if int4 else torch.int8,
+                                                      granularity=PerGroup(src.group_size) if int4 else PerAxis(0)),
                           filter_fn=lambda mod, fqn: fqn == emb_name)
                 w = model.get_submodule(emb_name).weight
                 w.qdata = src.codes.detach().clone().to(torch.int8).contiguous()
                 w.scale = src.scale.detach().clone().to(w.scale.dtype).reshape(w.scale.shape).contiguous()
                 w.zero_point = torch.zeros_like(w.zero_point)
                 weight_error["embedding_max_abs"] = float((w.dequantize().float() - before).abs().max())
-                info["embedding"] = "int8 per-row"
+                info["embedding"] = f"int4 group {src.group_size}" if int4 else "int8 per-row"
                 info["embedding_name"] = emb_name
         return model, weight_error, info
 
@@ -248,10 +250,12 @@ class ExecuTorchTarget:
                          "it also needs a re-export to add a task.")
             del program
         if info.get("embedding") == "float32" and _wants_int8_embedding(job.spec):
-            notes.append("spec asks for int8 embeddings but no trained QuantEmbedding was found: embeddings float32")
-        elif info.get("embedding") == "int8 per-row":
-            notes.append("Token embedding stored int8 per-row (trained codes and scales) and run by the portable "
-                         "quantized_decomposed::embedding_byte kernel; position/type embeddings stay float32. A native app must "
+            notes.append("spec asks for quantized embeddings but no trained QuantEmbedding was found: embeddings "
+                         "float32")
+        elif info.get("embedding") != "float32":
+            kernel = "embedding_4bit" if info["embedding"].startswith("int4") else "embedding_byte"
+            notes.append(f"Token embedding stored {info['embedding']} (trained codes and scales) and run by the "
+                         f"portable quantized_decomposed::{kernel} kernel; position/type embeddings stay float32. A native app must "
                          "link ExecuTorch's quantized kernels (quantized_ops_lib) besides XNNPACK and the portable "
                          "kernels; in Python, `import executorch.kernels.quantized` before loading.")
         notes.append(f"Backbone linears: {info['format']}"
@@ -269,9 +273,10 @@ class ExecuTorchTarget:
 # ---- helpers ----------------------------------------------------------------------------------
 
 def _wants_int8_embedding(spec) -> bool:
+    """The spec quantizes the token embeddings (int8 or int4; the name predates int4)."""
     from calora.train.spec import EmbeddingQuant
 
-    return spec.embeddings == EmbeddingQuant.INT8
+    return spec.embeddings != EmbeddingQuant.NONE
 
 
 def write_adapter(path: Path, tensors: dict, names: list[str], task: str, label_names, backbone_fingerprint: str) -> None:

@@ -166,7 +166,11 @@ class OnnxTarget:
                         else " (float32)")
                      + f"; kept float32: {kept}.")
         if "embedding_max_abs" in weight_error:
-            notes.append("Token embedding table stored as the trained int8 codes + float32 per-row scales "
+            notes.append("Token embedding table stored as the trained int4 codes + float32 scales per group of "
+                         f"{job.spec.embeddings.group_size} (com.microsoft GatherBlockQuantized: bit-exact with the "
+                         "trained table); position and token-type embeddings stay float32."
+                         if job.spec.embeddings.bits == 4 else
+                         "Token embedding table stored as the trained int8 codes + float32 per-row scales "
                          "(Gather codes, Gather scales, Cast, Mul: bit-exact with the trained table); position "
                          "and token-type embeddings stay float32.")
         else:
@@ -295,12 +299,14 @@ def _digest(a: np.ndarray) -> bytes:
 
 
 def _int8_embedding(proto, trained: torch.nn.Module) -> dict[str, float]:
-    """Store the token embedding table as the trained int8 codes + per-row scales.
+    """Store the token embedding table as the trained integer codes and scales.
 
-    Each Gather of the float table becomes Gather(codes) -> Cast -> Mul(Gather(scales)), which
-    computes codes * scale in float32 exactly as training did, so the values are bit-identical while
-    the table takes a quarter of the bytes. Returns {"embedding_max_abs": error} (0.0), or {} when
-    the trained model has no int8 embedding."""
+    int8 (one scale per row): each Gather of the float table becomes Gather(codes) -> Cast ->
+    Mul(Gather(scales)), a quarter of the bytes. int4 (one scale per group): one com.microsoft
+    GatherBlockQuantized over the codes packed two per byte (stored code + 8, ONNX Runtime's default
+    zero point 8 for 4-bit data in uint8), an eighth of the bytes. Both compute codes * scale in
+    float32 exactly as training did, so the values are bit-identical. Returns
+    {"embedding_max_abs": error} (0.0), or {} when the trained model has no quantized embedding."""
     from onnx import TensorProto, helper, numpy_helper
 
     from calora.train.quant import QuantEmbedding
@@ -310,7 +316,9 @@ def _int8_embedding(proto, trained: torch.nn.Module) -> dict[str, float]:
         return {}
     table = emb.weight.detach().cpu().numpy()
     codes = emb.codes.detach().cpu().numpy().astype(np.int8)
-    scale = emb.scale.detach().cpu().numpy().astype(np.float32).reshape(-1, 1)
+    scale = emb.scale.detach().cpu().numpy().astype(np.float32)
+    vocab, hidden = table.shape
+    group = hidden // scale.shape[1]
     graph = proto.graph
     name = next((i.name for i in graph.initializer if tuple(i.dims) == table.shape
                  and i.data_type == TensorProto.FLOAT and np.array_equal(numpy_helper.to_array(i), table)), None)
@@ -320,24 +328,40 @@ def _int8_embedding(proto, trained: torch.nn.Module) -> dict[str, float]:
     if not users or any(n.op_type != "Gather" or n.input[0] != name or
                         any(a.name == "axis" and a.i != 0 for a in n.attribute) for n in users):
         raise ConfigError(f"onnx: the embedding table {name} is used by other ops than a row Gather")
+    if emb.bits == 4 and (group < 16 or group & (group - 1) or hidden % 2):
+        raise ConfigError(f"onnx: int4 embeddings need a power-of-two group >= 16 (GatherBlockQuantized), got {group}")
     keep = [i for i in graph.initializer if i.name != name]
     del graph.initializer[:]
     graph.initializer.extend(keep)
-    graph.initializer.extend([numpy_helper.from_array(codes, name + "_int8"),
-                              numpy_helper.from_array(scale, name + "_scale")])
+    if emb.bits == 4:
+        q = (codes.astype(np.int16) + 8).astype(np.uint8)
+        packed = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
+        graph.initializer.extend([numpy_helper.from_array(packed, name + "_int4"),
+                                  numpy_helper.from_array(scale, name + "_scale")])
+    else:
+        graph.initializer.extend([numpy_helper.from_array(codes, name + "_int8"),
+                                  numpy_helper.from_array(scale.reshape(-1, 1), name + "_scale")])
     nodes = []
     for node in graph.node:
-        if node in users:
-            idx, out, base = node.input[1], node.output[0], node.name or node.output[0]
+        if node not in users:
+            nodes.append(node)
+            continue
+        idx, out, base = node.input[1], node.output[0], node.name or node.output[0]
+        if emb.bits == 4:
+            nodes.append(helper.make_node("GatherBlockQuantized", [name + "_int4", idx, name + "_scale"], [out],
+                                          name=base + "_int4", domain="com.microsoft", gather_axis=0,
+                                          quantize_axis=1, block_size=group, bits=4))
+        else:
             nodes += [helper.make_node("Gather", [name + "_int8", idx], [out + "_q"], name=base + "_codes", axis=0),
                       helper.make_node("Gather", [name + "_scale", idx], [out + "_s"], name=base + "_scales", axis=0),
                       helper.make_node("Cast", [out + "_q"], [out + "_f"], name=base + "_cast", to=TensorProto.FLOAT),
                       helper.make_node("Mul", [out + "_f", out + "_s"], [out], name=base + "_dequant")]
-        else:
-            nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    return {"embedding_max_abs": float(np.abs(codes.astype(np.float32) * scale - table).max())}
+    if emb.bits == 4 and not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    dequant = (codes.astype(np.float32).reshape(vocab, -1, group) * scale[..., None]).reshape(vocab, hidden)
+    return {"embedding_max_abs": float(np.abs(dequant - table).max())}
 
 
 def _quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,

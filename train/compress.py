@@ -168,10 +168,14 @@ def compress_model(model: nn.Module, spec: CompressionSpec) -> nn.Module:
         elif spec.quant.is_bnb:
             set_module(model, name, _to_bnb(lin, spec.quant))
     head = output_head(model)
-    if spec.embeddings == EmbeddingQuant.INT8:
+    if spec.embeddings != EmbeddingQuant.NONE:
         emb = model.get_input_embeddings()
         tied = head is not None and getattr(head, "weight", None) is emb.weight
-        quant = QuantEmbedding(emb)
+        try:
+            quant = QuantEmbedding(emb, spec.embeddings.bits, spec.embeddings.group_size)
+        except ValueError as exc:
+            raise BackboneError(f"--compression emb:{spec.embeddings.value}: cannot quantize the token embeddings "
+                                f"({exc})") from None
         for name, module in list(model.named_modules()):
             if module is emb:
                 set_module(model, name, quant)
@@ -249,7 +253,7 @@ def stored_size(model: nn.Module, spec: CompressionSpec) -> dict[str, int]:
     for module in backbone.modules():
         if isinstance(module, (QuantLinear, QuantEmbedding)):
             n = module.codes.numel()
-            bits = module.bits if isinstance(module, QuantLinear) else 8
+            bits = module.bits
             nz = int((module.codes != 0).sum())
             scales = module.scale.numel() * 4
             bias = 0 if getattr(module, "bias", None) is None else module.bias.numel() * 4

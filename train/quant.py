@@ -87,11 +87,13 @@ class QuantLinear(nn.Linear):
 
 
 class QuantEmbedding(nn.Module):
-    """An embedding table stored as int8 codes with one scale per row (weight-only)."""
+    """An embedding table stored as integer codes (weight-only): int8 with one scale per row, or
+    int4 with one scale per `group_size` hidden values."""
 
-    def __init__(self, embedding: nn.Embedding) -> None:
+    def __init__(self, embedding: nn.Embedding, bits: int = 8, group_size: int | None = None) -> None:
         super().__init__()
-        codes, scale = quantize_weight(embedding.weight, 8, None)
+        codes, scale = quantize_weight(embedding.weight, bits, group_size)
+        self.bits, self.group_size = bits, group_size
         self.padding_idx = embedding.padding_idx
         self.num_embeddings, self.embedding_dim = embedding.weight.shape
         self.register_buffer("codes", codes)
@@ -102,7 +104,8 @@ class QuantEmbedding(nn.Module):
         return F.embedding(ids, self.weight, self.padding_idx)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row"
+        return (f"{self.num_embeddings}, {self.embedding_dim}, int{self.bits} "
+                + (f"group {self.group_size}" if self.group_size else "per-row"))
 
 
 class TiedLMHead(nn.Module):
@@ -118,4 +121,4 @@ class TiedLMHead(nn.Module):
         return F.linear(hidden, self.embedding.weight)
 
     def extra_repr(self) -> str:
-        return "tied to the int8 input embeddings"
+        return f"tied to the int{self.embedding.bits} input embeddings"
