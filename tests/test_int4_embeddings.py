@@ -67,3 +67,16 @@ def test_every_target_stores_the_int4_table_exactly(int4_runs, target, tmp_path)
         assert any("embedding_4bit" in op.name for op in plan.operators), [op.name for op in plan.operators]
     else:
         assert any("int4" in n and "embedding" in n for n in result.notes)
+
+
+def test_generative_export_refuses_int4_embeddings_before_writing(tmp_path):
+    from types import SimpleNamespace
+
+    from calora.export.bundle import export_bundle
+    from calora.targets.base import Mode
+    from calora.train.errors import ConfigError
+
+    job = SimpleNamespace(mode=Mode.BAKED, kind="generate", spec=CompressionSpec.parse("int4:g32+emb:int4"))
+    with pytest.raises(ConfigError, match="emb:int8"):
+        export_bundle(job, "onnx", tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
