@@ -76,6 +76,11 @@ def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int) -> dic
     return {"fp32": fp32, "int8": int8}
 
 
+def _files(manifest: dict) -> list[dict]:
+    """Every artifact file of a bundle: the shared backbone's and each task's."""
+    return list(manifest["backbone"].get("files", [])) + [f for t in manifest["tasks"] for f in t.get("files", [])]
+
+
 def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
     """The bundle's baked .onnx for `task` with every MatMulNBits at accuracy_level 0 (float
     activations, what calora exported before it set level 4), converted to .ort: the before/after
@@ -89,7 +94,7 @@ def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
     m = read_manifest(bundle)
     if m["target"] != "onnx" or m["mode"] != "baked":
         return None
-    src = next(bundle / f["path"] for f in m["files"] if f["task"] == task and f["path"].endswith(".onnx"))
+    src = next(bundle / f["path"] for f in _files(m) if f["task"] == task and f["path"].endswith(".onnx"))
     dest = work / f"{bundle.name}_{task}_level0.ort"
     if not dest.is_file():
         proto = onnx.load_model(str(src))
@@ -168,7 +173,7 @@ def _bundle_configs(bundles: list[Path], task: str) -> list[dict]:
     out = []
     for b in bundles:
         m = read_manifest(b)
-        files = m["files"]
+        files = _files(m)
         size = sum(f["bytes"] for f in files if f["role"] in ("model", "backbone") and f.get("task") in (None, task)
                    and not f["path"].endswith(".onnx"))
         adapter = sum(f["bytes"] for f in files if f["role"] == "adapter" and f.get("task") == task)
