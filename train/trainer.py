@@ -285,4 +285,5 @@ def metrics(logits: torch.Tensor, labels: list[int], num_labels: int) -> dict[st
         fp = int(((pred == c) & (y != c)).sum())
         fn = int(((pred != c) & (y == c)).sum())
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": float((pred == y).float().mean()), "f1_macro": sum(f1s) / len(f1s), "examples": len(labels)}
+    return {"accuracy": float((pred == y).float().mean()), "f1_macro": sum(f1s) / len(f1s), "examples": len(labels),
+            "predicted_classes": int(pred.unique().numel()), "true_classes": int(y.unique().numel())}
