@@ -128,7 +128,7 @@ class ExecuTorchTarget:
         return model, weight_error, info
 
     # ---- lowering -------------------------------------------------------------------------------
-    def _lower(self, module, example: tuple) -> tuple[bytes, dict]:
+    def _lower(self, module, example: tuple, dynamic_weights: bool = False) -> tuple[bytes, dict]:
         """torch.export -> XNNPACK lowering -> (quantized embedding fusion) -> .pte bytes."""
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -137,7 +137,10 @@ class ExecuTorchTarget:
 
         t0 = time.perf_counter()
         ep = torch.export.export(module.eval(), example, strict=False)
-        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        # Swappable: the adapter tensors are method inputs, so their float linears have non-constant
+        # weights; XNNPACK's partitioner leaves those on portable kernels unless told to take them.
+        partitioner = XnnpackPartitioner(force_non_static_weights_for_f32_linear=dynamic_weights)
+        edge = to_edge_transform_and_lower(ep, partitioner=[partitioner])
         # torchao's weight-only int8 embedding leaves dequantize_affine + embedding on the CPU
         # side; this pass fuses them into quantized_decomposed::embedding_byte (a portable kernel).
         quant_fusion_and_const_prop_pass(edge.exported_program())
@@ -209,7 +212,7 @@ class ExecuTorchTarget:
             model, weight_error, info = self._prepare(first.model, job.spec)
             adapters = {t.name: adapter_tensors(t.model) for t in job.tasks}
             first_ad = [adapters[first.name][n] for n in names]
-            data, stats = self._lower(Swappable(model, names), (*example, *first_ad))
+            data, stats = self._lower(Swappable(model, names), (*example, *first_ad), dynamic_weights=True)
             _check_delegation(stats, info, "backbone")
             path = sub / "backbone.pte"
             path.write_bytes(data)
@@ -243,7 +246,8 @@ class ExecuTorchTarget:
                          f"hash), it cannot feed method inputs. The app reads executorch/adapters/<task>."
                          f"safetensors, orders its tensors by the JSON list in metadata key "
                          f"'{ADAPTER_ORDER_KEY}' (the same for every task) and calls forward(input_ids, "
-                         f"attention_mask, *tensors). The adapter matmuls run on portable kernels (float32).")
+                         f"attention_mask, *tensors). The adapter matmuls run in XNNPACK as float32 linears "
+                         f"with non-constant weights (force_non_static_weights_for_f32_linear).")
             notes.append("Alternative measured on the tiny test model (not written): one multi-method .pte with a "
                          "baked `forward` per task was 134,920 bytes for 2 tasks vs 85,256 for one (the int4 "
                          "backbone blobs are shared, float parts are not), against 77,184 + 24,544 per task here; "
