@@ -83,8 +83,8 @@ def _files(manifest: dict) -> list[dict]:
 
 def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
     """The bundle's baked .onnx for `task` with every MatMulNBits at accuracy_level 0 (float
-    activations, what calora exported before it set level 4), converted to .ort: the before/after
-    of that change, measured side by side."""
+    activations), converted to .ort: a bundle exported with int8 activations (accuracy_level 4)
+    against the same graph with float ones, measured side by side."""
     import onnx
     from onnx import helper
 

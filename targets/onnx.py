@@ -39,14 +39,14 @@ from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, Ten
 from calora.train.errors import ConfigError
 
 OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo exporter and ORT 1.32 both handle
-#: MatMulNBits accuracy_level for the int4 backbone linears. 4 = int8 activations: MLAS quantizes each
-#: block of `group` input values to int8 (scale max|x| / 127) and runs integer dot products. With the
-#: default (float activations) MLAS de-quantizes the weights on every call, which made the int4 .ort
-#: slower than an int8 quantize_dynamic model of the uncompressed network (benchmarks/README.md).
-#: The trained model already simulates int8 activations (per token), so parity holds either way.
-#: Classification graphs only: the generative body keeps float activations (its validation reference
-#: is float there), only its LM head runs at level 4 (onnx_graph_gen.py).
-INT4_ACCURACY_LEVEL = 4
+#: MatMulNBits accuracy_level for the int4 backbone linears: None = float activations (ONNX
+#: Runtime's default). Level 4 (int8 activations: MLAS quantizes each block of `group` inputs to
+#: int8 and multiplies in integers) was measured side by side on MiniLM (batch 1, 64 tokens, 2 AVX2
+#: x86 cores without VNNI): 13.24 ms against 12.83 ms per example at level 0, with the same parity
+#: (docs/RESULTS.md). So float stays the default; on CPUs with int8 dot-product instructions (ARM
+#: sdot/i8mm, AVX-VNNI) level 4 may win, which this machine cannot show. The generative LM head is
+#: the exception (8-bit B has no fast float path: onnx_graph_gen.py).
+INT4_ACCURACY_LEVEL: int | None = None
 
 
 def deploy_format(spec: Any) -> tuple[str, int | None]:
@@ -175,11 +175,15 @@ class OnnxTarget:
                          "and token-type embeddings stay float32.")
         else:
             notes.append("Embeddings are stored as float32 (the spec does not quantize them).")
-        if fmt == "int4":
+        if fmt == "int4" and INT4_ACCURACY_LEVEL:
             notes.append(f"MatMulNBits runs with accuracy_level {INT4_ACCURACY_LEVEL}: ONNX Runtime quantizes each "
                          f"block of {group} activations to int8 and multiplies in integers (the trained model "
                          "simulated per-token int8 activations; the difference is a small source of the smoke "
                          "logit error).")
+        elif fmt == "int4":
+            notes.append("Activations are float32 in MatMulNBits (accuracy_level unset; level 4 measured no faster on "
+                         "x86 AVX2): the trained model simulated int8 dynamic activations, a small source of the smoke "
+                         "logit error.")
         if not info.get("dynamic_sequence", True):
             notes.append(f"Sequence length is fixed at {job.max_length}: the dynamic-sequence export failed "
                          f"({info.get('dynamic_error')}); pad inputs to max_length.")
@@ -196,7 +200,8 @@ class OnnxTarget:
             inputs=[TensorSpec(n, "int64", ("batch", seq_dim)) for n in INPUT_NAMES],
             outputs=[TensorSpec(OUTPUT_NAMES[0], "float32", ("batch", num_labels))],
             runtime={"name": "onnxruntime", "version": ort.__version__,
-                     **({"backbone_activations": f"int8-block{group}"} if fmt == "int4" else {})},
+                     **({"backbone_activations": f"int8-block{group}"} if fmt == "int4" and INT4_ACCURACY_LEVEL
+                        else {})},
             weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
 
 
