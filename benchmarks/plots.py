@@ -96,7 +96,8 @@ def latency(path: Path, out: Path) -> Path:
     ax2.set_yticklabels([])
     ax2.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{record['task']}: latency and size per artifact", fontsize=10)
-    fig.subplots_adjust(left=0.2, bottom=0.22, wspace=0.05)
+    ax1.tick_params(axis="y", labelsize=8)
+    fig.subplots_adjust(left=0.25, bottom=0.22, wspace=0.05)
     _footer(fig, record)
     dest = out / f"{path.stem}.png"
     fig.savefig(dest, dpi=130)
@@ -124,14 +125,61 @@ def decode(path: Path, out: Path) -> Path:
     return dest
 
 
+def levels(specs: list[str], out: Path, name: str = "quality_by_level") -> Path:
+    """Grouped bars per compression level: teacher, LoRA from scratch, LoftQ, CA-LoRA. Each spec is
+    LABEL=ABLATION_JSON,METRICS_JSON: the baselines from an ablation file, CA-LoRA (and the teacher)
+    from the calora-train run's metrics.json of the same level."""
+    import numpy as np
+
+    groups, records = [], []
+    rows = ["uncompressed + LoRA (teacher)", "compressed + LoRA from scratch", "compressed + LoftQ-initialised LoRA",
+            "compressed + CA-LoRA"]
+    for spec in specs:
+        label, _, files = spec.partition("=")
+        abl_path, metrics_path = files.split(",")
+        record = json.loads(Path(abl_path).read_text())
+        metrics = json.loads(Path(metrics_path).read_text())
+        vals = {r: statistics.mean(_test_values(record["rows"][r], "accuracy")) for r in rows[:3] if r in record["rows"]}
+        vals["compressed + CA-LoRA"] = metrics["student"]["test"]["accuracy"]
+        groups.append((label, vals))
+        records.append(record)
+    plt, fig, ax = _figure(8.5, 4.4)
+    width = 0.2
+    x = np.arange(len(groups))
+    for i, row in enumerate(rows):
+        ys = [100 * g[1].get(row, float("nan")) for g in groups]
+        bars = ax.bar(x + (i - 1.5) * width, ys, width, label=row)
+        for b, y in zip(bars, ys):
+            ax.text(b.get_x() + b.get_width() / 2, y + 0.1, f"{y:.1f}", ha="center", fontsize=7)
+    ax.set_xticks(x, [g[0] for g in groups])
+    lo = min(100 * v for g in groups for v in g[1].values())
+    ax.set_ylim(lo - 2, 100 * max(v for g in groups for v in g[1].values()) + 2.5)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
+    cfg = records[0].get("config", {})
+    ax.set_title(f"{cfg.get('backbone', '')} on {cfg.get('task', '')}: accuracy by compression level", fontsize=10)
+    fig.subplots_adjust(bottom=0.24)
+    _footer(fig, {"command": " ; ".join(r["command"] for r in records) + " ; CA-LoRA: calora-train (metrics.json)",
+                  "machine": records[0].get("machine", ""), "date": records[0].get("started", "")})
+    dest = out / f"{name}.png"
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("docs/figures"))
     ap.add_argument("--ablation", nargs="*", type=Path, default=[])
     ap.add_argument("--latency", nargs="*", type=Path, default=[])
     ap.add_argument("--decode", nargs="*", type=Path, default=[])
+    ap.add_argument("--levels", nargs="*", default=[], metavar="LABEL=ABLATION_JSON,METRICS_JSON",
+                    help="one grouped figure: baselines from the ablation file, CA-LoRA from metrics.json")
+    ap.add_argument("--levels-name", default="quality_by_level")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.levels:
+        print(levels(args.levels, args.out, args.levels_name))
     for fn, paths in ((ablation, args.ablation), (latency, args.latency), (decode, args.decode)):
         for p in paths:
             print(fn(p, args.out))
