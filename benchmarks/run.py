@@ -1,7 +1,10 @@
 """One command for the benchmarks behind docs/RESULTS.md: train, export, validate, time, plot.
 
-    python -m benchmarks.run --profile quick --work bench_runs     # 2 CPU cores: about 1.5 hours
+    python -m benchmarks.run --profile quick --work bench_runs     # 2 CPU cores
     python -m benchmarks.run --profile full --work bench_runs      # a GPU host: every task, 3 seeds
+
+The quick profile's steps took about 55 minutes together on 2 CPU cores when run one by one
+(docs/results/README.md); the script itself has not been timed end to end.
 
 Every step is a calora CLI or a benchmark script run as its own process (so each runtime is timed
 alone), logged to ``WORK/logs/<step>.log``; a step whose output already exists is skipped, so an
