@@ -1,0 +1,32 @@
+"""The benchmark scripts' pure parts: figures drawn from committed results files."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_figures_are_drawn_from_the_committed_results(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is the bench extra (.ci/setup installs it)")
+    from benchmarks.plots import main
+
+    rc = main(["--out", str(tmp_path),
+               "--ablation", str(ROOT / "train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8.json"),
+               "--latency", str(ROOT / "docs/results/classify_latency_minilm_rt_cpu.json"),
+               "--decode", str(ROOT / "benchmarks/results/gen_decode_smollm2_cpu.json"),
+               "--levels", "4.7x=" + ",".join(str(ROOT / p) for p in (
+                   "train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8_cpu.json",
+                   "docs/results/train_rotten_tomatoes_4.7x_metrics.json"))])
+    assert rc == 0
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(pngs) == 4 and all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_latency_benchmark_reads_every_artifact_file_of_a_manifest():
+    from benchmarks.classify_latency import _files
+
+    manifest = {"backbone": {"files": [{"path": "onnx/backbone.ort", "role": "backbone", "task": None}]},
+                "tasks": [{"files": [{"path": "onnx/adapters/a.onnx_adapter", "role": "adapter", "task": "a"}]},
+                          {"files": []}]}
+    assert [f["path"] for f in _files(manifest)] == ["onnx/backbone.ort", "onnx/adapters/a.onnx_adapter"]
