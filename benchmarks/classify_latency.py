@@ -95,7 +95,8 @@ def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
     if m["target"] != "onnx" or m["mode"] != "baked":
         return None
     src = next(bundle / f["path"] for f in _files(m) if f["task"] == task and f["path"].endswith(".onnx"))
-    dest = work / f"{bundle.name}_{task}_level0.ort"
+    stem = f"{bundle.parent.name}-{bundle.name}_{task}_level0"  # bundles may share a folder name
+    dest = work / f"{stem}.ort"
     if not dest.is_file():
         proto = onnx.load_model(str(src))
         for node in proto.graph.node:
@@ -103,7 +104,7 @@ def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
                 kept = [a for a in node.attribute if a.name != "accuracy_level"]
                 del node.attribute[:]
                 node.attribute.extend(kept + [helper.make_attribute("accuracy_level", 0)])
-        tmp = work / f"{bundle.name}_{task}_level0.onnx"
+        tmp = work / f"{stem}.onnx"
         onnx.save_model(proto, str(tmp))
         _to_ort(tmp, dest)
     return dest
@@ -258,11 +259,15 @@ def main(argv: list[str] | None = None) -> int:
                {"name": ALT, "kind": "ort", "path": str(alt["int8"]), "bytes": alt["int8"].stat().st_size,
                 "adapter_bytes": 0}, *_bundle_configs(args.bundles, args.task)]
     if args.onnx_float_activations:
-        for b in args.bundles:
+        for b, bundle_cfg in zip(args.bundles, configs[2:]):
             path = float_activation_copy(b, args.task, args.work)
             if path is not None:
-                configs.append({"name": "calora onnx baked, float activations", "kind": "ort", "path": str(path),
+                configs.append({"name": f"{bundle_cfg['name']}, float activations", "kind": "ort", "path": str(path),
                                 "bytes": path.stat().st_size, "adapter_bytes": 0})
+    names = [c["name"] for c in configs]
+    for c in configs:  # results are keyed by name: two bundles that print alike get their folder's name
+        if names.count(c["name"]) > 1:
+            c["name"] += f" ({Path(c['path']).parent.name}/{Path(c['path']).name})"
     results: dict[str, dict] = {c["name"]: {"rounds_ms": [], "load_ms": [], "import_ms": [], "peak_rss_mb": []}
                                 for c in configs}
     for r in range(args.rounds):

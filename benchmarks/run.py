@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     latency = results / "classify_latency_rotten_tomatoes.json"
     steps.run("latency", latency,
               [sys.executable, "-m", "benchmarks.classify_latency", "--runs", str(work / "runs-4.7x"),
-               "--task", "rotten_tomatoes", "--bundles", *map(str, bundles), "--onnx-float-activations",
+               "--task", "rotten_tomatoes", "--bundles", *map(str, bundles),
                "--rounds", str(prof.rounds), "--work", str(work / "latency-work"), "--out", str(latency)])
     abl_json = sorted(str(p) for p in results.glob("ablation_*.json"))
     steps.run("plots", figures / ".done", [sys.executable, "-m", "benchmarks.plots", "--out", str(figures),

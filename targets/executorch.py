@@ -253,7 +253,7 @@ class ExecuTorchTarget:
                          "backbone blobs are shared, float parts are not), against 77,184 + 24,544 per task here; "
                          "it also needs a re-export to add a task.")
             del program
-        if info.get("embedding") == "float32" and _wants_int8_embedding(job.spec):
+        if info.get("embedding") == "float32" and _wants_quantized_embedding(job.spec):
             notes.append("spec asks for quantized embeddings but no trained QuantEmbedding was found: embeddings "
                          "float32")
         elif info.get("embedding") != "float32":
@@ -276,8 +276,8 @@ class ExecuTorchTarget:
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def _wants_int8_embedding(spec) -> bool:
-    """The spec quantizes the token embeddings (int8 or int4; the name predates int4)."""
+def _wants_quantized_embedding(spec) -> bool:
+    """The spec quantizes the token embeddings (int8 or int4)."""
     from calora.train.spec import EmbeddingQuant
 
     return spec.embeddings != EmbeddingQuant.NONE

@@ -53,9 +53,9 @@ def loftq_init(student: nn.Module, teacher: nn.Module) -> dict:
         layer.lora_B.weight.copy_((u[:, :rank] * root).to(layer.lora_B.weight.dtype))
         layer.lora_A.weight.copy_((root[:, None] * vh[:rank]).to(layer.lora_A.weight.dtype))
         approx = layer.scaling * layer.lora_B.weight.float() @ layer.lora_A.weight.float()
-        norm = float(residual.norm()) or 1.0
-        before.append(float(residual.norm()) / max(float(full.norm()), 1e-12))
-        after.append(float((residual - approx).norm()) / norm * before[-1])
+        full_norm = max(float(full.norm()), 1e-12)
+        before.append(float(residual.norm()) / full_norm)
+        after.append(float((residual - approx).norm()) / full_norm)
     if not before:
         raise ConfigError("--loftq: the student has no LoRA layer to initialise")
     return {"layers": len(before), "relative_residual_before": sum(before) / len(before),
