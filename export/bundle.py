@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from calora.targets import get_target
-from calora.targets.base import ExportJob, TargetResult, step
+from calora.targets.base import AdapterDType, ExportJob, TargetResult, step
 from calora.train.artifacts import write_json
 from calora.train.errors import ConfigError
 from calora.train.outputs import AtomicDir, OutputKind
@@ -53,8 +53,9 @@ def versions(dists: tuple[str, ...] = _VERSIONED) -> dict[str, str]:
 
 def build_manifest(job: ExportJob, target: str, result: TargetResult, command: str, seconds: float) -> dict:
     tasks = []
+    dtype = job.deployed_adapter_dtype
     for t in job.tasks:
-        tensors = adapter_tensors(t.model)
+        tensors = adapter_tensors(t.model, dtype.torch_dtype)  # as the artifact stores them
         files = [f.to_dict() for f in result.files if f.task == t.name]
         tasks.append({
             "name": t.name, "label_names": list(t.label_names), "num_labels": len(t.label_names),
@@ -67,6 +68,7 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "target": target, "mode": job.mode.value, "kind": job.kind, "runtime": result.runtime, "versions": versions(),
+        "adapter_dtype": dtype.value,
         "backbone": {"source": job.tasks[0].config["backbone"]["source"],
                      "family": job.tasks[0].config["backbone"]["family"], "fingerprint": job.fingerprint,
                      "compression": {"spec": job.spec.to_dict(), "text": str(job.spec)},
@@ -88,6 +90,26 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
                                     "files[*.ort].sha256": "ONNX Runtime's .ort serializer writes different bytes "
                                     "for the same .onnx on each conversion; the .onnx is byte-reproducible"},
     }
+
+
+def adapter_rounding(job: ExportJob) -> dict[str, float]:
+    """The cost of storing the adapters in the bundle's adapter dtype, measured in PyTorch on the
+    smoke rows before any runtime is involved (max over tasks); {} for float32."""
+    from calora.export.graph import adapter_rounding_error, example_inputs
+
+    dtype = job.deployed_adapter_dtype
+    if dtype == AdapterDType.FLOAT32:
+        return {}
+    if job.kind == "generate":
+        rows = [(torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long)) for p in job.smoke_prompts[:4]]
+    else:
+        rows = [example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)]
+    out: dict[str, float] = {}
+    for t in job.tasks:
+        for ids, mask in rows:
+            for k, v in adapter_rounding_error(t.model, dtype.torch_dtype, ids, mask).items():
+                out[k] = max(out.get(k, 0.0), v)
+    return out
 
 
 def _trained_metrics(task_dir: Path) -> dict | None:
@@ -126,6 +148,7 @@ def write_bundle_files(root: Path, job: ExportJob, target_name: str, result: Tar
     """Add the tokenizer, manifest.json and README.md around a target's artifacts in `root`."""
     tok_dir = root / "tokenizer"
     job.tokenizer.save_pretrained(str(tok_dir))
+    result.weight_error.update(adapter_rounding(job))
     manifest = build_manifest(job, target_name, result, command, seconds)
     manifest["tokenizer"]["files"] = sorted(p.name for p in tok_dir.iterdir())
     check_manifest(manifest, root / MANIFEST_FILE)  # what we write must be what the loader reads

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from calora.targets import TARGETS
-from calora.targets.base import Mode
+from calora.targets.base import AdapterDType, Mode
 from calora.train.cli_support import add_common_flags, run_cli
 from calora.train.config import MAX_LENGTH
 from calora.train.errors import CaloraError, ConfigError
@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=Mode.BAKED.value, choices=[m.value for m in Mode],
                    help="baked: one artifact per task; swappable: one shared backbone + a small adapter per task "
                         "(default: %(default)s)")
+    p.add_argument("--adapter-dtype", default=AdapterDType.FLOAT16.value, choices=[d.value for d in AdapterDType],
+                   help="swappable mode: how the per-task adapter files store LoRA, recovery and head tensors; the "
+                        "artifacts compute in float32 either way (default: %(default)s, half the bytes)")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from .bundle import export_bundle
         from .job import load_job
 
-        job = load_job(args.runs, tasks, args.mode, args.max_length)
+        job = load_job(args.runs, tasks, args.mode, args.max_length, args.adapter_dtype)
         manifest = export_bundle(job, args.target, out, argv)
         print(f"[calora] wrote {out} ({args.target}, {args.mode}, tasks: {', '.join(tasks)})")
         for task in manifest["tasks"]:

@@ -230,7 +230,8 @@ class Swappable(nn.Module):
 
     def forward(self, *args):
         fixed, adapter = args[:self.n_args], args[self.n_args:]
-        return torch.func.functional_call(self.inner, dict(zip(self.names, adapter)), fixed, strict=False)
+        params = {n: a.float() for n, a in zip(self.names, adapter)}  # float16 adapter files: compute in float32
+        return torch.func.functional_call(self.inner, params, fixed, strict=False)
 
 
 def empty_past(shape: DecoderShape, batch: int = 1) -> list[torch.Tensor]:

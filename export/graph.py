@@ -83,9 +83,36 @@ def adapter_names(model: nn.Module) -> list[str]:
             if ".lora_A." in n or ".lora_B." in n or ".recovery." in n or n.startswith(heads)]
 
 
-def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+def adapter_tensors(model: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The task-specific tensors as a swappable artifact stores them (`dtype`: see AdapterDType)."""
     params = dict(model.named_parameters())
-    return {n: params[n].detach().clone().contiguous() for n in adapter_names(model)}
+    return {n: params[n].detach().to(dtype).clone().contiguous() for n in adapter_names(model)}
+
+
+def round_adapter(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` whose adapter tensors hold the values an artifact storing them in `dtype`
+    computes with (float32 tensors on the `dtype` grid): the reference for program-level checks."""
+    model = copy.deepcopy(model)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in adapter_names(model):
+            params[n].copy_(params[n].to(dtype).float())
+    return model
+
+
+def adapter_rounding_error(model: nn.Module, dtype: torch.dtype, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor) -> dict[str, float]:
+    """What storing the adapter in `dtype` costs before any runtime is involved: the largest
+    |rounded - trained| adapter value, and the largest logit change it causes in PyTorch on the
+    given rows (0.0 for float32)."""
+    names = adapter_names(model)
+    params = dict(model.named_parameters())
+    rounded = {n: params[n].detach().to(dtype).float() for n in names}
+    weight = max((float((rounded[n] - params[n].detach().float()).abs().max()) for n in names), default=0.0)
+    with torch.no_grad():
+        ref = Baked(model).eval()(input_ids, attention_mask).float()
+        got = Swappable(model, names).eval()(input_ids, attention_mask, *[rounded[n] for n in names]).float()
+    return {"adapter_max_abs": weight, "adapter_logit_max_abs": float((got - ref).abs().max())}
 
 
 class Baked(nn.Module):
@@ -101,7 +128,8 @@ class Baked(nn.Module):
 
 class Swappable(nn.Module):
     """logits = model(input_ids, attention_mask) with the task's tensors passed in as inputs,
-    so one backbone graph serves every task whose adapter has the same layout."""
+    so one backbone graph serves every task whose adapter has the same layout. Inputs of another
+    dtype (float16 adapter files) are cast to float32 first: the graph computes in float32."""
 
     def __init__(self, model: nn.Module, names: list[str]) -> None:
         super().__init__()
@@ -109,7 +137,7 @@ class Swappable(nn.Module):
         self.names = list(names)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *adapter: torch.Tensor) -> torch.Tensor:
-        params = dict(zip(self.names, adapter))
+        params = {n: a.float() for n, a in zip(self.names, adapter)}
         return torch.func.functional_call(self.model, params, (),
                                           {"input_ids": input_ids, "attention_mask": attention_mask}).logits
 

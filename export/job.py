@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from calora.targets.base import ExportJob, Mode, TaskModel
+from calora.targets.base import AdapterDType, ExportJob, Mode, TaskModel
 from calora.train.artifacts import load_student, read_json
 from calora.train.kinds import KindName, kind_of
 from calora.train.backbones import load_tokenizer
@@ -15,10 +16,16 @@ from calora.train.tasks import load_recorded
 SMOKE_EXAMPLES = 8
 
 
-def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_length: int | None = None) -> ExportJob:
+def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_length: int | None = None,
+             adapter_dtype: AdapterDType | str = AdapterDType.FLOAT16) -> ExportJob:
     """Read ``runs_dir/<task>/calora`` for each task. All tasks must share one compressed backbone
-    (same source, spec and fingerprint); each model is rebuilt and fingerprint-checked on load."""
-    mode = Mode(mode)
+    (same source, spec and fingerprint); each model is rebuilt and fingerprint-checked on load.
+    `adapter_dtype`: how a swappable bundle stores the adapter files."""
+    job = _load_job(runs_dir, tasks, Mode(mode), max_length)
+    return dataclasses.replace(job, adapter_dtype=AdapterDType(adapter_dtype))
+
+
+def _load_job(runs_dir: str | Path, tasks: list[str], mode: Mode, max_length: int | None) -> ExportJob:
     runs_dir = Path(runs_dir)
     if not tasks:
         raise ConfigError("--task: name at least one task")

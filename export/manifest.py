@@ -26,7 +26,7 @@ _GENERATION = {"prompt_format": {"kind": str, "chat_template": (str, type(None))
                "max_context": int, "max_prompt_tokens": int, "max_new_tokens": int, "sampling": dict}
 _SHAPE = {
     "schema_version": int, "target": str, "mode": str, "runtime": dict, "versions": dict,
-    ("kind", _OPT): str, ("generation", _OPT): _GENERATION,
+    ("kind", _OPT): str, ("generation", _OPT): _GENERATION, ("adapter_dtype", _OPT): str,
     "backbone": {"source": str, "family": str, "fingerprint": str,
                  "compression": {"spec": dict, "text": str}, "files": [_FILE]},
     "tasks": [_TASK], "inputs": [_TENSOR], "outputs": [_TENSOR], "max_sequence_length": int,
@@ -96,6 +96,11 @@ def check_manifest(data: Any, path: Path | str = MANIFEST_FILE) -> dict:
             problems.append(f"kind {kind!r} is unknown (classify, generate)")
         elif kind == "generate" and "generation" not in data:
             problems.append("generation is missing (a generative bundle records its prompt format and context)")
+        from calora.targets.base import AdapterDType
+
+        if data.get("adapter_dtype", "float32") not in {d.value for d in AdapterDType}:
+            problems.append(f"adapter_dtype {data['adapter_dtype']!r} is unknown "
+                            f"({', '.join(d.value for d in AdapterDType)})")
         if data["max_sequence_length"] < 1:
             problems.append(f"max_sequence_length {data['max_sequence_length']} must be >= 1")
     if problems:

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, backbone_linears, check_same_layout, deployable,
-                                 example_inputs, smoke_stats)
-from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
-from calora.targets.coreml_mil import QuantWeight, constexpr_name, evaluate, quantize_consts
+from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, adapter_tensors, backbone_linears,
+                                 check_same_layout, deployable, example_inputs, round_adapter, smoke_stats)
+from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from calora.targets.coreml_mil import QuantWeight, constexpr_name, evaluate, half_consts, quantize_consts
 from calora.train.errors import ConfigError
 from calora.train.quant import QuantEmbedding, QuantLinear, quantize_weight
 from calora.train.spec import EmbeddingQuant, QuantScheme
@@ -96,6 +96,8 @@ def _convert(task, job: ExportJob, ct):
               outputs=[ct.TensorType(name=OUTPUT_NAMES[0])])
     prog = ct.convert(ep, convert_to="milinternal", **kw)
     quantize_consts(prog, weights)
+    if job.deployed_adapter_dtype == AdapterDType.FLOAT16:  # swappable: each task function's own weights
+        half_consts(prog, {n: t.numpy() for n, t in adapter_tensors(task.model).items() if t.ndim == 2})
     mlmodel = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=target,
                          compute_precision=ct.precision.FLOAT32, skip_model_load=True)
     if spec.sparsity > 0:
@@ -166,7 +168,8 @@ def _smoke(path: Path, function: str, task, job: ExportJob, ct) -> dict:
     ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts)[:SMOKE_EXAMPLES], job.max_length)
     with torch.no_grad():
         ref = Baked(task.model.eval())(ids, mask)
-        ref_dep = Baked(deployable(task.model))(ids, mask)
+        # float16 adapter weights: the program computes with the rounded values
+        ref_dep = Baked(deployable(round_adapter(task.model, job.deployed_adapter_dtype.torch_dtype)))(ids, mask)
     got = []
     try:
         if sys.platform == "darwin":
@@ -245,7 +248,10 @@ class CoreMLTarget:
             "(scale = amax/7 or amax/127) differs from the trained one (amax/7.5, amax/127.5).",
             "compute_precision=FLOAT32, minimum_deployment_target=iOS18; activations run in float: the int8 "
             "dynamic activations simulated in training are not part of the Core ML program.",
-            "LoRA, recovery and head weights are plain float32 const ops (never compressed).",
+            ("LoRA, recovery and head weight matrices are stored float16 (constexpr_cast to float32 at load, "
+             "--adapter-dtype float16): each task function's own bytes halve, the program computes in float32; "
+             "the head bias stays a float32 const." if job.deployed_adapter_dtype == AdapterDType.FLOAT16 else
+             "LoRA, recovery and head weights are plain float32 const ops (never compressed)."),
         ]
         if job.spec.sparsity > 0:
             notes.append("Pruned backbone weights are stored sparse (bitmask + nonzero int codes: "

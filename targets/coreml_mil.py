@@ -34,7 +34,6 @@ def quantize_consts(prog, weights: list[QuantWeight]) -> dict[str, str]:
     is not found (the graph would silently keep it in float)."""
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
-    from coremltools.converters.mil.mil.scope import ScopeInfo
 
     found: dict[str, str] = {}
     for func in prog.functions.values():
@@ -56,10 +55,7 @@ def quantize_consts(prog, weights: list[QuantWeight]) -> dict[str, str]:
                     data = codes.astype(types.nptype_from_builtin(types.int4))
                 else:
                     data = codes.astype(np.int8)
-                # Keep the op's source scopes (torch module names) for debuggability; the graph-pass
-                # history may hold several passes, which ScopeInfo refuses, so it is not copied.
-                scopes = [ScopeInfo(source=k, data=v) for k, v in op.scopes.items()
-                          if k.name != "COREMLTOOLS_GRAPH_PASS"]
+                scopes = _scopes(op)  # kept for debuggability
                 name = constexpr_name(qw.name)
                 if qw.name in found:  # the same table read twice (a tied LM head): a second, distinct op
                     name += f"__{sum(1 for o in func.operations if o.name.startswith(name))}"
@@ -78,6 +74,50 @@ def quantize_consts(prog, weights: list[QuantWeight]) -> dict[str, str]:
     if missing:
         raise RuntimeError(f"coreml: backbone weights not found as constants of the converted program: {missing}")
     return found
+
+
+def _scopes(op) -> list:
+    """The op's source scopes (torch module names), for the op replacing it; the graph-pass history
+    may hold several passes, which ScopeInfo refuses, so it is not copied."""
+    from coremltools.converters.mil.mil.scope import ScopeInfo
+
+    return [ScopeInfo(source=k, data=v) for k, v in op.scopes.items() if k.name != "COREMLTOOLS_GRAPH_PASS"]
+
+
+def half_consts(prog, tensors: dict[str, np.ndarray]) -> int:
+    """Store the given float32 matrices (a task's LoRA, recovery and head weights) as float16
+    `constexpr_cast` ops that materialise float32 at load time: the program still computes in
+    float32, the package holds half the bytes. Matched by value like `quantize_consts`; returns how
+    many ops were rewritten, and raises if a matrix is not found (it would silently stay float32)."""
+    from coremltools.converters.mil import Builder as mb
+
+    found: set[str] = set()
+    for func in prog.functions.values():
+        for op in list(func.operations):
+            if op.op_type != "const":
+                continue
+            val = op.outputs[0].val
+            if not isinstance(val, np.ndarray) or val.ndim != 2 or val.dtype != np.float32:
+                continue
+            name = next((n for n, t in tensors.items()
+                         if (val.shape == t.shape and np.array_equal(val, t))
+                         or (val.shape == t.T.shape and np.array_equal(val, t.T))), None)
+            if name is None:
+                continue
+            with func, contextlib.ExitStack() as stack:
+                scopes = _scopes(op)
+                if scopes:
+                    stack.enter_context(mb.scope(*scopes))
+                new = mb.constexpr_cast(source_val=val.astype(np.float16), output_dtype="fp32", before_op=op,
+                                        name="calora_fp16__" + name.replace(".", "_") + f"__{len(found)}")
+            op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new,
+                                                             no_check_var_types=True)
+            op.enclosing_block.remove_ops([op])
+            found.add(name)
+    missing = sorted(set(tensors) - found)
+    if missing:
+        raise RuntimeError(f"coreml: adapter weights not found as constants of the converted program: {missing[:3]}")
+    return len(found)
 
 
 # ---- reference evaluator --------------------------------------------------------------------------

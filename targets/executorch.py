@@ -210,7 +210,7 @@ class ExecuTorchTarget:
             names = check_same_layout(models)
             first = job.tasks[0]
             model, weight_error, info = self._prepare(first.model, job.spec)
-            adapters = {t.name: adapter_tensors(t.model) for t in job.tasks}
+            adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype.torch_dtype) for t in job.tasks}
             first_ad = [adapters[first.name][n] for n in names]
             data, stats = self._lower(Swappable(model, names), (*example, *first_ad), dynamic_weights=True)
             _check_delegation(stats, info, "backbone")
@@ -234,7 +234,7 @@ class ExecuTorchTarget:
                 with torch.no_grad():
                     ref = Baked(task.model)(ids, mask)
                 smoke[task.name] = smoke_stats(ref, got, runtime_label)
-            inputs += [TensorSpec(n, "float32", tuple(adapters[first.name][n].shape)) for n in names]
+            inputs += [TensorSpec(n, job.adapter_dtype.value, tuple(adapters[first.name][n].shape)) for n in names]
             med = statistics.median(per_call) * 1e3 if per_call else float("nan")
             task_switch = (f"Swappable: one backbone.pte stays loaded; switching tasks means passing another "
                            f"task's {len(names)} adapter tensors (from its .safetensors file) as the method's "
@@ -246,7 +246,8 @@ class ExecuTorchTarget:
                          f"hash), it cannot feed method inputs. The app reads executorch/adapters/<task>."
                          f"safetensors, orders its tensors by the JSON list in metadata key "
                          f"'{ADAPTER_ORDER_KEY}' (the same for every task) and calls forward(input_ids, "
-                         f"attention_mask, *tensors). The adapter matmuls run in XNNPACK as float32 linears "
+                         f"attention_mask, *tensors) ({job.adapter_dtype.value}, cast to float32 inside the program). "
+                         f"The adapter matmuls run in XNNPACK as float32 linears "
                          f"with non-constant weights (force_non_static_weights_for_f32_linear).")
             notes.append("Alternative measured on the tiny test model (not written): one multi-method .pte with a "
                          "baked `forward` per task was 134,920 bytes for 2 tasks vs 85,256 for one (the int4 "

@@ -153,6 +153,13 @@ class ExecuTorchRunner:
                                f"{name}: {len(shapes)} tensors vs {len(declared) - 2} adapter inputs; first mismatch "
                                f"{next(((i, s, d) for i, (s, d) in enumerate(zip(shapes, declared[2:])) if s != d), None)}",
                                task))
+            # The program takes its adapter inputs in the manifest's dtype (float16 by default).
+            want_dtypes = [i["dtype"] for i in self.manifest["inputs"][2:]]
+            dtypes = [str(t.dtype).removeprefix("torch.") for t in tensors]
+            out.append(Finding(Stage.SHAPES, "adapter tensor dtypes", dtypes == want_dtypes,
+                               f"{name}: {sorted(set(dtypes))} as the manifest's inputs ({sorted(set(want_dtypes))})"
+                               if dtypes == want_dtypes else f"{name}: {sorted(set(dtypes))} where backbone.pte takes "
+                               f"{sorted(set(want_dtypes))}", task))
             # Not baked: the task's largest tensors must not occur byte for byte in the shared program.
             probes = sorted((t for t in tensors if t.numel() >= 16 and bool(torch.any(t != 0))),
                             key=lambda t: -t.numel())[:_BYTES_PROBED]

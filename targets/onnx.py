@@ -35,7 +35,8 @@ import torch
 
 from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, adapter_tensors,
                                  backbone_linears, check_same_layout, deployable, example_inputs, smoke_stats)
-from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, fingerprint_version
+from calora.targets.base import (AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec,
+                                 fingerprint_version)
 from calora.train.errors import ConfigError
 
 OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo exporter and ORT 1.32 both handle
@@ -130,7 +131,7 @@ class OnnxTarget:
             example = adapter_tensors(model)
             args = (ids, mask, *[example[n] for n in names])
             proto, info = _export(Swappable(model, names), args, [*INPUT_NAMES, *names], job.max_length, model)
-            _adapters_as_defaulted_inputs(proto, names)
+            _adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
             proto, err, kept = _quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names),
                                          accuracy_level=INT4_ACCURACY_LEVEL)
             merge_error(err)
@@ -145,7 +146,7 @@ class OnnxTarget:
             feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
             for task in job.tasks:
                 path = onnx_dir / "adapters" / f"{task.name}.onnx_adapter"
-                write_adapter(adapter_tensors(deployable(task.model)), names, path, job.fingerprint)
+                write_adapter(adapter_tensors(task.model, job.adapter_dtype.torch_dtype), names, path, job.fingerprint)
                 files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
                 got = run_with_adapter(sess, path, feed)
                 smoke[task.name] = smoke_stats(_reference(task.model, ids, mask), got, runtime_str)
@@ -155,9 +156,11 @@ class OnnxTarget:
                            f"and activating it per run with RunOptions.add_active_adapter (no session reload; a "
                            f"run with an active adapter took a median {run_ms:.2f} ms for {ids.shape[0]} examples "
                            f"of {ids.shape[1]} tokens on the exporting machine's CPU, not a phone).")
-            notes.append("Swappable: the adapter tensors (LoRA, recovery, head) are graph inputs with all-zero "
-                         "defaults: running backbone.ort without an active .onnx_adapter gives meaningless (zero) "
-                         "logits. Always activate exactly one task adapter per run.")
+            notes.append(f"Swappable: the adapter tensors (LoRA, recovery, head) are {job.adapter_dtype.value} graph "
+                         "inputs, cast to float32 inside the graph, with defaults that are empty along the rank "
+                         "dimension (LoRA, recovery) or all-zero (head): running backbone.ort without an active "
+                         ".onnx_adapter gives meaningless (zero) logits. Always activate exactly one task adapter "
+                         "per run.")
 
         notes.append(f"Backbone linear layers stored as {fmt}"
                      + (f" (MatMulNBits, symmetric, block {group}, the trained int4 codes and scales copied "
@@ -253,19 +256,56 @@ def _strip_metadata(proto) -> None:
     proto.ClearField("metadata_props")
 
 
-def _adapters_as_defaulted_inputs(proto, names: list[str]) -> None:
-    """Give each adapter graph input an all-zero initializer of the same name: ONNX Runtime then treats
-    it as an overridable input that an active LoRA adapter replaces, and `run` does not demand a feed."""
-    from onnx import numpy_helper
+#: Adapter tensor names whose first / second dimension is the low rank (peft's and calora's layouts:
+#: lora_A and recovery.down are (rank, in); lora_B and recovery.up are (out, rank)).
+_RANK_DIM = {".lora_A.weight": 0, ".recovery.down.weight": 0, ".lora_B.weight": 1, ".recovery.up.weight": 1}
 
-    inputs = {i.name: i for i in proto.graph.input}
+
+def _rank_dim(name: str) -> int | None:
+    return next((d for suffix, d in _RANK_DIM.items() if name.endswith(suffix)), None)
+
+
+def _adapters_as_defaulted_inputs(proto, names: list[str], dtype: AdapterDType = AdapterDType.FLOAT32) -> None:
+    """Make each adapter graph input an overridable initializer that an active LoRA adapter replaces
+    (ONNX Runtime then does not demand a feed for it), stored in `dtype` and cast to float32 once.
+
+    The defaults are empty along the rank dimension (a LoRA A of [8, 384] gets a [0, 384] default,
+    its rank dimension symbolic): a product through a zero rank is exactly zero, so without an
+    active adapter the LoRA and recovery branches add nothing, and the shared backbone file carries
+    no adapter-sized block of zeros (1.65 MB on MiniLM when the defaults were full-size). Head
+    tensors keep full-size all-zero defaults (a few KB; their shapes fix the output's)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    inputs = {i.name: i for i in graph.input}
     missing = [n for n in names if n not in inputs]
     if missing:
         raise RuntimeError(f"the exported graph lost adapter inputs {missing[:3]}")
+    np_dtype = np.float16 if dtype == AdapterDType.FLOAT16 else np.float32
+    casts = []
     for n in names:
         t = inputs[n].type.tensor_type
         shape = [d.dim_value for d in t.shape.dim]
-        proto.graph.initializer.append(numpy_helper.from_array(np.zeros(shape, dtype=np.float32), n))
+        rank_dim = _rank_dim(n)
+        if rank_dim is not None:
+            shape[rank_dim] = 0
+            t.shape.dim[rank_dim].Clear()
+            t.shape.dim[rank_dim].dim_param = "lora_rank" if ".lora_" in n else "recovery_rank"
+        graph.initializer.append(numpy_helper.from_array(np.zeros(shape, dtype=np_dtype), n))
+        if dtype == AdapterDType.FLOAT16:
+            t.elem_type = TensorProto.FLOAT16
+            casts.append(helper.make_node("Cast", [n], [n + "_f32"], name=n + "_cast", to=TensorProto.FLOAT))
+    if casts:
+        renamed = {c.input[0]: c.output[0] for c in casts}
+        for node in graph.node:
+            for i, x in enumerate(node.input):
+                if x in renamed:
+                    node.input[i] = renamed[x]
+        nodes = [*casts, *graph.node]
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+    # The exporter's intermediate shapes name the concrete rank; ONNX Runtime infers them again.
+    graph.ClearField("value_info")
 
 
 def _save(proto, path: Path) -> None:
@@ -548,12 +588,13 @@ def _stored_weight_error(proto, backbone: dict, trained_w: dict[str, np.ndarray]
 
 # ---- adapters -----------------------------------------------------------------------------------
 def write_adapter(tensors: dict[str, torch.Tensor], names: list[str], path: Path, backbone_fingerprint: str) -> None:
-    """An ONNX Runtime LoRA adapter file holding one task's tensors under the graph's input names.
+    """An ONNX Runtime LoRA adapter file holding one task's tensors under the graph's input names,
+    in their dtype (the backbone's adapter inputs are declared with the same one).
     The format's only model link is an integer model version: it carries 28 bits of the compressed
     backbone's fingerprint, which calora-validate checks against the bundle's backbone."""
     import onnxruntime as ort
 
-    arrays = {n: np.ascontiguousarray(tensors[n].detach().float().numpy()).copy() for n in names}
+    arrays = {n: np.ascontiguousarray(tensors[n].detach().numpy()).copy() for n in names}
     # OrtValue.ortvalue_from_numpy does not copy: `arrays` must outlive export_adapter.
     values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
     fmt = ort.AdapterFormat()

@@ -108,7 +108,7 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         model = deployable(first.model)
         example = adapter_tensors(model)
         proto = export_graph(model, shape, {n: example[n] for n in names})
-        _adapters_as_defaulted_inputs(proto, names)
+        _adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
         proto, err, kept = quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
         merge(err)
         folder = out_dir / "onnx" / "genai"
@@ -118,7 +118,7 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         session = GenaiSession(folder)
         for task in job.tasks:
             path = out_dir / "onnx" / "adapters" / f"{task.name}.onnx_adapter"
-            write_adapter(adapter_tensors(deployable(task.model)), names, path, job.fingerprint)
+            write_adapter(adapter_tensors(task.model, job.adapter_dtype.torch_dtype), names, path, job.fingerprint)
             files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
             session.load_adapter(task.name, path)
             smoke[task.name] = smoke_run(lambda p, n, e, a=task.name: session.generate(p, n, e, a), task, job,
@@ -128,8 +128,9 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                        f"task's .onnx_adapter once (median {load_ms:.2f} ms here) and "
                        "generator.set_active_adapter(adapters, task) before the prompt is appended; the adapter "
                        "stays active for every decode step (no per-step upload).")
-        notes.append("Swappable: the adapter tensors are graph inputs with all-zero defaults; a generator with "
-                     "no active adapter runs the bare compressed backbone.")
+        notes.append(f"Swappable: the adapter tensors are {job.adapter_dtype.value} graph inputs (cast to float32 "
+                     "inside the graph) whose defaults are empty along the rank dimension; a generator with no "
+                     "active adapter runs the bare compressed backbone.")
     notes.append(f"Backbone linear layers stored as {fmt}"
                  + (f" (MatMulNBits, block {group}, the trained int4 codes copied bit-for-bit)" if fmt == "int4"
                     else "") + f"; kept float32: {kept}.")
@@ -157,10 +158,10 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
 
 
-def _adapters_as_defaulted_inputs(proto, names: list[str]) -> None:
+def _adapters_as_defaulted_inputs(proto, names: list[str], dtype) -> None:
     from .onnx import _adapters_as_defaulted_inputs as defaulted
 
-    defaulted(proto, names)
+    defaulted(proto, names, dtype)
 
 
 def _adapter_load_ms(session, path: Path, repeats: int = 5) -> float:

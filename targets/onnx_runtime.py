@@ -18,6 +18,10 @@ _BATCH = 64  # rows per session.run; the graphs have a dynamic batch dimension
 
 
 class OnnxRunner:
+    #: ONNX Runtime's intra-op thread count for the sessions this runner opens (0: its default, one
+    #: per physical core); benchmarks set it to measure how latency scales with threads.
+    intra_op_threads: int = 0
+
     def __init__(self, bundle: Path, manifest: dict) -> None:
         import onnxruntime as ort
 
@@ -40,6 +44,7 @@ class OnnxRunner:
         if str(path) not in self._sessions:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
+            opts.intra_op_num_threads = self.intra_op_threads
             self._sessions[str(path)] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return self._sessions[str(path)]
 
@@ -129,6 +134,7 @@ class OnnxRunner:
         from calora.export.bundle import adapter_fingerprint
 
         slots = {i.name: tuple(i.shape) for i in sess.get_overridable_initializers()}
+        slot_types = {i.name: i.type for i in sess.get_overridable_initializers()}  # "tensor(float16)"
         fp = self.manifest["backbone"]["fingerprint"]
         out: list[Finding] = []
         for entry in self.manifest["tasks"]:
@@ -150,10 +156,20 @@ class OnnxRunner:
             missing, extra = sorted(set(slots) - set(params)), sorted(set(params) - set(slots))
             out.append(Finding(Stage.NAMES, "adapter tensor names", not missing and not extra,
                                f"{name}: {len(params)} tensors; missing {missing[:3]}, unknown {extra[:3]}", task))
-            bad = [(k, params[k].shape, slots[k]) for k in params if k in slots and tuple(params[k].shape) != slots[k]]
+            # A symbolic dimension (the rank of an empty default) takes any size; dtypes must match.
+            bad = [(k, params[k].shape, params[k].dtype.name, slots[k], slot_types[k]) for k in params if k in slots
+                   and (not _fits(params[k].shape, slots[k]) or f"tensor({_onnx_type(params[k].dtype)})" != slot_types[k])]
             out.append(Finding(Stage.SHAPES, "adapter tensors fit the backbone's inputs", not bad,
                                f"{name}: all shapes match" if not bad else f"{name}: (name, adapter, backbone) {bad[:3]}", task))
             got = adapter_fingerprint({k: torch.from_numpy(v) for k, v in params.items()})
             out.append(Finding(Stage.NAMES, "adapter fingerprint", got == entry["adapter_fingerprint"],
                                f"{name}: {got[:23]}… vs manifest {entry['adapter_fingerprint'][:23]}…", task))
         return out
+
+
+def _fits(shape: tuple, slot: tuple) -> bool:
+    return len(shape) == len(slot) and all(isinstance(s, str) or s is None or int(d) == s for d, s in zip(shape, slot))
+
+
+def _onnx_type(dtype) -> str:
+    return {"float32": "float", "float16": "float16", "float64": "double"}.get(np.dtype(dtype).name, np.dtype(dtype).name)

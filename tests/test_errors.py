@@ -9,7 +9,7 @@ from calora.train.artifacts import load_student
 from calora.train.cli import main
 from calora.train.errors import AdapterMismatchError, ArtifactError
 
-SMALL = ["--epochs", "1", "--batch-size", "16", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
+SMALL = ["--epochs", "30", "--lr", "2e-2", "--batch-size", "16", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
          "--max-train-examples", "32", "--max-eval-examples", "16", "--compression", "int4:g32"]
 
 

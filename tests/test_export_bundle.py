@@ -115,7 +115,7 @@ def test_tasks_on_different_backbones_are_refused(tiny_runs, tiny_bert, sentimen
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs / "toy_a", runs / "toy_a")
     assert train(["--backbone", tiny_bert, "--task", "toy_c", "--data", sentiment_csv, "--out", str(runs),
-                  "--epochs", "1", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
+                  "--epochs", "6", "--lr", "1e-2", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
                   "--compression", "int8"]) == 0
     with pytest.raises(AdapterMismatchError, match="another compressed backbone"):
         load_job(runs, ["toy_a", "toy_c"], "baked")

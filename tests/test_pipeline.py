@@ -20,7 +20,7 @@ def _cfg(backbone, data, out, **calora):
     return RunConfig(backbone=backbone, task="toy", data=data, out=str(out),
                      compression=CompressionSpec.parse("int4:g32+sparse:0.5"),
                      calora=CALoRASettings(recovery_rank=4, **calora),
-                     train=TrainSettings(epochs=2, batch_size=16, lr=5e-3, max_length=16, checkpoint_every=0))
+                     train=TrainSettings(epochs=6, batch_size=16, lr=1e-2, max_length=16, checkpoint_every=0))
 
 
 def test_cli_trains_teacher_and_calora_and_saves_everything(tiny_bert, sentiment_csv, tmp_path, capsys):

@@ -21,7 +21,7 @@ from calora.export.cli import main as export_main
 from calora.train.cli import main as train_main
 from calora.validate.cli import main as validate_main
 
-SMALL = ["--epochs", "1", "--batch-size", "16", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
+SMALL = ["--epochs", "30", "--lr", "2e-2", "--batch-size", "16", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
          "--max-train-examples", "32", "--max-eval-examples", "16", "--compression", "int4:g32",
          "--checkpoint-every", "0"]
 
@@ -179,6 +179,25 @@ def test_diverged_training_saves_nothing(capsys, tmp_path, tiny_bert, csv_file, 
     assert not list(out.rglob("*.safetensors")) and not debris(out)
 
 
+def test_one_class_model_is_an_error_and_saves_nothing(capsys, tmp_path, tiny_bert, csv_file, monkeypatch):
+    from calora.train import trainer
+
+    real = trainer.predict
+
+    def one_class(*a, **k):  # a classifier that learned to answer class 0 for everything
+        logits = real(*a, **k)
+        logits[:, 0] = 1e3
+        return logits
+
+    monkeypatch.setattr(trainer, "predict", one_class)
+    out = tmp_path / "runs"
+    rc, err = run(train_main, capsys, ["--backbone", tiny_bert, "--task", "t", "--data", csv_file(_rows()),
+                                       "--out", out, *SMALL], "calora-train")
+    line = one_error(err, "calora-train")
+    assert rc == 2 and "predicts one class for all" in line and "nothing was saved" in line, line
+    assert not list(out.rglob("*.safetensors")) and not debris(out)
+
+
 def test_train_output_rules(capsys, tmp_path, tiny_bert, csv_file):
     data = csv_file(_rows())
     base = ["--backbone", tiny_bert, "--task", "t", "--data", data, *SMALL]
@@ -224,7 +243,7 @@ def test_changed_checkpoint_settings_are_refused_then_restart(capsys, tmp_path, 
 
     data = csv_file(_rows())
     out = tmp_path / "runs"
-    base = ["--backbone", tiny_bert, "--task", "t", "--data", data, "--out", out, "--epochs", "2", "--batch-size",
+    base = ["--backbone", tiny_bert, "--task", "t", "--data", data, "--out", out, "--epochs", "10", "--batch-size",
             "8", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4", "--compression", "int4:g32",
             "--checkpoint-every", "3"]
     real = trainer._save_checkpoint

@@ -14,7 +14,8 @@ import torch
 
 ct = pytest.importorskip("coremltools")
 
-from calora.export.graph import Baked, adapter_tensors, backbone_linears, deployable, example_inputs  # noqa: E402
+from calora.export.graph import (Baked, adapter_tensors, backbone_linears, deployable, example_inputs,  # noqa: E402
+                                 round_adapter)
 from calora.export.job import load_job  # noqa: E402
 from calora.targets import get_target  # noqa: E402
 from calora.targets.coreml import dense_weights, load_program  # noqa: E402
@@ -129,6 +130,15 @@ def test_swappable_multifunction(swappable, baked):
     assert res.files[0].bytes < sum(f.bytes for f in bres.files)
     wbin = lambda p: (p / "Data/com.apple.CoreML/weights/weight.bin").stat().st_size  # noqa: E731
     assert wbin(pkg) < 0.75 * sum(wbin(bout / f.path) for f in bres.files)
+    # every task function stores its LoRA/recovery/head matrices float16 (constexpr_cast to float32)
+    from calora.targets.coreml import load_program
+
+    matrices = [n for n, t in adapter_tensors(job.tasks[0].model).items() if t.ndim == 2]
+    for name, func in load_program(pkg).functions.items():
+        casts = [op for op in func.operations if op.op_type == "constexpr_cast"]
+        assert len(casts) == len(matrices), name
+        assert all(op.source_val.val.dtype == np.float16 for op in casts)
+    assert any("stored float16" in n for n in res.notes)
 
 
 def test_swappable_functions_are_their_tasks(swappable):
@@ -137,7 +147,8 @@ def test_swappable_functions_are_their_tasks(swappable):
         pytest.skip(f"MIL reference evaluator did not run: {res.smoke}")
     pkg = out / "coreml" / "tasks.mlpackage"
     ids, mask = _feeds(job)
-    models = {t.name: t.model for t in job.tasks}
+    # the swappable package stores the adapter weights float16 (the default --adapter-dtype)
+    models = {t.name: round_adapter(t.model, torch.float16) for t in job.tasks}
     with torch.no_grad():
         ref = {n: Baked(deployable(m))(ids, mask).numpy() for n, m in models.items()}
     got_b = _run(pkg, "toy_b", ids, mask)

@@ -164,10 +164,35 @@ def test_swappable_really_swaps(swappable):
     assert (got_a.argmax(-1) == ref["toy_a"].argmax(-1)).all() and np.abs(got_a - ref["toy_a"]).max() < MAX_LOGIT_ERR
     # an adapter read back from its file holds the task's tensors
     params = ort.AdapterFormat.read_adapter(str(out / "onnx/adapters/toy_b.onnx_adapter")).get_parameters()
-    want = adapter_tensors(deployable(job.tasks[1].model))
+    want = adapter_tensors(job.tasks[1].model, torch.float16)  # the default --adapter-dtype
     assert set(params) == set(want)
     for n, v in params.items():
+        assert v.numpy().dtype == np.float16
         np.testing.assert_array_equal(v.numpy(), want[n].numpy())
     # without an adapter the zero defaults give constant logits, not some task's answers
     plain = sess.run(["logits"], feed)[0]
     assert np.abs(plain).max() < 1e-6
+
+
+def test_swappable_defaults_are_empty_and_inputs_float16(swappable):
+    """The shared backbone carries no adapter-sized zeros: LoRA/recovery defaults are empty along the
+    rank (a symbolic input dimension), heads keep tiny zero defaults; adapter inputs are float16 and
+    each is cast to float32 once."""
+    from onnx import TensorProto, numpy_helper
+
+    job, out, _ = swappable
+    m, _ = _float_inits(out / "onnx/backbone.onnx")
+    names = list(adapter_tensors(job.tasks[0].model))
+    inputs = {i.name: i for i in m.graph.input}
+    defaults = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer if i.name in names}
+    assert set(defaults) == set(names)
+    ranked = [n for n in names if ".lora_" in n or ".recovery." in n]
+    assert ranked and all(defaults[n].size == 0 for n in ranked)
+    assert all(defaults[n].size > 0 and not defaults[n].any() for n in names if n not in ranked)  # the head
+    for n in ranked:
+        dims = inputs[n].type.tensor_type.shape.dim
+        assert any(d.dim_param in ("lora_rank", "recovery_rank") for d in dims), n
+    assert all(inputs[n].type.tensor_type.elem_type == TensorProto.FLOAT16 for n in names)
+    casts = [n for n in m.graph.node if n.op_type == "Cast" and n.input[0] in names]
+    assert sorted(c.input[0] for c in casts) == sorted(names)
+    assert sum(d.nbytes for d in defaults.values()) < 4096

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from calora.targets.base import Stage
 from calora.validate.checks import ParityError, Status
@@ -139,13 +140,14 @@ def test_adapter_from_another_backbone_fails(tiny_bundle, tiny_runs, tiny_bert, 
     runs = tmp_path / "other"
     data = next((tiny_runs / "toy_b" / "calora").glob("calora_config.json"))
     src = json.loads(data.read_text())["task"]["record"]["source"]
-    assert train(["--backbone", tiny_bert, "--task", "toy_b", "--data", src, "--out", str(runs), "--epochs", "1",
+    assert train(["--backbone", tiny_bert, "--task", "toy_b", "--data", src, "--out", str(runs), "--epochs", "6",
+                  "--lr", "1e-2",
                   "--batch-size", "16", "--max-length", "16", "--lora-rank", "4", "--recovery-rank", "4",
                   "--compression", "int8+sparse:0.5+emb:int8", "--checkpoint-every", "0"]) == 0
     other, cfg = load_student(runs / "toy_b")
     bundle = _copy(tiny_bundle("executorch", "swappable"), tmp_path)
     names = check_same_layout({"other": other})
-    write_adapter(bundle / "executorch/adapters/toy_b.safetensors", adapter_tensors(other), names, "toy_b",
+    write_adapter(bundle / "executorch/adapters/toy_b.safetensors", adapter_tensors(other, torch.float16), names, "toy_b",
                   cfg["task"]["label_names"], cfg["compression"]["fingerprint"])
     report = _run(bundle, tiny_runs)
     fails = _fails(report)

@@ -59,5 +59,9 @@ class TrainingDivergedError(CaloraError):
     """Training produced a non-finite loss or weights; nothing is saved."""
 
 
+class DegenerateModelError(TrainingDivergedError):
+    """A trained classifier predicts one class for every validation example; nothing is saved."""
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that every `with` block cleans up as for Ctrl-C."""

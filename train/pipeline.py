@@ -16,7 +16,7 @@ from .artifacts import SCHEMA_VERSION, attach_recovery, read_json, save_student,
 from .backbones import DEFAULT_LORA_TARGETS, family, head_modules, load_tokenizer, resolve
 from .compress import compressible_linears, compress_model, fingerprint, stored_size
 from .config import CALoRASettings, RunConfig
-from .errors import AdapterMismatchError, ConfigError, OutputPathError
+from .errors import AdapterMismatchError, ConfigError, DegenerateModelError, OutputPathError
 from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
 from .peft_io import LoraAdapter, attach_lora, copy_lora_dir, new_lora_config, read_lora_dir, write_lora_dir
 from .kinds import KindName, TaskKind, get_kind
@@ -52,6 +52,17 @@ EVAL_PADDING = "every row padded to --max-length, as the exported artifacts are 
 def evaluate(model: nn.Module, ctx: "Context", name: str, splits=("validation", "test")) -> dict:
     """The task kind's metrics of `model` on `splits` (what calora-train prints and records)."""
     return ctx.kind.evaluate(model, ctx, name, splits)
+
+
+def refuse_degenerate(scores: dict, what: str) -> None:
+    """A classifier that answers one class for every validation example (while the split holds
+    several) learned nothing usable: an error, never a saved result."""
+    val = scores.get("validation", {})
+    if val.get("predicted_classes") == 1 and val.get("true_classes", 0) > 1:
+        raise DegenerateModelError(
+            f"{what} predicts one class for all {val.get('examples')} validation examples (accuracy "
+            f"{100 * val.get('accuracy', 0):.1f}%); nothing was saved. Train longer (--epochs), change --lr, or "
+            "check that the labels are learnable from the texts")
 
 
 def task_block(cfg: RunConfig, task, tokenizer, kind: "TaskKind") -> dict:
@@ -191,7 +202,9 @@ def prepare(cfg: RunConfig) -> Context:
         result = fit(teacher, sets["train"], cfg.train, task_dir / ".teacher-work", desc="teacher",
                      restart=cfg.restart, objective=kind.objective)
         ctx = Context(cfg, task, tokenizer, sets, teacher, None, {}, task_dir, kind)
-        ctx.teacher_metrics = {**evaluate(teacher, ctx, "teacher"), "train_seconds": round(result.seconds, 1),
+        scores = evaluate(teacher, ctx, "teacher")
+        refuse_degenerate(scores, "the teacher (uncompressed backbone + LoRA)")
+        ctx.teacher_metrics = {**scores, "train_seconds": round(result.seconds, 1),
                                "train_steps": result.steps}
         with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
             write_lora_dir(teacher, lcfg, tmp)
@@ -274,6 +287,7 @@ def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None =
     """Train one variant and, if `out_dir` is given, save it as a task directory. Returns metrics."""
     model, out, info, lora_config = fit_student(ctx, settings, seed, eval_inherited)
     if out_dir is not None:
+        refuse_degenerate(out["student"], f"the CA-LoRA student ({settings.label})")
         save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, info["seed"]), out)
     return out
 

@@ -62,7 +62,11 @@ class TeacherTargets:
 
     @torch.no_grad()
     def fill(self, dataset: Encoded, batch_size: int, show: bool) -> None:
-        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=Collator(dataset.pad_id))
+        # Batches of similar length (as training and `predict` use): in dataset order, every batch
+        # was padded to its longest text, which made the fill cost several online teacher passes.
+        order = sorted(range(len(dataset)), key=lambda i: len(dataset.input_ids[i]))
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=Collator(dataset.pad_id))
         for batch in tqdm(loader, desc="teacher cache", disable=not show, leave=False):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self.autocast():
