@@ -141,3 +141,43 @@ def test_deployable_computes_what_the_trained_backbone_computes(tiny_bert, spec)
     ids = torch.tensor([[2, 5, 9, 12, 7, 3]])
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, flat(input_ids=ids).logits, atol=1e-6)
+
+
+def test_adapter_dtype_float16_swaps_the_same_and_float32_is_exact(tiny_runs, tmp_path):
+    """Swappable adapters are float16 by default: the swappable graph fed the rounded tensors gives
+    (almost) the trained logits, the manifest records the dtype and the rounding's cost;
+    `--adapter-dtype float32` keeps the trained values exactly; baked artifacts are float32."""
+    from calora.export.bundle import adapter_rounding, build_manifest
+    from calora.export.graph import adapter_rounding_error
+    from calora.targets.base import AdapterDType
+
+    job = load_job(tiny_runs, ["toy_a", "toy_b"], "swappable")
+    assert job.adapter_dtype == AdapterDType.FLOAT16 == job.deployed_adapter_dtype
+    b = job.tasks[1]
+    names = check_same_layout({t.name: t.model for t in job.tasks})
+    ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+    half = adapter_tensors(b.model, torch.float16)
+    assert all(t.dtype == torch.float16 for t in half.values())
+    with torch.no_grad():
+        got = Swappable(deployable(job.tasks[0].model), names)(ids, mask, *[half[n] for n in names])
+        ref = Baked(deployable(b.model))(ids, mask)
+    err = adapter_rounding_error(b.model, torch.float16, ids, mask)
+    assert 0 < err["adapter_max_abs"] < 1e-2 and (got - ref).abs().max() <= err["adapter_logit_max_abs"] + 1e-5
+    assert (got.argmax(-1) == ref.argmax(-1)).all()
+    assert set(adapter_rounding(job)) == {"adapter_max_abs", "adapter_logit_max_abs"}
+    exact = load_job(tiny_runs, ["toy_a", "toy_b"], "swappable", adapter_dtype="float32")
+    assert adapter_rounding(exact) == {} and adapter_rounding_error(b.model, torch.float32, ids, mask) == \
+        {"adapter_max_abs": 0.0, "adapter_logit_max_abs": 0.0}
+    baked = load_job(tiny_runs, ["toy_a"], "baked")
+    assert baked.deployed_adapter_dtype == AdapterDType.FLOAT32 and adapter_rounding(baked) == {}
+    result = TargetResult([], [], [], {"name": "x", "version": "0"}, {}, {}, "")
+    assert build_manifest(job, "onnx", result, "c", 0.0)["adapter_dtype"] == "float16"
+    assert build_manifest(exact, "onnx", result, "c", 0.0)["adapter_dtype"] == "float32"
+    m16, m32 = (build_manifest(j, "onnx", result, "c", 0.0) for j in (job, exact))
+    assert m16["tasks"][0]["adapter_fingerprint"] != m32["tasks"][0]["adapter_fingerprint"]
+
+
+def test_cli_adapter_dtype_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--target", "onnx", "--task", "x", "--adapter-dtype", "int8"])
+    assert exc.value.code == 2 and "--adapter-dtype" in capsys.readouterr().err

@@ -156,8 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run  # heavy imports only after the arguments are known to be good
 
         result = run(cfg)
-        print(_summary(cfg.kind, result))
-        print(f"[calora] saved {cfg.out}/{cfg.task}/calora (metrics.json, calora_config.json)")
+        from .processes import is_main, num_processes
+
+        if is_main():  # `accelerate launch --num_processes N`: one summary, from the process that saved
+            print(_summary(cfg.kind, result))
+            n = num_processes()
+            print(f"[calora] saved {cfg.out}/{cfg.task}/calora (metrics.json, calora_config.json)"
+                  + (f"; trained by {n} processes" if n > 1 else ""))
         return 0
 
     return run_cli("calora-train", args, body)

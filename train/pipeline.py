@@ -18,6 +18,7 @@ from .compress import compressible_linears, compress_model, fingerprint, stored_
 from .config import CALoRASettings, RunConfig
 from .errors import AdapterMismatchError, ConfigError, DegenerateModelError, OutputPathError
 from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
+from .processes import barrier, is_main, num_processes
 from .peft_io import LoraAdapter, attach_lora, copy_lora_dir, new_lora_config, read_lora_dir, write_lora_dir
 from .kinds import KindName, TaskKind, get_kind
 from .loftq import loftq_init
@@ -95,9 +96,11 @@ def check_outputs(cfg: RunConfig) -> Path:
     if (task_root / "calora").exists() and not cfg.overwrite:
         raise OutputPathError(f"--out: task {cfg.task!r} is already trained in {task_root / 'calora'}; pass "
                               "--overwrite to train it again (the old result stays until the new one is saved)")
-    task_root.mkdir(parents=True, exist_ok=True)
-    if output_kind(task_root) is None:
-        write_marker(task_root, OutputKind.TASK, "calora-train")
+    if is_main():  # several processes: one writes, the others only check
+        task_root.mkdir(parents=True, exist_ok=True)
+        if output_kind(task_root) is None:
+            write_marker(task_root, OutputKind.TASK, "calora-train")
+    barrier()
     return task_root
 
 
@@ -182,10 +185,12 @@ def prepare(cfg: RunConfig) -> Context:
         ctx = Context(cfg, task, tokenizer, sets, teacher, adapter, {}, task_dir, kind)
         ctx.teacher_metrics = evaluate(teacher, ctx, "teacher")
         # Recorded in the task folder, so validation finds the teacher the student was distilled from.
-        with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
-            copy_lora_dir(cfg.teacher, tmp)
-            write_json(tmp / "metrics.json", ctx.teacher_metrics)
-            write_json(tmp / "recipe.json", recipe | {"label_names": list(getattr(task, "label_names", ()))})
+        if is_main():
+            with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
+                copy_lora_dir(cfg.teacher, tmp)
+                write_json(tmp / "metrics.json", ctx.teacher_metrics)
+                write_json(tmp / "recipe.json", recipe | {"label_names": list(getattr(task, "label_names", ()))})
+        barrier()
     elif (teacher_dir / "recipe.json").is_file() and read_json(teacher_dir / "recipe.json") == recipe:
         adapter = read_lora_dir(teacher_dir)  # same recipe as last time: reuse, do not retrain
         attach_lora(teacher, adapter.config, adapter.tensors)
@@ -206,10 +211,12 @@ def prepare(cfg: RunConfig) -> Context:
         refuse_degenerate(scores, "the teacher (uncompressed backbone + LoRA)")
         ctx.teacher_metrics = {**scores, "train_seconds": round(result.seconds, 1),
                                "train_steps": result.steps}
-        with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
-            write_lora_dir(teacher, lcfg, tmp)
-            write_json(tmp / "metrics.json", ctx.teacher_metrics)
-            write_json(tmp / "recipe.json", recipe)
+        if is_main():
+            with AtomicDir(teacher_dir, OutputKind.MODEL, "--out") as tmp:
+                write_lora_dir(teacher, lcfg, tmp)
+                write_json(tmp / "metrics.json", ctx.teacher_metrics)
+                write_json(tmp / "recipe.json", recipe)
+        barrier()  # the others read the teacher directory the main process has just written
         ctx.teacher_adapter = read_lora_dir(teacher_dir)
     for p in ctx.teacher.parameters():
         p.requires_grad_(False)
@@ -288,7 +295,10 @@ def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None =
     model, out, info, lora_config = fit_student(ctx, settings, seed, eval_inherited)
     if out_dir is not None:
         refuse_degenerate(out["student"], f"the CA-LoRA student ({settings.label})")
-        save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, info["seed"]), out)
+        if is_main():
+            save_student(model.cpu(), lora_config, out_dir, run_record(ctx, settings, info, lora_config, info["seed"]),
+                         out)
+        barrier()
     return out
 
 
@@ -312,7 +322,8 @@ def run_record(ctx: Context, settings: CALoRASettings, info: dict, lora_config, 
                       "layers": info["recovery_layers"]} if settings.recover else None),
         "calora": cfg.to_dict()["calora"] | {"inherit": settings.inherit, "recover": settings.recover,
                                              "distill": settings.distill, "loftq": settings.loftq},
-        "train": dataclasses.asdict(cfg.train) | {"seed": seed, "mixed_precision": cfg.train.mixed_precision.value},
+        "train": dataclasses.asdict(cfg.train) | {"seed": seed, "mixed_precision": cfg.train.mixed_precision.value,
+                                                  "processes": num_processes()},
         "teacher": {"imported_from": cfg.teacher, "dir": str(ctx.task_dir / "teacher"),
                     "files_sha256": _teacher_hashes(ctx.task_dir / "teacher")},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,

@@ -140,7 +140,9 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision.value)
+    from .processes import force_cpu
+
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision.value, cpu=force_cpu())
     set_seed(settings.seed)
     show = accelerator.is_local_main_process
     sampler = LengthGroupedBatches([len(x) for x in train_set.input_ids], settings.batch_size, settings.seed)
