@@ -111,12 +111,33 @@ def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
 
 
 # ---- one configuration, in its own process ------------------------------------------------------------
-def _predict_fn(kind: str, path: str, task: str, task_dir: str):
+def _set_threads(kind: str, path: str, threads: int) -> None:
+    """Cap the configuration's runtime at `threads` intra-op threads (0: leave its default)."""
+    if not threads:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    from calora.targets.onnx_runtime import OnnxRunner
+
+    OnnxRunner.intra_op_threads = threads
+    if kind == "bundle":
+        from calora.export.manifest import read_manifest
+
+        if read_manifest(Path(path))["target"] == "executorch":
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(threads)  # XNNPACK's threadpool
+
+
+def _predict_fn(kind: str, path: str, task: str, task_dir: str, threads: int = 0):
     """f(ids, mask) -> logits for one configuration."""
     if kind == "ort":
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         return lambda ids, mask: sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
     if kind == "eager":
         import torch
@@ -161,9 +182,10 @@ def worker(args) -> int:
     t0 = time.perf_counter()
     _import_runtime(args.kind, args.path)
     import_ms = (time.perf_counter() - t0) * 1e3
+    _set_threads(args.kind, args.path, args.worker_threads)
     # load_ms: opening the artifact (session / program / adapter) and its first run.
     t0 = time.perf_counter()
-    f = _predict_fn(args.kind, args.path, args.task, args.task_dir)
+    f = _predict_fn(args.kind, args.path, args.task, args.task_dir, args.worker_threads)
     f(ids[:1], mask[:1])
     load_ms = (time.perf_counter() - t0) * 1e3
     out: dict = {"load_ms": load_ms, "import_ms": import_ms}
@@ -211,7 +233,7 @@ def _bundle_configs(bundles: list[Path], task: str) -> list[dict]:
 def _run(cfg: dict, args, inputs: Path, accuracy: bool) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.classify_latency", "--worker", "--kind", cfg["kind"], "--path", cfg["path"],
            "--task", args.task, "--task-dir", str(args.task_dir), "--inputs", str(inputs),
-           "--examples", str(args.examples)] + (["--accuracy"] if accuracy else [])
+           "--examples", str(args.examples), "--worker-threads", str(cfg.get("threads", 0))] + (["--accuracy"] if accuracy else [])
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if done.returncode or line is None:
@@ -227,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task-dir", help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
     ap.add_argument("--accuracy", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-threads", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--runs", default="calora_runs")
     ap.add_argument("--task", default="rotten_tomatoes")
     ap.add_argument("--bundles", nargs="*", type=Path, default=[])
@@ -235,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--onnx-float-activations", action="store_true",
                     help="also time each ONNX baked bundle's model with MatMulNBits at accuracy_level 0")
+    ap.add_argument("--threads", type=int, nargs="*", default=[],
+                    help="also time every configuration capped at each of these intra-op thread counts (thread "
+                         "use: does each runtime use the cores it has); default: each runtime's own default only")
     ap.add_argument("--work", type=Path, default=Path("benchmarks/.work"), help="folder for the alternative's models")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -264,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             if path is not None:
                 configs.append({"name": f"{bundle_cfg['name']}, float activations", "kind": "ort", "path": str(path),
                                 "bytes": path.stat().st_size, "adapter_bytes": 0})
+    base_configs = list(configs)
+    for n in args.threads:  # the same configurations again, capped at n threads
+        configs += [{**c, "name": f"{c['name']} @{n} thread{'s' if n > 1 else ''}", "threads": n} for c in base_configs]
     names = [c["name"] for c in configs]
     for c in configs:  # results are keyed by name: two bundles that print alike get their folder's name
         if names.count(c["name"]) > 1:
@@ -272,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                 for c in configs}
     for r in range(args.rounds):
         for c in configs:  # interleaved: every configuration once per round
-            out = _run(c, args, inputs, accuracy=r == 0)
+            out = _run(c, args, inputs, accuracy=r == 0 and not c.get("threads"))  # same artifact: once
             res = results[c["name"]]
             res["rounds_ms"].append(out["median_ms"])
             res["load_ms"].append(out["load_ms"])
@@ -282,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["accuracy"] = out["accuracy"]
             print(f"round {r + 1}/{args.rounds} {c['name']:<28} {out['median_ms']:7.2f} ms", flush=True)
     med = {n: statistics.median(v["rounds_ms"]) for n, v in results.items()}
-    rows = [{"config": c["name"], "median_ms": med[c["name"]], "x_alternative": med[c["name"]] / med[ALT],
+    rows = [{"config": c["name"], "threads": c.get("threads", 0) or "default", "median_ms": med[c["name"]], "x_alternative": med[c["name"]] / med[ALT],
              "x_eager": med[c["name"]] / med[EAGER], "accuracy": results[c["name"]].get("accuracy"),
              "model_bytes": c["bytes"], "adapter_bytes": c["adapter_bytes"],
              "load_ms": statistics.median(results[c["name"]]["load_ms"]),

@@ -125,6 +125,58 @@ def decode(path: Path, out: Path) -> Path:
     return dest
 
 
+def task_switch(path: Path, out: Path) -> Path:
+    """Per runtime: switching tasks on a swappable bundle (adapter file read, or already in memory)
+    against loading the other task's baked model, log scale."""
+    record = json.loads(path.read_text())
+    rows = record["rows"]
+    plt, fig, ax = _figure(8.5, 3.6)
+    labels, values, colors = [], [], []
+    for r in rows:
+        for label, key, color in (("reload the other baked model", "reload_ms", "#c44e52"),
+                                  ("swappable: adapter file read + activated", "switch_cold_ms", "#4c72b0"),
+                                  ("swappable: adapter already in memory", "switch_warm_ms", "#55a868")):
+            labels.append(f"{r['target']}: {label}")
+            values.append(max(r[key], 1e-4))
+            colors.append(color)
+    ax.barh(labels[::-1], values[::-1], color=colors[::-1])
+    for i, v in enumerate(values[::-1]):
+        ax.text(v, i, f" {v:.3g} ms", va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlim(min(values) / 2, max(values) * 20)
+    ax.set_xlabel("time to switch tasks (ms, median, log scale)")
+    ratios = ", ".join(f"{r['target']} {r['x_reload_over_switch_cold']:.0f}x" for r in rows)
+    ax.set_title(f"task switch vs model reload (reload / adapter switch: {ratios})", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.subplots_adjust(left=0.42, bottom=0.25)
+    _footer(fig, record)
+    dest = out / f"{path.stem}.png"
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
+def train_step(path: Path, out: Path) -> Path:
+    """Seconds per optimizer step of each training configuration, relative to LoRA on the compressed model."""
+    record = json.loads(path.read_text())
+    rows = record["rows"]
+    plt, fig, ax = _figure(8.0, 3.4)
+    names = [r["config"] for r in rows][::-1]
+    ax.barh(names, [1e3 * r["median_s_per_step"] for r in rows][::-1], color="#937860")
+    for i, r in enumerate(rows[::-1]):
+        ax.text(1e3 * r["median_s_per_step"], i, f" {1e3 * r['median_s_per_step']:.0f} ms ({r['x_lora_compressed']:.2f}x)",
+                va="center", fontsize=8)
+    ax.set_xlim(0, 1e3 * max(r["median_s_per_step"] for r in rows) * 1.35)
+    ax.set_xlabel(f"ms per optimizer step (median; batch {record['batch_size']}, length {record['max_length']})")
+    ax.set_title(f"training-step cost on {record['task']} ({record['compression']})", fontsize=10)
+    fig.subplots_adjust(left=0.22, bottom=0.27)
+    _footer(fig, record)
+    dest = out / f"{path.stem}.png"
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
 def levels(specs: list[str], out: Path, name: str = "quality_by_level") -> Path:
     """Grouped bars per compression level: teacher, LoRA from scratch, LoftQ, CA-LoRA. Each spec is
     LABEL=ABLATION_JSON,METRICS_JSON: the baselines from an ablation file, CA-LoRA (and the teacher)
@@ -173,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", nargs="*", type=Path, default=[])
     ap.add_argument("--latency", nargs="*", type=Path, default=[])
     ap.add_argument("--decode", nargs="*", type=Path, default=[])
+    ap.add_argument("--task-switch", nargs="*", type=Path, default=[])
+    ap.add_argument("--train-step", nargs="*", type=Path, default=[])
     ap.add_argument("--levels", nargs="*", default=[], metavar="LABEL=ABLATION_JSON,METRICS_JSON",
                     help="one grouped figure: baselines from the ablation file, CA-LoRA from metrics.json")
     ap.add_argument("--levels-name", default="quality_by_level")
@@ -180,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.levels:
         print(levels(args.levels, args.out, args.levels_name))
-    for fn, paths in ((ablation, args.ablation), (latency, args.latency), (decode, args.decode)):
+    for fn, paths in ((ablation, args.ablation), (latency, args.latency), (decode, args.decode),
+                      (task_switch, args.task_switch), (train_step, args.train_step)):
         for p in paths:
             print(fn(p, args.out))
     return 0

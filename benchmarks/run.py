@@ -3,20 +3,21 @@
     python -m benchmarks.run --profile quick --work bench_runs     # 2 CPU cores
     python -m benchmarks.run --profile full --work bench_runs      # a GPU host: every task, 3 seeds
 
-The quick profile's steps took about 55 minutes together on 2 CPU cores when run one by one
-(docs/results/README.md); the script itself has not been timed end to end.
-
 Every step is a calora CLI or a benchmark script run as its own process (so each runtime is timed
-alone), logged to ``WORK/logs/<step>.log``; a step whose output already exists is skipped, so an
-interrupted run resumes where it stopped. Results files (JSON + Markdown, each saying the command,
-machine and date) go to ``WORK/results``; figures to ``WORK/figures``. Run nothing else meanwhile:
-on a shared machine timings are noise (see benchmarks/README.md).
+alone), logged to ``WORK/logs/<step>.log`` with its wall time in ``WORK/logs/steps.json``; a step
+whose output already exists is skipped, so an interrupted run resumes where it stopped. Results
+files (JSON + Markdown, each saying the command, machine and date) go to ``WORK/results``; figures
+to ``WORK/figures``. Run nothing else meanwhile: on a shared machine timings are noise (see
+benchmarks/README.md).
 
 Profiles:
-- ``quick``: MiniLM on rotten_tomatoes at two compression levels (the default 4.7x and the 6.1x
-  ``int4:g32+sparse:0.5+emb:int4``), rows teacher / CA-LoRA / LoRA from scratch / LoftQ-initialised
-  LoRA, one seed; ONNX Runtime and ExecuTorch bundles (baked and swappable) validated; batch-1
-  latency, size and accuracy against the merged-fp32 + quantize_dynamic alternative.
+- ``quick``: MiniLM on rotten_tomatoes and sms_spam at two compression levels (the default 4.7x
+  and the 6.1x ``int4:g32+sparse:0.5+emb:int4``), rows teacher / CA-LoRA / LoRA from scratch /
+  LoftQ-initialised LoRA, one seed; ONNX Runtime and ExecuTorch bundles (baked, and swappable with
+  both tasks on one backbone) validated on both tasks' full test splits; batch-1 latency (each
+  runtime's default threads and 1 thread), size and accuracy against the merged-fp32 +
+  quantize_dynamic alternative; task switch against a model reload; CA-LoRA's training-step cost;
+  the training stage under ``accelerate launch --num_processes 2`` against one process.
 - ``full``: the same for rotten_tomatoes, sms_spam and question_type with seeds 0 1 2 and the three
   single ablations, plus Core ML bundles.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -45,7 +47,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile(("rotten_tomatoes",), (0,), tuple(BASELINES), ("onnx", "executorch"), 5),
+    "quick": Profile(("rotten_tomatoes", "sms_spam"), (0,), tuple(BASELINES), ("onnx", "executorch"), 5),
     "full": Profile(("rotten_tomatoes", "sms_spam", "question_type"), (0, 1, 2),
                     (*BASELINES, "compressed + CA-LoRA", *ABLATIONS), ("onnx", "executorch", "coreml"), 7),
 }
@@ -69,7 +71,13 @@ class Steps:
         start = time.perf_counter()
         with (self.logs / f"{name}.log").open("w") as log:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-        print(f"[bench] {name}: exit {rc} after {time.perf_counter() - start:.0f} s", flush=True)
+        seconds = time.perf_counter() - start
+        print(f"[bench] {name}: exit {rc} after {seconds:.0f} s", flush=True)
+        record = self.logs / "steps.json"
+        times = json.loads(record.read_text()) if record.is_file() else {}
+        times[name] = {"seconds": round(seconds, 1), "exit": rc, "command": cmd,
+                       "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        record.write_text(json.dumps(times, indent=2) + "\n")
         if check and rc not in (0, 1):
             raise SystemExit(f"[bench] {name} failed (exit {rc}); see {self.logs / (name + '.log')}")
         return rc
@@ -83,10 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     prof, work = PROFILES[args.profile], args.work
     steps = Steps(work)
     results, figures = work / "results", work / "figures"
-    ablations, bundles = [], []
-    for task in prof.tasks:
-        for level, spec in LEVELS.items():
-            runs = work / f"runs-{level}"
+    tasks = ",".join(prof.tasks)
+    latency_bundles: list[Path] = []
+    switch_pairs: list[str] = []
+    for level, spec in LEVELS.items():
+        runs = work / f"runs-{level}"
+        for task in prof.tasks:
             teacher = work / "runs-4.7x" / task / "teacher"
             cmd = [_bin("calora-train"), "--task", task, "--compression", spec, "--out", str(runs)]
             if level != "4.7x":
@@ -99,26 +109,48 @@ def main(argv: list[str] | None = None) -> int:
                        "--seeds", *map(str, prof.seeds), "--variants", *prof.variants])
             stem.with_suffix(".done").parent.mkdir(parents=True, exist_ok=True)
             stem.with_suffix(".done").touch()
-            ablations.append(stem)
-            for target in prof.targets:
-                for mode in ("baked", "swappable"):
-                    b = work / f"bundles-{level}" / f"{task}-{target}-{mode}"
-                    steps.run(f"export-{task}-{level}-{target}-{mode}", b / "manifest.json",
-                              [_bin("calora-export"), "--target", target, "--mode", mode, "--task", task,
-                               "--runs", str(runs), "--out", str(b)])
-                    steps.run(f"validate-{task}-{level}-{target}-{mode}", results / f"parity-{b.name}-{level}",
-                              [_bin("calora-validate"), str(b), "--runs", str(runs), "--report",
-                               str(results / f"parity-{b.name}-{level}")])
-                    if level == "4.7x" and task == "rotten_tomatoes" and target != "coreml":
-                        bundles.append(b)
-    latency = results / "classify_latency_rotten_tomatoes.json"
+        for target in prof.targets:
+            pair = []
+            for mode in ("baked", "swappable"):  # every task in one bundle: swappable shares one backbone
+                b = work / f"bundles-{level}" / f"{target}-{mode}"
+                steps.run(f"export-{level}-{target}-{mode}", b / "manifest.json",
+                          [_bin("calora-export"), "--target", target, "--mode", mode, "--task", tasks,
+                           "--runs", str(runs), "--out", str(b)])
+                steps.run(f"validate-{level}-{target}-{mode}", results / f"parity-{level}-{target}-{mode}",
+                          [_bin("calora-validate"), str(b), "--runs", str(runs), "--report",
+                           str(results / f"parity-{level}-{target}-{mode}")])
+                pair.append(b)
+                if target != "coreml":
+                    latency_bundles.append(b)
+            if level == "4.7x" and target != "coreml" and len(prof.tasks) > 1:
+                switch_pairs += ["--baked", str(pair[0]), "--swappable", str(pair[1])]
+    first = prof.tasks[0]
+    latency = results / f"classify_latency_{first}.json"
     steps.run("latency", latency,
               [sys.executable, "-m", "benchmarks.classify_latency", "--runs", str(work / "runs-4.7x"),
-               "--task", "rotten_tomatoes", "--bundles", *map(str, bundles),
+               "--task", first, "--bundles", *map(str, latency_bundles), "--threads", "1",
                "--rounds", str(prof.rounds), "--work", str(work / "latency-work"), "--out", str(latency)])
+    if switch_pairs:
+        steps.run("task-switch", results / "task_switch.json",
+                  [sys.executable, "-m", "benchmarks.task_switch", *switch_pairs, "--runs", str(work / "runs-4.7x"),
+                   "--rounds", str(prof.rounds), "--work", str(work / "latency-work"),
+                   "--out", str(results / "task_switch.json")])
+    steps.run("train-step", results / f"train_step_{first}.json",
+              [sys.executable, "-m", "benchmarks.train_step", "--runs", str(work / "runs-4.7x"), "--task", first,
+               "--rounds", "3", "--out", str(results / f"train_step_{first}.json")])
+    # The training stage in two processes (per-process batch halved: the same 32 rows per step) against
+    # the single-process run of the same teacher and level.
+    two = work / "runs-2proc"
+    steps.run("train-2proc", two / first / "calora" / "metrics.json",
+              [_bin("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", _bin("calora-train"), "--task", first,
+               "--compression", LEVELS["4.7x"], "--teacher", str(work / "runs-4.7x" / first / "teacher"),
+               "--batch-size", "16", "--out", str(two)])
     abl_json = sorted(str(p) for p in results.glob("ablation_*.json"))
+    extra = (["--task-switch", str(results / "task_switch.json")] if switch_pairs else []) + \
+        ["--train-step", str(results / f"train_step_{first}.json")]
     steps.run("plots", figures / ".done", [sys.executable, "-m", "benchmarks.plots", "--out", str(figures),
-                                            "--ablation", *abl_json, "--latency", str(latency)])
+                                            "--ablation", *abl_json, "--latency", str(latency), *extra])
     print(f"[bench] results in {results}, figures in {figures}")
     return 0
 

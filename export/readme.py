@@ -25,14 +25,16 @@ let out = try module.forward([Tensor<Int64>(inputIds, shape: [1, maxLen]),
 ```"""),
     ("executorch", "swappable"): ("""```kotlin
 val backbone = Module.load("$bundle/executorch/backbone.pte")   // load once
-// adapter tensors of the active task, in manifest order (executorch/adapters/<task>.*)
+// adapter tensors of the active task, in manifest order (executorch/adapters/<task>.*); the file stores
+// manifest.adapter_dtype (float16): widen to FloatArray once here (android.util.Half.toFloat), not per call
 val adapter: List<EValue> = loadAdapter("$bundle/executorch/adapters/<task>")
 val logits = backbone.forward(EValue.from(ids), EValue.from(mask), *adapter.toTypedArray())
 // switch task: pass another task's adapter tensors; the backbone stays loaded
 ```""", """```swift
 let backbone = Module(filePath: bundle + "/executorch/backbone.pte")
 try backbone.load("forward")
-let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>")  // [Tensor<Float>] in manifest order
+let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>")  // [Tensor<Float>] in manifest order,
+                                                                       // widened once from the file's Float16
 let out = try backbone.forward([ids, mask] + adapter)
 ```"""),
     ("onnx", "baked"): ("""```kotlin

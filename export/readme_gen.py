@@ -64,7 +64,8 @@ try runner.generate(promptWithChatTemplate, Config { $0.sequenceLength = maxCont
 // The stock LlmModule calls forward(tokens, input_pos) only; the shared backbone also takes the
 // active task's adapter tensors, so drive it with the Module API (the KV cache lives in the program):
 val backbone = Module.load("$bundle/executorch/backbone.pte")
-val adapter: List<EValue> = loadAdapter("$bundle/executorch/adapters/<task>.safetensors")  // metadata order
+val adapter: List<EValue> = loadAdapter("$bundle/executorch/adapters/<task>.safetensors")  // metadata order,
+                                                                    // float16 file widened to float32 once
 var logits = backbone.forward(EValue.from(promptTokens /* [1, n] */), EValue.from(longArrayOf(0)), *adapter.toTypedArray())
 var pos = n
 while (pos < MAX_CONTEXT) {                           // greedy: argmax of the last row, then one token per call
@@ -75,6 +76,7 @@ while (pos < MAX_CONTEXT) {                           // greedy: argmax of the l
 let backbone = Module(filePath: bundle + "/executorch/backbone.pte")
 try backbone.load("forward")
 let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>.safetensors")  // [Tensor<Float>], metadata order
+                                                                     // (float16 file widened once)
 var out = try backbone.forward([promptTokens, Tensor<Int64>([0])] + adapter)       // prefill; then one token per call
 ```"""),
     ("coreml", "baked"): ("""Core ML runs on Apple platforms only: on Android ship the ExecuTorch or ONNX bundle.""", """```swift

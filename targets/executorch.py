@@ -210,8 +210,10 @@ class ExecuTorchTarget:
             names = check_same_layout(models)
             first = job.tasks[0]
             model, weight_error, info = self._prepare(first.model, job.spec)
+            # Files store job.adapter_dtype; the program takes float32 inputs: an app widens the
+            # tensors once when it loads a task (per-run casts inside the program cost XNNPACK 10%).
             adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype.torch_dtype) for t in job.tasks}
-            first_ad = [adapters[first.name][n] for n in names]
+            first_ad = [adapters[first.name][n].float() for n in names]
             data, stats = self._lower(Swappable(model, names), (*example, *first_ad), dynamic_weights=True)
             _check_delegation(stats, info, "backbone")
             path = sub / "backbone.pte"
@@ -234,7 +236,7 @@ class ExecuTorchTarget:
                 with torch.no_grad():
                     ref = Baked(task.model)(ids, mask)
                 smoke[task.name] = smoke_stats(ref, got, runtime_label)
-            inputs += [TensorSpec(n, job.adapter_dtype.value, tuple(adapters[first.name][n].shape)) for n in names]
+            inputs += [TensorSpec(n, "float32", tuple(adapters[first.name][n].shape)) for n in names]
             med = statistics.median(per_call) * 1e3 if per_call else float("nan")
             task_switch = (f"Swappable: one backbone.pte stays loaded; switching tasks means passing another "
                            f"task's {len(names)} adapter tensors (from its .safetensors file) as the method's "
@@ -246,8 +248,10 @@ class ExecuTorchTarget:
                          f"hash), it cannot feed method inputs. The app reads executorch/adapters/<task>."
                          f"safetensors, orders its tensors by the JSON list in metadata key "
                          f"'{ADAPTER_ORDER_KEY}' (the same for every task) and calls forward(input_ids, "
-                         f"attention_mask, *tensors) ({job.adapter_dtype.value}, cast to float32 inside the program). "
-                         f"The adapter matmuls run in XNNPACK as float32 linears "
+                         f"attention_mask, *tensors). The file stores {job.adapter_dtype.value}; forward takes float32: "
+                         f"widen each tensor once when loading the task (Android: android.util.Half.toFloat; "
+                         f"Swift: Float(Float16)), not per call. The adapter matmuls run in XNNPACK as float32 "
+                         f"linears "
                          f"with non-constant weights (force_non_static_weights_for_f32_linear).")
             notes.append("Alternative measured on the tiny test model (not written): one multi-method .pte with a "
                          "baked `forward` per task was 134,920 bytes for 2 tasks vs 85,256 for one (the int4 "
@@ -295,12 +299,25 @@ def write_adapter(path: Path, tensors: dict, names: list[str], task: str, label_
 
 
 def read_adapter(path: Path) -> list:
-    """An adapter file's tensors in the order the backbone method expects them."""
-    from safetensors import safe_open
+    """An adapter file's tensors in the order the backbone method expects them, as the float32
+    inputs it takes (a float16 file is widened here, once per task load, as an app does)."""
+    return [t.float() for t in read_adapter_file(path)[2]]
 
-    with safe_open(str(path), framework="pt") as f:
-        order = json.loads(f.metadata()[ADAPTER_ORDER_KEY])
-        return [f.get_tensor(n).contiguous() for n in order]
+
+def read_adapter_file(path: Path) -> tuple[list[str], dict, list]:
+    """(input order, metadata, tensors in that order) of an adapter file, read in one pass: the file
+    is read once and parsed from memory (safetensors' header is 8 bytes of length + JSON), which is
+    what a task switch costs; opening it per tensor took twice as long for MiniLM's 100 tensors."""
+    import struct
+
+    from safetensors.torch import load
+
+    data = Path(path).read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
+    order = json.loads(meta[ADAPTER_ORDER_KEY])
+    tensors = load(data)
+    return order, meta, [tensors[n].contiguous() for n in order]
 
 
 def _load(path: Path):

@@ -144,7 +144,7 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
         first = job.tasks[0]
         model, info = prepared(first)
         adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype.torch_dtype) for t in job.tasks}
-        first_ad = [adapters[first.name][n] for n in names]
+        first_ad = [adapters[first.name][n].float() for n in names]  # forward takes float32 (widened at load)
         module = Swappable(StaticCache(model, shape), names, 2)
         with step(f"executorch: lowering backbone.pte ({shape.layers} layers to XNNPACK, {len(names)} adapter "
                   "inputs; minutes on a phone-sized decoder)"):
@@ -179,8 +179,7 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
                      "the table is stored twice (embedding_byte lookup and head), as ExecuTorch's own Llama export does.")
     inputs = [TensorSpec("tokens", "int64", (1, "sequence")), TensorSpec("input_pos", "int64", (1,))]
     if names:
-        inputs += [TensorSpec(n, job.adapter_dtype.value, tuple(adapter_tensors(job.tasks[0].model)[n].shape))
-                   for n in names]
+        inputs += [TensorSpec(n, "float32", tuple(adapter_tensors(job.tasks[0].model)[n].shape)) for n in names]
     return TargetResult(files=files, inputs=inputs,
                         outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab))],
                         runtime={"name": "executorch", "version": _runtime_version(),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from calora.targets.base import Finding, Stage, manifest_file
-from calora.targets.executorch import ADAPTER_ORDER_KEY, BACKBONE_KEY, _load, _runtime_version
+from calora.targets.executorch import BACKBONE_KEY, _load, _runtime_version
 
 _QUANT_OPS = ("quantize", "dequantize", "choose_qparams")
 _BYTES_PROBED = 3  # adapter tensors per task searched for in the shared backbone's bytes
@@ -39,12 +39,9 @@ class ExecuTorchRunner:
         return self._methods[str(path)][1]
 
     def _adapter(self, task: str) -> tuple[list[str], dict, list]:
-        from safetensors import safe_open
+        from .executorch import read_adapter_file
 
-        with safe_open(str(self._file("adapter", task, ".safetensors")), framework="pt") as f:
-            meta = f.metadata() or {}
-            order = json.loads(meta[ADAPTER_ORDER_KEY])
-            return order, meta, [f.get_tensor(n).contiguous() for n in order]
+        return read_adapter_file(self._file("adapter", task, ".safetensors"))
 
     # ---- running --------------------------------------------------------------------------------
     def logits(self, task: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -52,8 +49,8 @@ class ExecuTorchRunner:
 
         if self.swappable:
             method = self._method(self._file("backbone", None, ".pte"))
-            if task not in self._tensors:  # read once per task, as an app keeps the active task's tensors
-                self._tensors[task] = self._adapter(task)[2]
+            if task not in self._tensors:  # read (and widened to float32) once per task, as an app does
+                self._tensors[task] = [t.float() for t in self._adapter(task)[2]]
             extra = self._tensors[task]
         else:
             method = self._method(self._file("model", task, ".pte"))
@@ -153,13 +150,11 @@ class ExecuTorchRunner:
                                f"{name}: {len(shapes)} tensors vs {len(declared) - 2} adapter inputs; first mismatch "
                                f"{next(((i, s, d) for i, (s, d) in enumerate(zip(shapes, declared[2:])) if s != d), None)}",
                                task))
-            # The program takes its adapter inputs in the manifest's dtype (float16 by default).
-            want_dtypes = [i["dtype"] for i in self.manifest["inputs"][2:]]
-            dtypes = [str(t.dtype).removeprefix("torch.") for t in tensors]
-            out.append(Finding(Stage.SHAPES, "adapter tensor dtypes", dtypes == want_dtypes,
-                               f"{name}: {sorted(set(dtypes))} as the manifest's inputs ({sorted(set(want_dtypes))})"
-                               if dtypes == want_dtypes else f"{name}: {sorted(set(dtypes))} where backbone.pte takes "
-                               f"{sorted(set(want_dtypes))}", task))
+            # The file stores the manifest's adapter dtype (float16 by default); apps widen to float32.
+            want = self.manifest.get("adapter_dtype", "float32")
+            dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors})
+            out.append(Finding(Stage.SHAPES, "adapter tensor dtype", dtypes == [want],
+                               f"{name}: {dtypes}, the manifest's adapter_dtype {want!r}", task))
             # Not baked: the task's largest tensors must not occur byte for byte in the shared program.
             probes = sorted((t for t in tensors if t.numel() >= 16 and bool(torch.any(t != 0))),
                             key=lambda t: -t.numel())[:_BYTES_PROBED]

@@ -136,6 +136,13 @@ def test_swappable_adapter_order_and_switch_sentence(exported):
     assert orders[0] == orders[1]
     extra = [t.name for t in result.inputs[2:]]
     assert extra and extra == __import__("json").loads(orders[0])
+    # the files store float16 (the default --adapter-dtype); forward takes float32, widened at load
+    from calora.targets.executorch import read_adapter, read_adapter_file
+
+    path = out_dir / "executorch" / "adapters" / "toy_a.safetensors"
+    assert {t.dtype for t in read_adapter_file(path)[2]} == {__import__("torch").float16}
+    assert {t.dtype for t in read_adapter(path)} == {__import__("torch").float32}
+    assert {t.dtype for t in result.inputs[2:]} == {"float32"}
     assert "no program reload" in result.task_switch and "ms" in result.task_switch
 
 
