@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = ",".join(prof.tasks)
     latency_bundles: list[Path] = []
     switch_pairs: list[str] = []
+    # Training first (every level and task), then lowering and validation, then the timed benchmarks:
+    # the timings run last, alone, and a change to the export code only redoes the later steps.
     for level, spec in LEVELS.items():
         runs = work / f"runs-{level}"
         for task in prof.tasks:
@@ -109,6 +111,17 @@ def main(argv: list[str] | None = None) -> int:
                        "--seeds", *map(str, prof.seeds), "--variants", *prof.variants])
             stem.with_suffix(".done").parent.mkdir(parents=True, exist_ok=True)
             stem.with_suffix(".done").touch()
+    first = prof.tasks[0]
+    # The training stage in two processes (per-process batch halved: the same 32 rows per step) against
+    # the single-process run of the same teacher and level.
+    two = work / "runs-2proc"
+    steps.run("train-2proc", two / first / "calora" / "metrics.json",
+              [_bin("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", _bin("calora-train"), "--task", first,
+               "--compression", LEVELS["4.7x"], "--teacher", str(work / "runs-4.7x" / first / "teacher"),
+               "--batch-size", "16", "--out", str(two)])
+    for level in LEVELS:
+        runs = work / f"runs-{level}"
         for target in prof.targets:
             pair = []
             for mode in ("baked", "swappable"):  # every task in one bundle: swappable shares one backbone
@@ -124,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
                     latency_bundles.append(b)
             if level == "4.7x" and target != "coreml" and len(prof.tasks) > 1:
                 switch_pairs += ["--baked", str(pair[0]), "--swappable", str(pair[1])]
-    first = prof.tasks[0]
     latency = results / f"classify_latency_{first}.json"
     steps.run("latency", latency,
               [sys.executable, "-m", "benchmarks.classify_latency", "--runs", str(work / "runs-4.7x"),
@@ -138,14 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     steps.run("train-step", results / f"train_step_{first}.json",
               [sys.executable, "-m", "benchmarks.train_step", "--runs", str(work / "runs-4.7x"), "--task", first,
                "--rounds", "3", "--out", str(results / f"train_step_{first}.json")])
-    # The training stage in two processes (per-process batch halved: the same 32 rows per step) against
-    # the single-process run of the same teacher and level.
-    two = work / "runs-2proc"
-    steps.run("train-2proc", two / first / "calora" / "metrics.json",
-              [_bin("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", _bin("calora-train"), "--task", first,
-               "--compression", LEVELS["4.7x"], "--teacher", str(work / "runs-4.7x" / first / "teacher"),
-               "--batch-size", "16", "--out", str(two)])
     abl_json = sorted(str(p) for p in results.glob("ablation_*.json"))
     extra = (["--task-switch", str(results / "task_switch.json")] if switch_pairs else []) + \
         ["--train-step", str(results / f"train_step_{first}.json")]
