@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import provenance, write_results
 
 ALT = "alternative-ort-int8"
 EAGER = "pytorch-fp32"
@@ -318,19 +319,14 @@ def main(argv: list[str] | None = None) -> int:
              "import_ms": statistics.median(results[c["name"]]["import_ms"]),
              "peak_rss_mb": max((x for x in results[c["name"]]["peak_rss_mb"] if x is not None), default=None),
              "rounds_ms": results[c["name"]]["rounds_ms"]} for c in configs]
-    record = {"command": "python -m benchmarks.classify_latency " + " ".join(sys.argv[1:] if argv is None else argv),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "machine": f"{platform.machine()} {platform.processor() or ''} x{os.cpu_count()} cores".strip(),
-              "task": args.task, "test_examples": len(ids), "length": args.length, "batch": 1,
+    record = {**provenance("benchmarks.classify_latency", argv), "task": args.task, "test_examples": len(ids), "length": args.length, "batch": 1,
               "examples_per_process": args.examples, "rounds": args.rounds, "rows": rows}
     print(f"\n{'config':<28} {'median ms':>9} {'x alt':>6} {'x eager':>7} {'acc':>6} {'MB':>7} {'adapter MB':>10}")
     for row in rows:
         acc = f"{100 * row['accuracy']:.1f}" if row["accuracy"] is not None else "-"
         print(f"{row['config']:<28} {row['median_ms']:9.2f} {row['x_alternative']:6.2f} {row['x_eager']:7.2f} "
               f"{acc:>6} {row['model_bytes'] / 1e6:7.2f} {row['adapter_bytes'] / 1e6:10.2f}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_results(args.out, record)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import provenance, write_results
 
 
 def _ms(t0: float) -> float:
@@ -253,19 +254,14 @@ def main(argv: list[str] | None = None) -> int:
             "x_switch_plus_first_run": (reload + med(b, "first_run")) / (cold + med(s, "first_run")),
             "rounds": {k: results[str(p)] for k, p in (("swappable", s), ("baked", b))},
         })
-    record = {"command": "python -m benchmarks.task_switch " + " ".join(sys.argv[1:] if argv is None else argv),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "machine": f"{platform.machine()} {platform.processor() or ''} x{os.cpu_count()} cores".strip(),
-              "length": args.length, "batch": 1, "switches_per_process": args.switches, "rounds": args.rounds,
+    record = {**provenance("benchmarks.task_switch", argv), "length": args.length, "batch": 1, "switches_per_process": args.switches, "rounds": args.rounds,
               "rows": rows}
     print(f"\n{'target':<11} {'switch cold':>11} {'switch warm':>11} {'reload':>9} {'reload/cold':>11} "
           f"{'(reload+run)/(switch+run)':>26}")
     for row in rows:
         print(f"{row['target']:<11} {row['switch_cold_ms']:9.3f}ms {row['switch_warm_ms']:9.4f}ms "
               f"{row['reload_ms']:7.2f}ms {row['x_reload_over_switch_cold']:11.1f} {row['x_switch_plus_first_run']:26.2f}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_results(args.out, record)
     return 0
 
 

@@ -24,14 +24,12 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import provenance, write_results
 
 
 def _subset(dataset, n: int):
@@ -131,10 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"config": k, "median_s_per_step": v, "x_lora_compressed": v / base, "rounds_s_per_step": per_step[k]}
             for k, v in med.items()]
     record = {
-        "command": "python -m benchmarks.train_step " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": f"{platform.machine()} x{os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} threads",
+        **provenance("benchmarks.train_step", argv),
+        "torch": f"{torch.__version__}, {torch.get_num_threads()} threads",
         "task": args.task, "backbone": rec["backbone"]["source"], "compression": rec["compression"]["text"],
         "batch_size": settings.batch_size, "max_length": settings.max_length, "steps": args.steps,
         "rounds": args.rounds, "rows": rows,
@@ -149,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['config']:<18} {1e3 * row['median_s_per_step']:8.1f} {row['x_lora_compressed']:20.2f}")
     print(f"cache fill: {1e3 * fill_per_example:.2f} ms/example; online teacher extra: "
           f"{1e3 * online_extra / settings.batch_size:.2f} ms/example")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_results(args.out, record)
     return 0
 
 

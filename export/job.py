@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from calora.targets.base import AdapterDType, ExportJob, Mode, TaskModel
-from calora.train.artifacts import load_student, read_json
+from calora.train.artifacts import load_student
 from calora.train.kinds import KindName, kind_of
 from calora.train.backbones import load_tokenizer
 from calora.train.errors import AdapterMismatchError, ArtifactError, CaloraError, ConfigError

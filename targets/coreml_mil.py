@@ -25,6 +25,17 @@ class QuantWeight:
     scale: np.ndarray  # float32 (out, groups)
 
 
+def _float_matrices(prog):
+    """(function, const op, value) for every 2-D float32 constant of `prog`, snapshot per function
+    (callers replace ops while iterating)."""
+    for func in prog.functions.values():
+        for op in list(func.operations):
+            if op.op_type == "const":
+                val = op.outputs[0].val
+                if isinstance(val, np.ndarray) and val.ndim == 2 and val.dtype == np.float32:
+                    yield func, op, val
+
+
 def constexpr_name(name: str) -> str:
     return "calora_q__" + name.replace(".", "_")
 
@@ -36,52 +47,47 @@ def quantize_consts(prog, weights: list[QuantWeight]) -> dict[str, str]:
     from coremltools.converters.mil.mil import types
 
     found: dict[str, str] = {}
-    for func in prog.functions.values():
-        for op in list(func.operations):
-            if op.op_type != "const":
+    for func, op, val in _float_matrices(prog):
+        for qw in weights:
+            if val.shape == qw.weight.shape and np.array_equal(val, qw.weight):
+                orient, codes, scale = "w", qw.codes, qw.scale
+            elif val.shape == qw.weight.T.shape and np.array_equal(val, qw.weight.T):
+                orient, codes, scale = "wT", qw.codes.T, qw.scale.T
+            else:
                 continue
-            val = op.outputs[0].val
-            if not isinstance(val, np.ndarray) or val.ndim != 2 or val.dtype != np.float32:
-                continue
-            for qw in weights:
-                if val.shape == qw.weight.shape and np.array_equal(val, qw.weight):
-                    orient, codes, scale = "w", qw.codes, qw.scale
-                elif val.shape == qw.weight.T.shape and np.array_equal(val, qw.weight.T):
-                    orient, codes, scale = "wT", qw.codes.T, qw.scale.T
-                else:
-                    continue
-                codes = np.ascontiguousarray(codes)
-                if codes.min() >= -8 and codes.max() <= 7:
-                    data = codes.astype(types.nptype_from_builtin(types.int4))
-                else:
-                    data = codes.astype(np.int8)
-                scopes = _scopes(op)  # kept for debuggability
-                name = constexpr_name(qw.name)
-                if qw.name in found:  # the same table read twice (a tied LM head): a second, distinct op
-                    name += f"__{sum(1 for o in func.operations if o.name.startswith(name))}"
-                with func, contextlib.ExitStack() as stack:
-                    if scopes:
-                        stack.enter_context(mb.scope(*scopes))
-                    new = mb.constexpr_blockwise_shift_scale(
-                        data=data, scale=np.ascontiguousarray(scale, dtype=np.float32),
-                        before_op=op, name=name)
-                op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new,
-                                                                 no_check_var_types=True)
-                op.enclosing_block.remove_ops([op])
-                found[qw.name] = orient
-                break
+            codes = np.ascontiguousarray(codes)
+            if codes.min() >= -8 and codes.max() <= 7:
+                data = codes.astype(types.nptype_from_builtin(types.int4))
+            else:
+                data = codes.astype(np.int8)
+            name = constexpr_name(qw.name)
+            if qw.name in found:  # the same table read twice (a tied LM head): a second, distinct op
+                name += f"__{sum(1 for o in func.operations if o.name.startswith(name))}"
+            _replace(func, op, lambda before, d=data, sc=scale, n=name: mb.constexpr_blockwise_shift_scale(
+                data=d, scale=np.ascontiguousarray(sc, dtype=np.float32), before_op=before, name=n))
+            found[qw.name] = orient
+            break
     missing = [qw.name for qw in weights if qw.name not in found]
     if missing:
         raise RuntimeError(f"coreml: backbone weights not found as constants of the converted program: {missing}")
     return found
 
 
-def _scopes(op) -> list:
-    """The op's source scopes (torch module names), for the op replacing it; the graph-pass history
-    may hold several passes, which ScopeInfo refuses, so it is not copied."""
+def _replace(func, op, make) -> None:
+    """Swap the const `op` for the op `make(before_op)` builds, keeping the op's source scopes (torch
+    module names, for debuggability; the graph-pass history may hold several passes, which
+    ScopeInfo refuses, so it is not copied)."""
+    from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil.scope import ScopeInfo
 
-    return [ScopeInfo(source=k, data=v) for k, v in op.scopes.items() if k.name != "COREMLTOOLS_GRAPH_PASS"]
+    scopes = [ScopeInfo(source=k, data=v) for k, v in op.scopes.items() if k.name != "COREMLTOOLS_GRAPH_PASS"]
+    with func, contextlib.ExitStack() as stack:
+        if scopes:
+            stack.enter_context(mb.scope(*scopes))
+        new = make(op)
+    op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new,
+                                                     no_check_var_types=True)
+    op.enclosing_block.remove_ops([op])
 
 
 def half_consts(prog, tensors: dict[str, np.ndarray]) -> int:
@@ -92,28 +98,15 @@ def half_consts(prog, tensors: dict[str, np.ndarray]) -> int:
     from coremltools.converters.mil import Builder as mb
 
     found: set[str] = set()
-    for func in prog.functions.values():
-        for op in list(func.operations):
-            if op.op_type != "const":
-                continue
-            val = op.outputs[0].val
-            if not isinstance(val, np.ndarray) or val.ndim != 2 or val.dtype != np.float32:
-                continue
-            name = next((n for n, t in tensors.items()
-                         if (val.shape == t.shape and np.array_equal(val, t))
-                         or (val.shape == t.T.shape and np.array_equal(val, t.T))), None)
-            if name is None:
-                continue
-            with func, contextlib.ExitStack() as stack:
-                scopes = _scopes(op)
-                if scopes:
-                    stack.enter_context(mb.scope(*scopes))
-                new = mb.constexpr_cast(source_val=val.astype(np.float16), output_dtype="fp32", before_op=op,
-                                        name="calora_fp16__" + name.replace(".", "_") + f"__{len(found)}")
-            op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new,
-                                                             no_check_var_types=True)
-            op.enclosing_block.remove_ops([op])
-            found.add(name)
+    for func, op, val in _float_matrices(prog):
+        name = next((n for n, t in tensors.items()
+                     if (val.shape == t.shape and np.array_equal(val, t))
+                     or (val.shape == t.T.shape and np.array_equal(val, t.T))), None)
+        if name is None:
+            continue
+        _replace(func, op, lambda before, v=val, n=f"calora_fp16__{name.replace('.', '_')}__{len(found)}":
+                 mb.constexpr_cast(source_val=v.astype(np.float16), output_dtype="fp32", before_op=before, name=n))
+        found.add(name)
     missing = sorted(set(tensors) - found)
     if missing:
         raise RuntimeError(f"coreml: adapter weights not found as constants of the converted program: {missing[:3]}")

@@ -127,7 +127,7 @@ def _import_teacher(cfg: RunConfig, task: TaskData, teacher: nn.Module, adapter:
                                                      "the adapter was trained with)"), flush=True)
     try:
         attach_lora(teacher, adapter.config, adapter.tensors)
-    except AdapterMismatchError as exc:
+    except AdapterMismatchError:
         heads = [k for k in adapter.tensors if k.split(".")[0] in head_modules(teacher) and k.endswith("weight")]
         outs = {tuple(adapter.tensors[k].shape)[0] for k in heads if adapter.tensors[k].ndim == 2}
         if heads and task.num_labels not in outs:
