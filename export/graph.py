@@ -49,6 +49,33 @@ def deployable(model: nn.Module) -> nn.Module:
     return model
 
 
+def trim_positions(model: nn.Module, max_length: int) -> int:
+    """Cut learned absolute position tables (BERT family) of a deployable copy to the `max_length`
+    positions the bundle takes (its manifest's max_sequence_length), with their index buffers; sets
+    the copy's `config.max_position_embeddings` to match. Outputs for inputs up to `max_length`
+    tokens are unchanged. Returns the float32 bytes removed (MiniLM at 64 tokens: 0.69 MB, which
+    a dynamic-shape ONNX graph would otherwise store whole; fixed-shape targets fold it anyway)."""
+    saved = 0
+    for module in model.modules():
+        table = getattr(module, "position_embeddings", None)
+        if not isinstance(table, nn.Embedding) or table.num_embeddings <= max_length:
+            continue
+        cut = nn.Embedding(max_length, table.embedding_dim, padding_idx=table.padding_idx
+                           if table.padding_idx is not None and table.padding_idx < max_length else None)
+        with torch.no_grad():
+            cut.weight.copy_(table.weight[:max_length])
+        cut.weight.requires_grad_(False)
+        saved += (table.num_embeddings - max_length) * table.embedding_dim * table.weight.element_size()
+        module.position_embeddings = cut
+        for name in ("position_ids", "token_type_ids"):  # index buffers as long as the table
+            buf = getattr(module, name, None)
+            if isinstance(buf, torch.Tensor) and buf.dim() == 2 and buf.shape[1] > max_length:
+                module.register_buffer(name, buf[:, :max_length].clone(), persistent=False)
+    if saved and getattr(getattr(model, "config", None), "max_position_embeddings", 0) > max_length:
+        model.config.max_position_embeddings = max_length
+    return saved
+
+
 def _dequantize_bnb(module: nn.Module) -> nn.Linear:
     """A bitsandbytes layer as the float nn.Linear it computes with (no mobile runtime runs NF4)."""
     import bitsandbytes as bnb

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, adapter_tensors,
-                                 backbone_linears, check_same_layout, deployable, example_inputs, smoke_stats)
+                                 backbone_linears, check_same_layout, deployable, example_inputs, smoke_stats,
+                                 trim_positions)
 from calora.targets.base import (AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec,
                                  fingerprint_version)
 from calora.train.errors import ConfigError
@@ -110,6 +111,7 @@ class OnnxTarget:
         if job.mode == Mode.BAKED:
             for task in job.tasks:
                 model = deployable(task.model)
+                trimmed = trim_positions(model, job.max_length)
                 proto, info = _export(Baked(model), (ids, mask), list(INPUT_NAMES), job.max_length, model)
                 proto, err, kept = _quantize(proto, model, task.model, fmt, group, accuracy_level=INT4_ACCURACY_LEVEL)
                 merge_error(err)
@@ -128,6 +130,7 @@ class OnnxTarget:
             names = check_same_layout({t.name: t.model for t in job.tasks})
             first = job.tasks[0]
             model = deployable(first.model)
+            trimmed = trim_positions(model, job.max_length)
             example = adapter_tensors(model)
             args = (ids, mask, *[example[n] for n in names])
             proto, info = _export(Swappable(model, names), args, [*INPUT_NAMES, *names], job.max_length, model)
@@ -187,6 +190,10 @@ class OnnxTarget:
             notes.append("Activations are float32 in MatMulNBits (accuracy_level unset; level 4 measured no faster on "
                          "x86 AVX2): the trained model simulated int8 dynamic activations, a small source of the smoke "
                          "logit error.")
+        if trimmed:
+            notes.append(f"Position embeddings cut to the {job.max_length} positions the bundle takes "
+                         f"({trimmed / 1e6:.2f} MB of float32 rows beyond max_sequence_length not stored): the "
+                         f"graph's sequence dimension runs 2..{job.max_length}.")
         if not info.get("dynamic_sequence", True):
             notes.append(f"Sequence length is fixed at {job.max_length}: the dynamic-sequence export failed "
                          f"({info.get('dynamic_error')}); pad inputs to max_length.")

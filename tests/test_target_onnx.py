@@ -196,3 +196,17 @@ def test_swappable_defaults_are_empty_and_inputs_float16(swappable):
     casts = [n for n in m.graph.node if n.op_type == "Cast" and n.input[0] in names]
     assert sorted(c.input[0] for c in casts) == sorted(names)
     assert sum(d.nbytes for d in defaults.values()) < 4096
+
+
+def test_position_table_cut_to_the_bundle_length(baked):
+    """The BERT position table is stored for max_length positions only (the bundle's contract),
+    and the model still matches PyTorch at shorter lengths (checked above at 9 tokens)."""
+    from onnx import numpy_helper
+
+    job, out, r = baked
+    m, _ = _float_inits(out / "onnx/toy_a.onnx")
+    table = job.tasks[0].model.get_submodule("bert.embeddings.position_embeddings").weight.detach().numpy()
+    stored = [numpy_helper.to_array(i) for i in m.graph.initializer if tuple(i.dims) == (job.max_length, table.shape[1])]
+    assert any(np.array_equal(a, table[:job.max_length]) for a in stored)
+    assert not any(tuple(i.dims) == table.shape for i in m.graph.initializer)
+    assert any("Position embeddings cut" in n for n in r.notes)
