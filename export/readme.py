@@ -7,6 +7,18 @@ here). What calora does run is each artifact in its own runtime on Linux: see `m
 
 from __future__ import annotations
 
+def adapter_dtype_line(manifest: dict) -> str:
+    """One sentence on how the adapter files store their tensors (swappable bundles only)."""
+    if manifest["mode"] != "swappable":
+        return ""
+    dtype = manifest.get("adapter_dtype", "float32")
+    how = {"onnx": "the backbone's adapter inputs have that dtype and it casts them to float32 itself",
+           "executorch": "widen them to float32 once when loading a task; `forward` takes float32",
+           "coreml": "each task function stores its adapter matrices so and widens them at load"}
+    return (f"\n\nAdapter tensors are stored as {dtype}: {how.get(manifest['target'], 'see manifest.json')}. "
+            "The arithmetic is float32 either way.")
+
+
 _SNIPPETS = {
     ("executorch", "baked"): ("""```kotlin
 // build.gradle: implementation("org.pytorch:executorch-android:<version>")
@@ -142,7 +154,7 @@ file hashes, the smoke comparison against PyTorch, re-quantization error).
 
 ## Switching tasks
 
-{manifest['task_switch']}
+{manifest['task_switch']}{adapter_dtype_line(manifest)}
 
 ### Android (Kotlin)
 

@@ -99,6 +99,8 @@ let state = model.makeState()                           // prefill and decode as
 
 
 def generative_readme(manifest: dict, header: str, files_table: str) -> str:
+    from .readme import adapter_dtype_line
+
     target, mode = manifest["target"], manifest["mode"]
     none = f"(calora has no {target} snippet for generation yet)"
     kotlin, swift = _GEN_SNIPPETS.get((target, mode), (none, none))
@@ -133,7 +135,7 @@ def generative_readme(manifest: dict, header: str, files_table: str) -> str:
 
 ## Switching tasks
 
-{manifest['task_switch']}
+{manifest['task_switch']}{adapter_dtype_line(manifest)}
 
 ### Android (Kotlin)
 
