@@ -51,3 +51,27 @@ def test_two_processes_on_cpu_train_one_result(tiny_bert, sentiment_csv, tmp_pat
 
     model, _ = load_student(out / "t" / "calora")  # what the main process wrote is complete
     assert model is not None
+
+
+def test_learning_rate_schedule_spans_the_run_in_every_process_count(monkeypatch):
+    """accelerate steps a prepared scheduler once per process per optimizer step: the schedule
+    must still warm up, peak and reach zero exactly at the last of `total` optimizer steps."""
+    import torch
+    from accelerate import scheduler as acc_scheduler
+
+    from calora.train.trainer import linear_schedule
+
+    for processes in (1, 2, 4):
+        monkeypatch.setattr(acc_scheduler, "AcceleratorState", lambda n=processes: type("S", (), {"num_processes": n}))
+        param = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([param], lr=1.0)
+        opt.step_was_skipped = False  # what accelerate's optimizer wrapper reports
+        sched = acc_scheduler.AcceleratedScheduler(linear_schedule(opt, 0.1, 100, processes), opt)
+        lrs = []
+        for _ in range(100):
+            opt.step()
+            sched.step()
+            lrs.append(sched.get_last_lr()[0])
+        assert max(lrs) == pytest.approx(1.0, abs=0.02), processes
+        assert lrs[49] == pytest.approx(50 / 90, abs=0.02), (processes, lrs[49])  # linear from step 10 to 100
+        assert lrs[-1] == pytest.approx(0.0, abs=1e-9) and lrs[-2] > 0, processes

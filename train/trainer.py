@@ -137,7 +137,6 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
     losses (default: classification's)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
 
     from .processes import force_cpu
 
@@ -154,7 +153,7 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / settings.batch_size / accelerator.num_processes)
     total = max(1, int(round(settings.epochs * steps_per_epoch)))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    scheduler = linear_schedule(optimizer, settings.warmup_ratio, total, accelerator.num_processes)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     targets = None
@@ -235,6 +234,16 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
     model = accelerator.unwrap_model(model)
     model.eval()
     return FitResult(step, time.perf_counter() - start, resumed, loss_value)
+
+
+def linear_schedule(optimizer, warmup_ratio: float, total: int, processes: int):
+    """Linear warm-up then decay to zero over `total` optimizer steps, in the units accelerate steps
+    a prepared scheduler in: once per process per optimizer step (it assumes a schedule sized for
+    one process's loader). Sized in optimizer steps alone, a 2-process run decayed twice as fast
+    and trained its second half at learning rate zero."""
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total) * processes, total * processes)
 
 
 def _check_finite(model: nn.Module, desc: str, step: int) -> None:
