@@ -41,6 +41,11 @@ def _test_values(metrics, key: str) -> list[float]:
     return [float(m["test"][key]) for m in metrics if m.get("test", {}).get(key) is not None]
 
 
+def _short(config: str) -> str:
+    """A latency row's label without what every calora row shares (the name, the int4 linears)."""
+    return config.replace("calora ", "").replace("int4:g32+sparse:0.5+", "")
+
+
 def ablation(path: Path, out: Path) -> Path:
     record = json.loads(path.read_text())
     kind = record.get("config", {}).get("kind", "classify")
@@ -80,8 +85,8 @@ def latency(path: Path, out: Path) -> Path:
     rows = record["rows"]
     plt = _figure()[0]
     plt.close("all")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4))
-    names = [r["config"] for r in rows][::-1]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 2.2 + 0.28 * len(rows)))
+    names = [_short(r["config"]) for r in rows][::-1]
     ax1.barh(names, [r["median_ms"] for r in rows][::-1], color="#dd8452")
     for i, r in enumerate(rows[::-1]):
         acc = f", acc {100 * r['accuracy']:.1f}%" if r.get("accuracy") is not None else ""
@@ -97,7 +102,7 @@ def latency(path: Path, out: Path) -> Path:
     ax2.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{record['task']}: latency and size per artifact", fontsize=10)
     ax1.tick_params(axis="y", labelsize=8)
-    fig.subplots_adjust(left=0.25, bottom=0.22, wspace=0.05)
+    fig.subplots_adjust(left=0.3, bottom=0.1 + 0.6 / len(rows), wspace=0.05)
     _footer(fig, record)
     dest = out / f"{path.stem}.png"
     fig.savefig(dest, dpi=130)
