@@ -184,8 +184,9 @@ def train_step(path: Path, out: Path) -> Path:
 
 def levels(specs: list[str], out: Path, name: str = "quality_by_level") -> Path:
     """Grouped bars per compression level: teacher, LoRA from scratch, LoftQ, CA-LoRA. Each spec is
-    LABEL=ABLATION_JSON,METRICS_JSON: the baselines from an ablation file, CA-LoRA (and the teacher)
-    from the calora-train run's metrics.json of the same level."""
+    LABEL=ABLATION_JSON,METRICS_JSON[,SEEDS_JSON]: the baselines from an ablation file, CA-LoRA (and
+    the teacher) from the calora-train run's metrics.json of the same level; an optional ablation
+    file of more seeds adds its LoRA-from-scratch and CA-LoRA runs (bars: mean, whiskers: std)."""
     import numpy as np
 
     groups, records = [], []
@@ -193,30 +194,38 @@ def levels(specs: list[str], out: Path, name: str = "quality_by_level") -> Path:
             "compressed + CA-LoRA"]
     for spec in specs:
         label, _, files = spec.partition("=")
-        abl_path, metrics_path = files.split(",")
+        abl_path, metrics_path, *more = files.split(",")
         record = json.loads(Path(abl_path).read_text())
         metrics = json.loads(Path(metrics_path).read_text())
-        vals = {r: statistics.mean(_test_values(record["rows"][r], "accuracy")) for r in rows[:3] if r in record["rows"]}
-        vals["compressed + CA-LoRA"] = metrics["student"]["test"]["accuracy"]
+        vals = {r: _test_values(record["rows"][r], "accuracy") for r in rows[:3] if r in record["rows"]}
+        vals["compressed + CA-LoRA"] = [metrics["student"]["test"]["accuracy"]]
+        for extra in more:
+            seeds = json.loads(Path(extra).read_text())
+            for r in ("compressed + LoRA from scratch", "compressed + CA-LoRA"):
+                vals[r] = vals.get(r, []) + _test_values(seeds["rows"].get(r, []), "accuracy")
+            records.append(seeds)
         groups.append((label, vals))
         records.append(record)
-    plt, fig, ax = _figure(8.5, 4.4)
+    plt, fig, ax = _figure(9.0, 6.0)  # room for the footer: one command per results file
     width = 0.2
     x = np.arange(len(groups))
     for i, row in enumerate(rows):
-        ys = [100 * g[1].get(row, float("nan")) for g in groups]
-        bars = ax.bar(x + (i - 1.5) * width, ys, width, label=row)
-        for b, y in zip(bars, ys):
-            ax.text(b.get_x() + b.get_width() / 2, y + 0.1, f"{y:.1f}", ha="center", fontsize=7)
+        ys = [100 * statistics.mean(g[1][row]) if g[1].get(row) else float("nan") for g in groups]
+        errs = [100 * statistics.stdev(g[1][row]) if len(g[1].get(row, [])) > 1 else 0.0 for g in groups]
+        bars = ax.bar(x + (i - 1.5) * width, ys, width, yerr=errs, capsize=3, label=row)
+        for b, y, g in zip(bars, ys, groups):
+            n = len(g[1].get(row, []))
+            ax.text(b.get_x() + b.get_width() / 2, y + 0.15, f"{y:.1f}" + (f"\n(n={n})" if n > 1 else ""),
+                    ha="center", fontsize=7)
     ax.set_xticks(x, [g[0] for g in groups])
-    lo = min(100 * v for g in groups for v in g[1].values())
-    ax.set_ylim(lo - 2, 100 * max(v for g in groups for v in g[1].values()) + 2.5)
+    flat = [100 * v for g in groups for vs in g[1].values() for v in vs]
+    ax.set_ylim(min(flat) - 2, max(flat) + 2.5)
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7, loc="upper center", ncol=2)
     cfg = records[0].get("config", {})
     ax.set_title(f"{cfg.get('backbone', '')} on {cfg.get('task', '')}: accuracy by compression level", fontsize=10)
-    fig.subplots_adjust(bottom=0.24)
-    _footer(fig, {"command": " ; ".join(r["command"] for r in records) + " ; CA-LoRA: calora-train (metrics.json)",
+    fig.subplots_adjust(bottom=0.36)
+    _footer(fig, {"command": " ; ".join(r["command"] for r in records) + " ; CA-LoRA seed 0: calora-train (metrics.json)",
                   "machine": records[0].get("machine", ""), "date": records[0].get("started", "")})
     dest = out / f"{name}.png"
     fig.savefig(dest, dpi=130)
