@@ -17,10 +17,16 @@ def test_figures_are_drawn_from_the_committed_results(tmp_path):
                "--decode", str(ROOT / "benchmarks/results/gen_decode_smollm2_cpu.json"),
                "--levels", "4.7x=" + ",".join(str(ROOT / p) for p in (
                    "train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8_cpu.json",
-                   "docs/results/train_rotten_tomatoes_4.7x_metrics.json"))])
+                   "docs/results/train_rotten_tomatoes_4.7x_metrics.json")),
+               "6.1x=" + ",".join(str(ROOT / "docs/results/2026-12-05" / p) for p in (
+                   "ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint4.json",
+                   "train_rotten_tomatoes_6.1x_metrics.json",
+                   "seeds/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint4.json")),
+               "--task-switch", str(ROOT / "docs/results/2026-12-05/task_switch.json"),
+               "--train-step", str(ROOT / "docs/results/2026-12-05/train_step_rotten_tomatoes.json")])
     assert rc == 0
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert len(pngs) == 4 and all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 6 and all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
 def test_latency_benchmark_reads_every_artifact_file_of_a_manifest():
