@@ -241,3 +241,21 @@ def empty_past(shape: DecoderShape, batch: int = 1) -> list[torch.Tensor]:
 def past_names(shape: DecoderShape, prefix: str) -> list[str]:
     """past_key_values.0.key, past_key_values.0.value, ... (or present.N.key ...)."""
     return [f"{prefix}.{i}.{kv}" for i in range(shape.layers) for kv in ("key", "value")]
+
+
+def block_int8(x: torch.Tensor, block: int) -> torch.Tensor:
+    """x rounded as MLAS's int8 path quantizes a MatMulNBits input (accuracy_level 4): per block of
+    `block` along the last axis, symmetric, q = round(x * 127 / max|x|), back to float."""
+    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // block, block)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    inverse = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    q = torch.round(blocks * inverse).clamp(-127, 127)
+    return (q * (amax / 127.0)).reshape(x.shape)
+
+
+def round_head_input(model: nn.Module, block: int) -> nn.Module:
+    """Make `model`'s LM head see its input as an int8 MatMulNBits head does (`block_int8`), in
+    place: the PyTorch reference of an ONNX artifact whose head runs int8 activations."""
+    model.get_output_embeddings().register_forward_pre_hook(
+        lambda _m, args: (block_int8(args[0], block), *args[1:]))
+    return model

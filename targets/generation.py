@@ -59,11 +59,20 @@ class GenerativeRunner(Protocol):
         ...
 
 
+#: the smoke's default reference
+TRAINED = "trained PyTorch model"
+#: the reference of a runtime computing with float activations
+FLOAT_ACTIVATIONS = "trained weights, float activations"
+
+
 def smoke(generate: Callable[[list[int], int, int], Generation], task, job, runtime: str,
-          limit: int | None = None) -> dict:
+          limit: int | None = None, reference=None, reference_label: str = TRAINED) -> dict:
     """An export's smoke comparison: greedy generations of the artifact (`generate(prompt,
-    max_new_tokens, eos)`) against the trained PyTorch model on the job's test prompts. An
-    artifact that cannot run is reported as skipped with the reason, never as passed."""
+    max_new_tokens, eos)`) against `reference` (default: the trained PyTorch model, as the
+    runtime computes where it runs the trained int8 activations; a float-activation runtime passes
+    the float reference validation uses, else one early flipped token makes every later one
+    differ) on the job's test prompts. An artifact that cannot run is reported as skipped with
+    the reason, never as passed."""
     from calora.train.kind_generate import agreement, greedy
 
     special = job.generation["special_tokens"]
@@ -75,6 +84,6 @@ def smoke(generate: Callable[[list[int], int, int], Generation], task, job, runt
         got = [generate(p, n, eos).tokens for p in prompts]
     except Exception as exc:  # noqa: BLE001 - reported, never claimed as a pass
         return {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
-    agree = agreement(got, greedy(task.model, prompts, n, eos, pad, show=False))
-    return {"runtime": runtime, "examples": len(prompts), "identical_generations": agree["identical"],
-            "token_agreement": agree["token_agreement"]}
+    agree = agreement(got, greedy(task.model if reference is None else reference, prompts, n, eos, pad, show=False))
+    return {"runtime": runtime, "reference": reference_label, "examples": len(prompts),
+            "identical_generations": agree["identical"], "token_agreement": agree["token_agreement"]}

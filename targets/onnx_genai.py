@@ -16,10 +16,11 @@ import statistics
 import time
 from pathlib import Path
 
-from calora.export.decoder import DecoderShape, decoder_shape
+from calora.export.decoder import DecoderShape, decoder_shape, round_head_input
 from calora.export.graph import adapter_tensors, check_same_layout, deployable
 
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from .generation import FLOAT_ACTIVATIONS
 from .generation import smoke as smoke_run
 from .onnx import _save, _to_ort, deploy_format, write_adapter
 from .onnx_graph_gen import INPUTS, export_graph, head_block, io_names, quantize
@@ -99,7 +100,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
             paths = _write_folder(folder, proto, shape, job)
             files += [ArtifactFile.of(out_dir, p, "model", task.name) for p in paths]
             session = GenaiSession(folder)
-            smoke[task.name] = smoke_run(lambda p, n, e, s=session: s.generate(p, n, e), task, job, runtime_str)
+            smoke[task.name] = smoke_run(lambda p, n, e, s=session: s.generate(p, n, e), task, job, runtime_str,
+                                         **_smoke_reference(task, shape, fmt, "embedding_max_abs" in weight_error))
         task_switch = ("Baked: each task is its own onnxruntime-genai folder; switching tasks means creating "
                        "another og.Model (or keeping one per task in memory).")
     else:
@@ -121,8 +123,9 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
             write_adapter(adapter_tensors(task.model, job.adapter_dtype.torch_dtype), names, path, job.fingerprint)
             files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
             session.load_adapter(task.name, path)
+            reference = _smoke_reference(task, shape, fmt, "embedding_max_abs" in weight_error)
             smoke[task.name] = smoke_run(lambda p, n, e, a=task.name: session.generate(p, n, e, a), task, job,
-                                         runtime_str)
+                                         runtime_str, **reference)
         load_ms = _adapter_load_ms(session, out_dir / "onnx" / "adapters" / f"{job.tasks[-1].name}.onnx_adapter")
         task_switch = (f"Swappable: one og.Model serves every task; a task switch is og.Adapters.load of that "
                        f"task's .onnx_adapter once (median {load_ms:.2f} ms here) and "
@@ -156,6 +159,20 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                  **({"lm_head_activations": f"int8-block{head_block(shape.hidden)}"}
                     if "embedding_max_abs" in weight_error else {})},
         weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
+
+
+def _smoke_reference(task, shape: DecoderShape, fmt: str, int8_head: bool) -> dict:
+    """The smoke's reference, as validation's: where the decoder body runs MatMulNBits with float
+    activations, the trained weights with float activations (and the tied int8 head's input rounded
+    to int8 blocks, as accuracy_level 4 does); the trained model where it runs int8 activations."""
+    if fmt == "int8":
+        return {}
+    model = deployable(task.model)
+    block = head_block(shape.hidden) if int8_head else None
+    if block is not None:
+        round_head_input(model, block)
+    return {"reference": model, "reference_label": FLOAT_ACTIVATIONS
+            + (f", int8-block{block} LM head input" if block is not None else "")}
 
 
 def _adapters_as_defaulted_inputs(proto, names: list[str], dtype) -> None:

@@ -104,7 +104,12 @@ def test_onnx_bundle_is_an_onnxruntime_genai_model_folder(gen_bundle):
     cfg = json.loads((folder / "genai_config.json").read_text())
     assert cfg["model"]["decoder"]["filename"] == "model.ort" and (folder / "model.onnx").is_file()
     # The tied int8 head runs int8 activations per block (accuracy_level 4): recorded for validation.
-    assert json.loads((bundle / "manifest.json").read_text())["runtime"]["lm_head_activations"] == "int8-block64"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["runtime"]["lm_head_activations"] == "int8-block64"
+    # The export's smoke compares with that float-activation reference, as validation does, and says so.
+    for t in manifest["tasks"]:
+        assert t["smoke"]["reference"] == "trained weights, float activations, int8-block64 LM head input"
+        assert t["smoke"]["identical_generations"] == 1.0, t["smoke"]
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
     prompt = list(job.smoke_prompts[0])

@@ -107,8 +107,9 @@ def test_lm_head_int8_block_reference_rounds_like_mlas():
     refused naming the manifest field."""
     import torch
 
+    from calora.export.decoder import block_int8
     from calora.train.errors import ArtifactError
-    from calora.validate.references import _int8_block, block_int8
+    from calora.validate.references import _int8_block
 
     x = torch.tensor([[0.5, -1.0, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0]])
     y = block_int8(x, 4)

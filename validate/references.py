@@ -138,15 +138,14 @@ class References:
         """The trained student as the targets export it: the same weights, float activations.
         `head_activations` "int8-blockN" (an ONNX LM head run with MatMulNBits accuracy_level 4)
         quantizes the head's input as that runtime does: int8 per block of N, scale max|x| / 127."""
+        from calora.export.decoder import round_head_input
         from calora.export.graph import deployable
 
         key = (str(task_dir), "deployable", head_activations)
         if key not in self._models:
             model = deployable(self.student(task_dir)[0]).eval()
             if head_activations:
-                block = _int8_block(head_activations)
-                model.get_output_embeddings().register_forward_pre_hook(
-                    lambda _m, args: (block_int8(args[0], block), *args[1:]))
+                round_head_input(model, _int8_block(head_activations))
             self._models[key] = model
         return self._models[key]  # type: ignore[return-value]
 
@@ -245,13 +244,3 @@ def _int8_block(spec: str) -> int:
     if not spec.startswith(prefix) or not spec[len(prefix):].isdigit():
         raise ArtifactError(f"manifest.json runtime.lm_head_activations {spec!r}: expected 'int8-blockN'")
     return int(spec[len(prefix):])
-
-
-def block_int8(x: torch.Tensor, block: int) -> torch.Tensor:
-    """x rounded as MLAS's int8 path quantizes a MatMulNBits input (accuracy_level 4): per block of
-    `block` along the last axis, symmetric, q = round(x * 127 / max|x|), back to float."""
-    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // block, block)
-    amax = blocks.abs().amax(-1, keepdim=True)
-    inverse = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
-    q = torch.round(blocks * inverse).clamp(-127, 127)
-    return (q * (amax / 127.0)).reshape(x.shape)
