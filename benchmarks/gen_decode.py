@@ -11,18 +11,16 @@ the medians are reported, because the machine is shared and noisy. Greedy, batch
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
-import time
 from pathlib import Path
+
+from benchmarks.common import provenance, write_results
 
 
 def _configs(bundles: list[Path], task: str):
-    """(runtime, label, generate(prompt, n, eos) -> Generation) for every bundle and variant."""
+    """(runtime, bundle folder name, label, generate(prompt, n, eos) -> Generation) for every bundle
+    and variant (two bundles of one runtime and mode, e.g. before and after a change, stay apart)."""
     import torch
-
     from calora.export.manifest import read_manifest
     from calora.targets import get_target
 
@@ -30,16 +28,17 @@ def _configs(bundles: list[Path], task: str):
     for b in bundles:
         m = read_manifest(b)
         runner = get_target(m["target"]).open(b, m)
-        out.append((m["target"], f"{m['mode']} with adapter",
+        out.append((m["target"], b.name, f"{m['mode']} with adapter",
                     lambda p, n, e, r=runner: r.generate(task, p, n, e)))
         if m["mode"] == "swappable":
             if m["target"] == "onnx":
                 session, _ = runner._session(task)
-                out.append((m["target"], "swappable, no adapter", lambda p, n, e, s=session: s.generate(p, n, e, None)))
+                out.append((m["target"], b.name, "swappable, no adapter",
+                            lambda p, n, e, s=session: s.generate(p, n, e, None)))
             else:
                 session, extra = runner._session(task)
                 zeros = [torch.zeros_like(t) for t in extra]
-                out.append((m["target"], "swappable, zero adapter",
+                out.append((m["target"], b.name, "swappable, zero adapter",
                             lambda p, n, e, s=session, z=zeros: s.generate(p, n, e, z)))
     return out
 
@@ -56,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from calora.export.manifest import read_manifest
+    from calora.train.artifacts import read_json
     from calora.train.backbones import load_tokenizer
     from calora.validate.generative import gen_examples
     from calora.validate.references import find_task_dir
-    from calora.train.artifacts import read_json
 
     m = read_manifest(args.bundles[0])
     entry = next(t for t in m["tasks"] if t["name"] == args.task)
@@ -68,26 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     ex = gen_examples(args.task, cfg, tok, int(m["generation"]["max_context"]), args.prompts)
     eos = -1  # never stop early: every run decodes exactly --new-tokens tokens
     configs = _configs(args.bundles, args.task)
-    samples: dict[tuple[str, str], dict[str, list[float]]] = {(r, l): {"prefill": [], "decode": []} for r, l, _ in configs}
+    samples: dict[tuple[str, str, str], dict[str, list[float]]] = \
+        {(r, b, l): {"prefill": [], "decode": []} for r, b, l, _ in configs}
     for _ in range(args.rounds):
-        for runtime, label, gen in configs:  # interleaved: each round runs every configuration once
+        for runtime, bundle, label, gen in configs:  # interleaved: each round runs every configuration once
             for p in ex.prompts:
                 g = gen(p, args.new_tokens, eos)
-                samples[(runtime, label)]["prefill"].append(g.prefill_tokens_per_s)
-                samples[(runtime, label)]["decode"].append(g.decode_tokens_per_s)
-    rows = [{"runtime": r, "variant": l, "prefill_tokens_per_s": statistics.median(v["prefill"]),
+                samples[(runtime, bundle, label)]["prefill"].append(g.prefill_tokens_per_s)
+                samples[(runtime, bundle, label)]["decode"].append(g.decode_tokens_per_s)
+    rows = [{"runtime": r, "bundle": b, "variant": l, "prefill_tokens_per_s": statistics.median(v["prefill"]),
              "decode_tokens_per_s": statistics.median(v["decode"]), "generations": len(v["decode"])}
-            for (r, l), v in samples.items()]
-    result = {"command": "python -m benchmarks.gen_decode " + " ".join(sys.argv[1:] if argv is None else argv),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": f"{platform.machine()} {platform.processor()}",
+            for (r, b, l), v in samples.items()]
+    result = {**provenance("benchmarks.gen_decode", argv),
               "task": args.task, "prompts": len(ex.prompts),
               "median_prompt_tokens": statistics.median(len(p) for p in ex.prompts),
               "new_tokens": args.new_tokens, "rounds": args.rounds, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'runtime':<11} {'variant':<26} {'prefill tok/s':>14} {'decode tok/s':>13}")
+    write_results(args.out, result)
+    print(f"{'runtime':<11} {'bundle':<28} {'variant':<26} {'prefill tok/s':>14} {'decode tok/s':>13}")
     for r in rows:
-        print(f"{r['runtime']:<11} {r['variant']:<26} {r['prefill_tokens_per_s']:>14.0f} {r['decode_tokens_per_s']:>13.1f}")
+        print(f"{r['runtime']:<11} {r['bundle']:<28} {r['variant']:<26} {r['prefill_tokens_per_s']:>14.0f} "
+              f"{r['decode_tokens_per_s']:>13.1f}")
     return 0
 
 

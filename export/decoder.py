@@ -75,10 +75,11 @@ def _rotate(x: torch.Tensor) -> torch.Tensor:
 class _Decoder(nn.Module):
     """The shared body: embeddings -> layers (attention over a given key/value history) -> logits."""
 
-    def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
+    def __init__(self, model: nn.Module, shape: DecoderShape, shared_kv: bool = False) -> None:
         super().__init__()
         self.model = model
         self.shape = shape
+        self.shared_kv = shared_kv
         self.scale = shape.head_dim ** -0.5
         head = model.lm_head
         # A tied head reads the embedding table itself, so the graph holds that table once.
@@ -101,15 +102,31 @@ class _Decoder(nn.Module):
 
     def attend(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                bias: torch.Tensor) -> torch.Tensor:
-        """Softmax attention of q [B,H,S,D] over k, v [B,KV,T,D] with an additive bias [B,1,S,T]."""
-        groups = self.shape.heads // self.shape.kv_heads
-        if groups > 1:
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
-        out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
+        """Softmax attention of q [B,H,S,D] over k, v [B,KV,T,D] with an additive bias [B,1,S,T].
+        Query head h reads key/value head h // groups (grouped-query attention). With `shared_kv`
+        member i of every group (heads i, i + groups, ...) attends over k and v as they are, the
+        same dot products without repeating k and v per head: that repeat copies the whole cache
+        `groups` times per layer and step, which ExecuTorch runs as portable expand_copy kernels
+        over max_context positions. The repeat stays for the other targets (validated as they are)."""
+        # Head counts from the config, not q.shape: traced (Core ML) they must stay Python ints.
+        h, d = self.shape.heads, self.shape.head_dim
+        groups = h // self.shape.kv_heads
+        if self.shared_kv and groups > 1:
+            outs = []
+            for i in range(groups):
+                scores = torch.matmul(q[:, i::groups], k.transpose(-1, -2)) * self.scale + bias
+                outs.append(torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v))
+            # [B,KV,S,D] per member -> [B,KV,groups,S,D], whose head order is kv * groups + i
+            b, _, s, _ = outs[0].shape
+            out = torch.stack(outs, dim=2).view(b, h, s, d)
+        else:
+            if groups > 1:
+                k = k.repeat_interleave(groups, dim=1)
+                v = v.repeat_interleave(groups, dim=1)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
+            out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
         b, _, s, _ = out.shape
-        return attn.o_proj(out.transpose(1, 2).reshape(b, s, self.shape.heads * self.shape.head_dim))
+        return attn.o_proj(out.transpose(1, 2).reshape(b, s, h * d))
 
     def run(self, input_ids: torch.Tensor, position_ids: torch.Tensor, history) -> torch.Tensor:
         """`history(layer_index, k, v) -> (k_all, v_all, bias)` supplies each layer's cache."""
@@ -157,14 +174,20 @@ class GrowingCache(nn.Module):
 
 class StaticCache(nn.Module):
     """ExecuTorch's LLM runner contract (forward(tokens, input_pos) -> logits) with the cache in
-    mutable buffers of `shape.max_context` positions, written in place at `input_pos`."""
+    mutable buffers of `shape.max_context` positions, written in place at `input_pos`.
+
+    One buffer per layer (`k_cache_0`, `v_cache_0`, ...), as ExecuTorch's own Llama export keeps
+    them: writing a layer's slice of one [layers, ...] buffer exports as a select_scatter of the
+    whole buffer, which ExecuTorch runs as a portable `where` over every layer's cache, twice per
+    layer: 77% of the program's time for SmolLM2 (`benchmarks.et_profile`, 2026-12-05)."""
 
     def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
         super().__init__()
-        self.body = _Decoder(model, shape)
-        cache = (shape.layers, 1, shape.kv_heads, shape.max_context, shape.head_dim)
-        self.register_buffer("k_cache", torch.zeros(cache), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(cache), persistent=False)
+        self.body = _Decoder(model, shape, shared_kv=True)
+        cache = (1, shape.kv_heads, shape.max_context, shape.head_dim)
+        for i in range(shape.layers):
+            self.register_buffer(f"k_cache_{i}", torch.zeros(cache), persistent=False)
+            self.register_buffer(f"v_cache_{i}", torch.zeros(cache), persistent=False)
         causal = torch.full((shape.max_context, shape.max_context), _NEG).triu(1)
         self.register_buffer("mask", causal, persistent=False)
 
@@ -178,9 +201,10 @@ class StaticCache(nn.Module):
 
         def history(i, k, v):
             # Writes land in the buffers; keys beyond start + s are masked out by `bias`.
-            self.k_cache[i].narrow(2, start, s).copy_(k)
-            self.v_cache[i].narrow(2, start, s).copy_(v)
-            return self.k_cache[i], self.v_cache[i], bias
+            k_cache, v_cache = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
+            k_cache.narrow(2, start, s).copy_(k)
+            v_cache.narrow(2, start, s).copy_(v)
+            return k_cache, v_cache, bias
 
         return self.body.run(tokens, positions, history)
 

@@ -5,6 +5,7 @@ call, the KV cache living in the program), and, for baked programs, ExecuTorch's
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -51,8 +52,9 @@ class PteSession:
             token = int(logits[-1].argmax())
         return Generation(tokens, prefill, len(prompt), steps)
 
-    @property
+    @functools.cached_property
     def max_context(self) -> int:
+        # read once per session, not once per decode step (it loads a method)
         return int(self.program.load_method("get_max_context_len").execute([])[0]) \
             if "get_max_context_len" in self.program.method_names else 1 << 30
 

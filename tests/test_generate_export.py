@@ -210,3 +210,28 @@ def test_export_cli_on_a_generative_task(gen_runs, gen_bundle, tmp_path, capsys)
                  "--max-length", "4"]) == 2
     assert "--max-length 4" in capsys.readouterr().err
     shutil.rmtree(out)
+
+
+def test_shared_kv_attention_equals_repeated_heads():
+    """ExecuTorch's decoder attends each query-group member over the shared k and v; the result is
+    the repeated-heads attention the other targets compute, for prefill and a one-token step."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from calora.export.decoder import _Decoder, decoder_shape
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=96, num_hidden_layers=1, num_attention_heads=6,
+                                         num_key_value_heads=2, intermediate_size=32)).eval()
+    shape = decoder_shape(model, 16)
+    attn = model.model.layers[0].self_attn
+    for s in (5, 1):
+        q = torch.randn(1, 6, s, shape.head_dim)
+        k, v = torch.randn(2, 1, 2, 9, shape.head_dim).unbind(0)
+        bias = torch.randn(1, 1, s, 9)
+        with torch.no_grad():
+            ref = _Decoder(model, shape).attend(attn, q, k, v, bias)
+            got = _Decoder(model, shape, shared_kv=True).attend(attn, q, k, v, bias)
+        assert torch.allclose(got, ref, atol=1e-6), (s, float((got - ref).abs().max()))
+    with torch.no_grad():  # a head-order mistake would not be equal: the check can fail
+        wrong = _Decoder(model, shape).attend(attn, q, k.flip(1), v.flip(1), bias)
+    assert not torch.allclose(got, wrong, atol=1e-3)

@@ -1,0 +1,98 @@
+"""Where a generative ExecuTorch program spends its time: ETDump events summed per name.
+
+    python -m benchmarks.et_profile BUNDLE --task movie_dialog --decode-steps 8 --out profile.json
+
+Runs the bundle's program (a swappable backbone.pte with the task's adapter file, or the task's
+baked .pte) as the LLM runner drives it: one prefill of a `--prompt-tokens` prompt, then
+`--decode-steps` one-token calls through the KV cache, with ExecuTorch's event tracer on. Prints
+and writes the top events: portable kernels (`native_call_*`), XNNPACK's own operators (inside
+`DELEGATE_CALL`) and `Method::execute`, the whole call; their share is of `Method::execute`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import provenance, write_results
+
+
+def _program(bundle: Path, manifest: dict, task: str) -> tuple[Path, Path | None]:
+    """(the .pte, the adapter file or None) of `task` in an ExecuTorch bundle."""
+    entry = next((t for t in manifest["tasks"] if t["name"] == task), None)
+    if entry is None:
+        raise SystemExit(f"--task {task}: not in {bundle} (tasks: {', '.join(t['name'] for t in manifest['tasks'])})")
+    if manifest["mode"] == "swappable":
+        backbone = next(f for f in manifest["backbone"]["files"] if f["path"].endswith(".pte"))
+        adapter = next(f for f in entry["files"] if f["role"] == "adapter")
+        return bundle / backbone["path"], bundle / adapter["path"]
+    return bundle / next(f for f in entry["files"] if f["path"].endswith(".pte"))["path"], None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bundle", type=Path, help="a generative ExecuTorch bundle (calora-export --target executorch)")
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--prompt-tokens", type=int, default=40)
+    ap.add_argument("--decode-steps", type=int, default=8)
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+
+    import torch
+    import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed kernels
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings import portable_lib
+
+    from calora.export.manifest import read_manifest
+    from calora.targets.executorch import read_adapter
+
+    manifest = read_manifest(args.bundle)
+    pte, adapter = _program(args.bundle, manifest, args.task)
+    extra = read_adapter(adapter) if adapter is not None else []
+    module = portable_lib._load_for_executorch(str(pte), enable_etdump=True)
+    prompt = list(range(100, 100 + args.prompt_tokens))  # timing only: any in-vocabulary ids
+
+    def call(tokens: list[int], pos: int) -> float:
+        t0 = time.perf_counter()
+        module.forward([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long), *extra])
+        return time.perf_counter() - t0
+
+    prefill_s = call(prompt, 0)
+    decode_s = [call([prompt[-1]], args.prompt_tokens + i) for i in range(args.decode_steps)]
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "run.etdp"
+        module.write_etdump_result_to_file(str(dump), str(Path(tmp) / "debug.bin"))
+        inspector = Inspector(etdump_path=str(dump))
+    total_ms, count = collections.Counter(), collections.Counter()
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for event in block.events:
+            if event.perf_data is not None:
+                total_ms[event.name] += sum(event.perf_data.raw)
+                count[event.name] += len(event.perf_data.raw)
+    whole = total_ms.get("Method::execute") or sum(total_ms.values())
+    calls = 1 + args.decode_steps
+    top = [{"event": name, "ms_total": round(ms, 2), "ms_per_call": round(ms / calls, 3),
+            "share_of_execute": round(ms / whole, 4), "count": count[name]}
+           for name, ms in total_ms.most_common(args.top)]
+    record = {**provenance("benchmarks.et_profile", argv), "program": str(pte), "adapter": str(adapter or ""),
+              "prompt_tokens": args.prompt_tokens, "decode_steps": args.decode_steps,
+              "prefill_ms": round(prefill_s * 1e3, 1), "decode_ms_median": round(statistics.median(decode_s) * 1e3, 1),
+              "events": top}
+    write_results(args.out, record)
+    print(f"prefill {record['prefill_ms']} ms ({args.prompt_tokens} tokens), decode median "
+          f"{record['decode_ms_median']} ms per token")
+    print(f"{'event':<48} {'ms/call':>9} {'share':>7} {'count':>7}")
+    for row in top:
+        print(f"{row['event'][:48]:<48} {row['ms_per_call']:>9.2f} {row['share_of_execute']:>7.1%} {row['count']:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
