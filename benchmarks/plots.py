@@ -114,8 +114,7 @@ def decode(path: Path, out: Path) -> Path:
     record = json.loads(path.read_text())
     rows = record["rows"]
     plt, fig, ax = _figure()
-    names = [f"{r['runtime']}" + (f" ({r['bundle']})" if "bundle" in r else "") + f": {r['variant']}"
-             for r in rows][::-1]
+    names = [f"{r.get('bundle', r['runtime'])}: {r['variant']}" for r in rows][::-1]
     ax.barh(names, [r["decode_tokens_per_s"] for r in rows][::-1], color="#8172b3")
     for i, r in enumerate(rows[::-1]):
         ax.text(r["decode_tokens_per_s"], i, f" {r['decode_tokens_per_s']:.1f}", va="center", fontsize=8)

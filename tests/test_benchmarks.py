@@ -14,7 +14,7 @@ def test_figures_are_drawn_from_the_committed_results(tmp_path):
     rc = main(["--out", str(tmp_path),
                "--ablation", str(ROOT / "train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8.json"),
                "--latency", str(ROOT / "docs/results/classify_latency_minilm_rt_cpu_2.json"),
-               "--decode", str(ROOT / "benchmarks/results/gen_decode_smollm2_cpu.json"),
+               "--decode", str(ROOT / "docs/results/2026-12-05/gen/gen_decode_smollm2.json"),
                "--levels", "4.7x=" + ",".join(str(ROOT / p) for p in (
                    "train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8_cpu.json",
                    "docs/results/train_rotten_tomatoes_4.7x_metrics.json")),
