@@ -17,9 +17,13 @@ Profiles:
   both tasks on one backbone) validated on both tasks' full test splits; batch-1 latency (each
   runtime's default threads and 1 thread), size and accuracy against the merged-fp32 +
   quantize_dynamic alternative; task switch against a model reload; CA-LoRA's training-step cost;
-  the training stage under ``accelerate launch --num_processes 2`` against one process.
+  the training stage under ``accelerate launch --num_processes 2`` against one process; SmolLM2-135M
+  on movie_dialog (320 training examples), ONNX Runtime baked and swappable and ExecuTorch
+  swappable bundles validated on 8 held-out prompts, prefill/decode tokens per second, and an
+  ExecuTorch profile (ETDump) of the generative program.
 - ``full``: the same for rotten_tomatoes, sms_spam and question_type with seeds 0 1 2 and the three
-  single ablations, plus Core ML bundles.
+  single ablations, plus Core ML bundles; the generative task on its whole training split, all
+  six generative bundles, full validation.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ BASELINES = ["compressed + LoRA from scratch", "compressed + LoftQ-initialised L
 ABLATIONS = ["CA-LoRA without inherit", "CA-LoRA without recover", "CA-LoRA without distill"]
 
 
+GEN_TASK = "movie_dialog"
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     tasks: tuple[str, ...]
@@ -44,12 +51,21 @@ class Profile:
     variants: tuple[str, ...]
     targets: tuple[str, ...]
     rounds: int
+    #: generative bundles (target, mode) of GEN_TASK on SmolLM2-135M
+    gen_bundles: tuple[tuple[str, str], ...]
+    #: training examples of the generative task (None: the whole split)
+    gen_train_examples: int | None
+    #: held-out prompts per generative validation (None: calora-validate's default)
+    gen_validate_examples: int | None
 
 
 PROFILES = {
-    "quick": Profile(("rotten_tomatoes", "sms_spam"), (0,), tuple(BASELINES), ("onnx", "executorch"), 5),
+    "quick": Profile(("rotten_tomatoes", "sms_spam"), (0,), tuple(BASELINES), ("onnx", "executorch"), 5,
+                     (("onnx", "baked"), ("onnx", "swappable"), ("executorch", "swappable")), 320, 8),
     "full": Profile(("rotten_tomatoes", "sms_spam", "question_type"), (0, 1, 2),
-                    (*BASELINES, "compressed + CA-LoRA", *ABLATIONS), ("onnx", "executorch", "coreml"), 7),
+                    (*BASELINES, "compressed + CA-LoRA", *ABLATIONS), ("onnx", "executorch", "coreml"), 7,
+                    tuple((t, m) for t in ("onnx", "executorch", "coreml") for m in ("baked", "swappable")),
+                    None, None),
 }
 
 
@@ -81,6 +97,31 @@ class Steps:
         if check and rc not in (0, 1):
             raise SystemExit(f"[bench] {name} failed (exit {rc}); see {self.logs / (name + '.log')}")
         return rc
+
+
+def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> list[Path]:
+    """SmolLM2-135M on movie_dialog: trained (quick: 320 training and 200 evaluation examples, the
+    2-core schedule of README's generative section), exported per generative target and mode, and
+    validated on held-out prompts; returns the bundles for the decode benchmark."""
+    runs = work / "runs-gen"
+    cmd = [_bin("calora-train"), "--backbone", "smollm2-135m", "--task", GEN_TASK, "--out", str(runs)]
+    if prof.gen_train_examples:
+        cmd += ["--batch-size", "8", "--max-train-examples", str(prof.gen_train_examples),
+                "--max-eval-examples", "200"]
+    steps.run("train-gen", runs / GEN_TASK / "calora" / "metrics.json", cmd)
+    bundles = []
+    for target, mode in prof.gen_bundles:
+        b = work / "bundles-gen" / f"{target}-{mode}"
+        steps.run(f"export-gen-{target}-{mode}", b / "manifest.json",
+                  [_bin("calora-export"), "--target", target, "--mode", mode, "--task", GEN_TASK,
+                   "--runs", str(runs), "--out", str(b)])
+        report = results / f"parity-gen-{target}-{mode}"
+        steps.run(f"validate-gen-{target}-{mode}", report,
+                  [_bin("calora-validate"), str(b), "--runs", str(runs), "--report", str(report),
+                   *(["--max-examples", str(prof.gen_validate_examples)] if prof.gen_validate_examples else [])])
+        if target != "coreml":  # no Core ML runtime on Linux: validated at program level, not timed
+            bundles.append(b)
+    return bundles
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     latency_bundles.append(b)
             if level == "4.7x" and target != "coreml" and len(prof.tasks) > 1:
                 switch_pairs += ["--baked", str(pair[0]), "--swappable", str(pair[1])]
+    gen_bundles = _generative(steps, prof, work, results)
     latency = results / f"classify_latency_{first}.json"
     steps.run("latency", latency,
               [sys.executable, "-m", "benchmarks.classify_latency", "--runs", str(work / "runs-4.7x"),
@@ -147,12 +189,22 @@ def main(argv: list[str] | None = None) -> int:
                   [sys.executable, "-m", "benchmarks.task_switch", *switch_pairs, "--runs", str(work / "runs-4.7x"),
                    "--rounds", str(prof.rounds), "--work", str(work / "latency-work"),
                    "--out", str(results / "task_switch.json")])
+    gen_decode = results / f"gen_decode_{GEN_TASK}.json"
+    steps.run("gen-decode", gen_decode,
+              [sys.executable, "-m", "benchmarks.gen_decode", "--bundles", *map(str, gen_bundles), "--runs",
+               str(work / "runs-gen"), "--task", GEN_TASK, "--prompts", "4", "--new-tokens", "16", "--rounds", "3",
+               "--out", str(gen_decode)])
+    et_gen = [b for b in gen_bundles if b.name.startswith("executorch")]
+    if et_gen:
+        steps.run("et-profile", results / f"et_profile_{GEN_TASK}.json",
+                  [sys.executable, "-m", "benchmarks.et_profile", str(et_gen[-1]), "--task", GEN_TASK,
+                   "--out", str(results / f"et_profile_{GEN_TASK}.json")])
     steps.run("train-step", results / f"train_step_{first}.json",
               [sys.executable, "-m", "benchmarks.train_step", "--runs", str(work / "runs-4.7x"), "--task", first,
                "--rounds", "3", "--out", str(results / f"train_step_{first}.json")])
     abl_json = sorted(str(p) for p in results.glob("ablation_*.json"))
     extra = (["--task-switch", str(results / "task_switch.json")] if switch_pairs else []) + \
-        ["--train-step", str(results / f"train_step_{first}.json")]
+        ["--train-step", str(results / f"train_step_{first}.json"), "--decode", str(gen_decode)]
     steps.run("plots", figures / ".done", [sys.executable, "-m", "benchmarks.plots", "--out", str(figures),
                                             "--ablation", *abl_json, "--latency", str(latency), *extra])
     print(f"[bench] results in {results}, figures in {figures}")
