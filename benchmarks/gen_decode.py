@@ -2,8 +2,10 @@
 
 For each runtime (one bundle per mode): the baked program, the swappable backbone with the task's
 adapter, and the same backbone with no adapter (onnxruntime-genai: no active adapter; ExecuTorch:
-all-zero adapter inputs). Configurations are interleaved round by round on the same prompts and
-the medians are reported, because the machine is shared and noisy. Greedy, batch 1.
+all-zero adapter inputs); and PyTorch eager fp32 as the baseline (the uncompressed backbone with
+the task's teacher LoRA, Hugging Face's own KV cache). Configurations are interleaved round by
+round on the same prompts and the medians are reported, because the machine is shared and noisy.
+Greedy, batch 1.
 
     python -m benchmarks.gen_decode --bundles B1 B2 ... --runs RUNS --task T --out results.json
 """
@@ -43,6 +45,35 @@ def _configs(bundles: list[Path], task: str):
     return out
 
 
+def _pytorch_eager(model):
+    """generate(prompt, n, eos) of a Hugging Face causal LM in PyTorch eager fp32 with its own KV
+    cache (`past_key_values`), timed as the runtimes are: the prompt's forward, then each step."""
+    import time
+
+    import torch
+    from calora.targets.generation import Generation
+
+    def generate(prompt: list[int], n: int, eos: int) -> Generation:
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+            prefill = time.perf_counter() - t0
+            tokens: list[int] = []
+            steps: list[float] = []
+            token = int(out.logits[0, -1].argmax())
+            while token != eos and len(tokens) < n:
+                tokens.append(token)
+                if len(tokens) == n:
+                    break
+                t0 = time.perf_counter()
+                out = model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+                steps.append(time.perf_counter() - t0)
+                token = int(out.logits[0, -1].argmax())
+        return Generation(tokens, prefill, len(prompt), steps)
+
+    return generate
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundles", nargs="+", required=True, type=Path)
@@ -52,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--no-pytorch", action="store_true",
+                    help="leave out the PyTorch eager fp32 row (the uncompressed backbone with the teacher LoRA)")
     args = ap.parse_args(argv)
 
     from calora.export.manifest import read_manifest
@@ -67,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     ex = gen_examples(args.task, cfg, tok, int(m["generation"]["max_context"]), args.prompts)
     eos = -1  # never stop early: every run decodes exactly --new-tokens tokens
     configs = _configs(args.bundles, args.task)
+    if not args.no_pytorch:
+        from calora.validate.references import References
+
+        teacher = References().teacher(find_task_dir(args.task, entry, args.runs), cfg)
+        if isinstance(teacher, str):
+            raise SystemExit(f"--runs {args.runs}: {teacher} (or pass --no-pytorch)")
+        configs.insert(0, ("pytorch", "eager fp32", "uncompressed + teacher LoRA", _pytorch_eager(teacher)))
     samples: dict[tuple[str, str, str], dict[str, list[float]]] = \
         {(r, b, l): {"prefill": [], "decode": []} for r, b, l, _ in configs}
     for _ in range(args.rounds):

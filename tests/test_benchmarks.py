@@ -36,3 +36,21 @@ def test_latency_benchmark_reads_every_artifact_file_of_a_manifest():
                 "tasks": [{"files": [{"path": "onnx/adapters/a.onnx_adapter", "role": "adapter", "task": "a"}]},
                           {"files": []}]}
     assert [f["path"] for f in _files(manifest)] == ["onnx/backbone.ort", "onnx/adapters/a.onnx_adapter"]
+
+
+def test_pytorch_eager_baseline_of_the_decode_benchmark_generates_greedily():
+    """gen_decode's PyTorch row decodes through the model's own KV cache: the same tokens as
+    generate(do_sample=False), one timed step per token after the first."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from benchmarks.gen_decode import _pytorch_eager
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1, intermediate_size=32)).eval()
+    prompt = [3, 9, 12, 5]
+    got = _pytorch_eager(model)(prompt, 5, -1)
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False, pad_token_id=0)[0, 4:]
+    assert got.tokens == ref.tolist() and len(got.decode_s) == 4 and got.prefill_tokens_per_s > 0
