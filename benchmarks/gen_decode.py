@@ -13,15 +13,43 @@ Greedy, batch 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
+
+from tqdm import tqdm
 
 from benchmarks.common import provenance, write_results
 
 
-def _configs(bundles: list[Path], task: str):
-    """(runtime, bundle folder name, label, generate(prompt, n, eos) -> Generation) for every bundle
-    and variant (two bundles of one runtime and mode, e.g. before and after a change, stay apart)."""
+@dataclasses.dataclass
+class Config:
+    """One timed configuration: how it generates, its teacher-forced logits (None: not scored),
+    and the bytes of the files its runtime loads (None: not a separate artifact)."""
+
+    runtime: str
+    bundle: str
+    variant: str
+    generate: Callable
+    logits: Callable | None = None
+    bytes: int | None = None
+
+
+def _runtime_bytes(bundle: Path, manifest: dict, task: str) -> int:
+    """Bytes an app ships for `task`: the shared backbone files and the task's own files; of an
+    ONNX graph stored as .onnx and .ort, the .ort that onnxruntime-genai's config names."""
+    entry = next(t for t in manifest["tasks"] if t["name"] == task)
+    files = [*manifest["backbone"]["files"], *entry["files"]]
+    ort = {Path(f["path"]).with_suffix("") for f in files if f["path"].endswith(".ort")}
+    return sum(int(f["bytes"]) for f in files
+               if not (f["path"].endswith(".onnx") and Path(f["path"]).with_suffix("") in ort))
+
+
+def _configs(bundles: list[Path], task: str) -> list[Config]:
+    """Every bundle with the task's adapter, and swappable ones also without it (two bundles of
+    one runtime and mode, e.g. before and after a change, stay apart by folder name)."""
     import torch
     from calora.export.manifest import read_manifest
     from calora.targets import get_target
@@ -30,19 +58,29 @@ def _configs(bundles: list[Path], task: str):
     for b in bundles:
         m = read_manifest(b)
         runner = get_target(m["target"]).open(b, m)
-        out.append((m["target"], b.name, f"{m['mode']} with adapter",
-                    lambda p, n, e, r=runner: r.generate(task, p, n, e)))
+        out.append(Config(m["target"], b.name, f"{m['mode']} with adapter",
+                          lambda p, n, e, r=runner: r.generate(task, p, n, e),
+                          lambda ids, r=runner: r.forward_logits(task, ids), _runtime_bytes(b, m, task)))
         if m["mode"] == "swappable":
+            session, extra = runner._session(task)
             if m["target"] == "onnx":
-                session, _ = runner._session(task)
-                out.append((m["target"], b.name, "swappable, no adapter",
-                            lambda p, n, e, s=session: s.generate(p, n, e, None)))
+                out.append(Config(m["target"], b.name, "swappable, no adapter",
+                                  lambda p, n, e, s=session: s.generate(p, n, e, None)))
             else:
-                session, extra = runner._session(task)
                 zeros = [torch.zeros_like(t) for t in extra]
-                out.append((m["target"], b.name, "swappable, zero adapter",
-                            lambda p, n, e, s=session, z=zeros: s.generate(p, n, e, z)))
+                out.append(Config(m["target"], b.name, "swappable, zero adapter",
+                                  lambda p, n, e, s=session, z=zeros: s.generate(p, n, e, z)))
     return out
+
+
+def _alternative(folder: Path) -> Config:
+    """The do-it-yourself route (`benchmarks.gen_alternative`) in onnxruntime-genai."""
+    from calora.targets.onnx_genai_runtime import GenaiSession
+
+    session = GenaiSession(folder)
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("model.onnx"))
+    return Config("onnx", "alternative", "merged fp32 + og builder int4",
+                  lambda p, n, e: session.generate(p, n, e), lambda ids: session.forward_logits(ids), size)
 
 
 def _pytorch_eager(model):
@@ -74,6 +112,27 @@ def _pytorch_eager(model):
     return generate
 
 
+def _torch_logits(model, ids: list[int]):
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+
+
+def _perplexity(logits: Callable, held_out) -> float:
+    """exp(mean next-token NLL of each held-out response given its prompt), as calora-validate
+    scores the artifact."""
+    import torch
+
+    total, count = 0.0, 0
+    for p, t in zip(held_out.prompts, held_out.targets):
+        ids = p + t
+        rows = torch.from_numpy(logits(ids)[len(p) - 1:len(ids) - 1])
+        total += float(torch.nn.functional.cross_entropy(rows, torch.tensor(t), reduction="sum"))
+        count += len(t)
+    return math.exp(total / max(count, 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundles", nargs="+", required=True, type=Path)
@@ -83,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path,
+                    help="build the do-it-yourself alternative here (benchmarks.gen_alternative) and time it too")
+    ap.add_argument("--quality-examples", type=int, default=64,
+                    help="held-out examples for each scored configuration's teacher-forced perplexity (0: none)")
     ap.add_argument("--no-pytorch", action="store_true",
                     help="leave out the PyTorch eager fp32 row (the uncompressed backbone with the teacher LoRA)")
     args = ap.parse_args(argv)
@@ -106,27 +169,45 @@ def main(argv: list[str] | None = None) -> int:
         teacher = References().teacher(find_task_dir(args.task, entry, args.runs), cfg)
         if isinstance(teacher, str):
             raise SystemExit(f"--runs {args.runs}: {teacher} (or pass --no-pytorch)")
-        configs.insert(0, ("pytorch", "eager fp32", "uncompressed + teacher LoRA", _pytorch_eager(teacher)))
-    samples: dict[tuple[str, str, str], dict[str, list[float]]] = \
-        {(r, b, l): {"prefill": [], "decode": []} for r, b, l, _ in configs}
+        size = sum(t.numel() * t.element_size() for t in teacher.state_dict().values())
+        configs.insert(0, Config("pytorch", "eager fp32", "uncompressed + teacher LoRA", _pytorch_eager(teacher),
+                                 lambda ids: _torch_logits(teacher, ids), size))
+    if args.work is not None:
+        from benchmarks.gen_alternative import build
+
+        folder = build(find_task_dir(args.task, entry, args.runs), cfg, args.work / f"og-int4-{args.task}")
+        configs.append(_alternative(folder))
+    samples = {id(c): {"prefill": [], "decode": []} for c in configs}
     for _ in range(args.rounds):
-        for runtime, bundle, label, gen in configs:  # interleaved: each round runs every configuration once
+        for c in configs:  # interleaved: each round runs every configuration once
             for p in ex.prompts:
-                g = gen(p, args.new_tokens, eos)
-                samples[(runtime, bundle, label)]["prefill"].append(g.prefill_tokens_per_s)
-                samples[(runtime, bundle, label)]["decode"].append(g.decode_tokens_per_s)
-    rows = [{"runtime": r, "bundle": b, "variant": l, "prefill_tokens_per_s": statistics.median(v["prefill"]),
-             "decode_tokens_per_s": statistics.median(v["decode"]), "generations": len(v["decode"])}
-            for (r, b, l), v in samples.items()]
+                g = c.generate(p, args.new_tokens, eos)
+                samples[id(c)]["prefill"].append(g.prefill_tokens_per_s)
+                samples[id(c)]["decode"].append(g.decode_tokens_per_s)
+    held_out = gen_examples(args.task, cfg, tok, int(m["generation"]["max_context"]), args.quality_examples)
+    rows = []
+    for c in tqdm(configs, desc="held-out perplexity", unit="config"):
+        v = samples[id(c)]
+        row = {"runtime": c.runtime, "bundle": c.bundle, "variant": c.variant,
+               "prefill_tokens_per_s": statistics.median(v["prefill"]),
+               "decode_tokens_per_s": statistics.median(v["decode"]), "generations": len(v["decode"]),
+               "bytes": c.bytes}
+        if c.logits is not None and args.quality_examples:
+            row["perplexity"] = _perplexity(c.logits, held_out)
+        rows.append(row)
     result = {**provenance("benchmarks.gen_decode", argv),
               "task": args.task, "prompts": len(ex.prompts),
               "median_prompt_tokens": statistics.median(len(p) for p in ex.prompts),
-              "new_tokens": args.new_tokens, "rounds": args.rounds, "rows": rows}
+              "new_tokens": args.new_tokens, "rounds": args.rounds,
+              "perplexity_examples": len(held_out.prompts) if args.quality_examples else 0, "rows": rows}
     write_results(args.out, result)
-    print(f"{'runtime':<11} {'bundle':<28} {'variant':<26} {'prefill tok/s':>14} {'decode tok/s':>13}")
+    print(f"{'runtime':<9} {'bundle':<28} {'variant':<30} {'prefill tok/s':>13} {'decode tok/s':>12} "
+          f"{'MB':>7} {'ppl':>8}")
     for r in rows:
-        print(f"{r['runtime']:<11} {r['bundle']:<28} {r['variant']:<26} {r['prefill_tokens_per_s']:>14.0f} "
-              f"{r['decode_tokens_per_s']:>13.1f}")
+        mb = f"{r['bytes'] / 1e6:7.1f}" if r["bytes"] else f"{'-':>7}"
+        ppl = f"{r['perplexity']:8.2f}" if "perplexity" in r else f"{'-':>8}"
+        print(f"{r['runtime']:<9} {r['bundle']:<28} {r['variant']:<30} {r['prefill_tokens_per_s']:>13.0f} "
+              f"{r['decode_tokens_per_s']:>12.1f} {mb} {ppl}")
     return 0
 
 

@@ -54,3 +54,16 @@ def test_pytorch_eager_baseline_of_the_decode_benchmark_generates_greedily():
     with torch.no_grad():
         ref = model.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False, pad_token_id=0)[0, 4:]
     assert got.tokens == ref.tolist() and len(got.decode_s) == 4 and got.prefill_tokens_per_s > 0
+
+
+def test_decode_benchmark_counts_the_files_the_runtime_loads():
+    """An onnxruntime-genai folder holds the graph as .onnx and .ort; the app ships the .ort."""
+    from benchmarks.gen_decode import _runtime_bytes
+
+    manifest = {"backbone": {"files": [{"path": "onnx/genai/model.onnx", "bytes": 100},
+                                       {"path": "onnx/genai/model.ort", "bytes": 101},
+                                       {"path": "onnx/genai/genai_config.json", "bytes": 1}]},
+                "tasks": [{"name": "a", "files": [{"path": "onnx/adapters/a.onnx_adapter", "bytes": 5}]},
+                          {"name": "b", "files": [{"path": "onnx/adapters/b.onnx_adapter", "bytes": 7}]}]}
+    assert _runtime_bytes(Path("bundle"), manifest, "a") == 101 + 1 + 5
+    assert _runtime_bytes(Path("bundle"), manifest, "b") == 101 + 1 + 7
