@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     steps.run("gen-decode", gen_decode,
               [sys.executable, "-m", "benchmarks.gen_decode", "--bundles", *map(str, gen_bundles), "--runs",
                str(work / "runs-gen"), "--task", GEN_TASK, "--prompts", "4", "--new-tokens", "16", "--rounds", "3",
-               "--out", str(gen_decode)])
+               "--work", str(work / "gen-alternative"), "--out", str(gen_decode)])
     et_gen = [b for b in gen_bundles if b.name.startswith("executorch")]
     if et_gen:
         steps.run("et-profile", results / f"et_profile_{GEN_TASK}.json",
