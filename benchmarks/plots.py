@@ -117,12 +117,13 @@ def decode(path: Path, out: Path) -> Path:
     names = [f"{r.get('bundle', r['runtime'])}: {r['variant']}" for r in rows][::-1]
     ax.barh(names, [r["decode_tokens_per_s"] for r in rows][::-1], color="#8172b3")
     for i, r in enumerate(rows[::-1]):
-        ax.text(r["decode_tokens_per_s"], i, f" {r['decode_tokens_per_s']:.1f}", va="center", fontsize=8)
-    ax.set_xlim(0, max(r["decode_tokens_per_s"] for r in rows) * 1.15)
+        ppl = f"  (perplexity {r['perplexity']:.1f})" if "perplexity" in r else ""
+        ax.text(r["decode_tokens_per_s"], i, f" {r['decode_tokens_per_s']:.1f}{ppl}", va="center", fontsize=8)
+    ax.set_xlim(0, max(r["decode_tokens_per_s"] for r in rows) * 1.45)
     ax.set_xlabel(f"decode tokens/s (median, batch 1, greedy, {record['new_tokens']} new tokens)")
     ax.set_title(f"{record['task']}: generation speed per runtime", fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
-    fig.subplots_adjust(left=0.4, bottom=0.2)
+    fig.subplots_adjust(left=0.4, bottom=0.26)
     _footer(fig, record)
     dest = out / f"{path.stem}.png"
     fig.savefig(dest, dpi=130)
