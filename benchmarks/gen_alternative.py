@@ -4,8 +4,9 @@ block of 32), as its documentation shows. No compression-aware training, no reco
 
     python -m benchmarks.gen_alternative --runs RUNS --task movie_dialog --out WORK/og-int4-movie_dialog
 
-`benchmarks.gen_decode --alternative` builds it the same way (once per work folder) and times it
-beside calora's bundles.
+`benchmarks.gen_decode --work DIR` builds it the same way (once per work folder) and times it
+beside calora's bundles. The folder is built beside `--out` and renamed into place; an existing
+`--out` that is not such a folder is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -21,22 +22,25 @@ def build(task_dir: Path, config: dict, out: Path, precision: str = "int4") -> P
     """Merge the task's teacher LoRA into its uncompressed backbone and run onnxruntime-genai's
     builder (`python -m onnxruntime_genai.models.builder -p int4 -e cpu`) into `out`."""
     from calora.train.backbones import load_causal_lm, load_tokenizer
+    from calora.validate.references import teacher_dir
     from peft import PeftModel
 
     if (out / "genai_config.json").is_file():
-        return out
-    teacher = Path(task_dir).parent / "teacher"
-    if not (teacher / "adapter_config.json").is_file():
-        teacher = Path(config.get("teacher", {}).get("dir") or teacher)
-    with tempfile.TemporaryDirectory() as tmp:
-        merged = Path(tmp) / "merged"
+        return out  # built before
+    if out.exists():
+        raise SystemExit(f"--out {out}: exists and is not an onnxruntime-genai folder built here; "
+                         "choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp:
+        merged, built = Path(tmp) / "merged", Path(tmp) / "built"
         model = load_causal_lm(config["backbone"]["source"])
-        model = PeftModel.from_pretrained(model, str(teacher)).merge_and_unload()
+        model = PeftModel.from_pretrained(model, str(teacher_dir(task_dir, config))).merge_and_unload()
         model.save_pretrained(str(merged))
         load_tokenizer(config["backbone"]["source"]).save_pretrained(str(merged))
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(out),
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(built),
                         "-p", precision, "-e", "cpu", "-c", str(Path(tmp) / "cache")],
                        check=True, stdout=subprocess.DEVNULL)
+        built.rename(out)
     return out
 
 

@@ -112,24 +112,18 @@ def _pytorch_eager(model):
     return generate
 
 
-def _torch_logits(model, ids: list[int]):
-    import torch
-
-    with torch.no_grad():
-        return model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
-
-
 def _perplexity(logits: Callable, held_out) -> float:
-    """exp(mean next-token NLL of each held-out response given its prompt), as calora-validate
-    scores the artifact."""
+    """exp(mean next-token NLL of each held-out response given its prompt), scored as
+    calora-validate scores an artifact (its `_nll`)."""
     import torch
+    from calora.validate.generative import _nll
 
     total, count = 0.0, 0
-    for p, t in zip(held_out.prompts, held_out.targets):
-        ids = p + t
-        rows = torch.from_numpy(logits(ids)[len(p) - 1:len(ids) - 1])
-        total += float(torch.nn.functional.cross_entropy(rows, torch.tensor(t), reduction="sum"))
-        count += len(t)
+    with torch.no_grad():
+        for p, t in zip(held_out.prompts, held_out.targets):
+            ids = p + t
+            s, c = _nll(logits(ids), ids, len(p))
+            total, count = total + s, count + c
     return math.exp(total / max(count, 1))
 
 
@@ -153,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from calora.export.manifest import read_manifest
     from calora.train.artifacts import read_json
     from calora.train.backbones import load_tokenizer
-    from calora.validate.generative import gen_examples
+    from calora.validate.generative import _torch_logits, gen_examples
     from calora.validate.references import find_task_dir
 
     m = read_manifest(args.bundles[0])

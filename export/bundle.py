@@ -105,10 +105,9 @@ def adapter_rounding(job: ExportJob) -> dict[str, float]:
     else:
         rows = [example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)]
     out: dict[str, float] = {}
-    for t in job.tasks:
-        for ids, mask in rows:
-            for k, v in adapter_rounding_error(t.model, dtype.torch_dtype, ids, mask).items():
-                out[k] = max(out.get(k, 0.0), v)
+    for t in job.tasks:  # one deployable copy per task, every row through it
+        for k, v in adapter_rounding_error(t.model, dtype.torch_dtype, rows).items():
+            out[k] = max(out.get(k, 0.0), v)
     return out
 
 

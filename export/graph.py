@@ -127,24 +127,27 @@ def round_adapter(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
-def adapter_rounding_error(model: nn.Module, dtype: torch.dtype, input_ids: torch.Tensor,
-                           attention_mask: torch.Tensor) -> dict[str, float]:
+def adapter_rounding_error(model: nn.Module, dtype: torch.dtype,
+                           rows: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     """What storing the adapter in `dtype` costs before any runtime is involved: the largest
-    |rounded - trained| adapter value, and the largest logit change it causes in PyTorch on the
-    given rows (0.0 for float32). Measured on the `deployable` copy (float activations), the
-    reference the float runtimes are validated against: the training model's simulated int8
-    activations round discontinuously, so through 30 decoder layers a 1e-4 adapter change can
-    flip activation codes and inflate the figure 100-fold without saying anything about the
-    artifacts."""
+    |rounded - trained| adapter value, and the largest logit change it causes in PyTorch over the
+    given (input_ids, attention_mask) rows (0.0 for float32). Measured on one `deployable` copy
+    (float activations), the reference the float runtimes are validated against: the training
+    model's simulated int8 activations round discontinuously, so through 30 decoder layers a 1e-4
+    adapter change can flip activation codes and inflate the figure 100-fold without saying
+    anything about the artifacts."""
     model = deployable(model)
     names = adapter_names(model)
     params = dict(model.named_parameters())
     rounded = {n: params[n].detach().to(dtype).float() for n in names}
     weight = max((float((rounded[n] - params[n].detach().float()).abs().max()) for n in names), default=0.0)
+    logit = 0.0
     with torch.no_grad():
-        ref = Baked(model).eval()(input_ids, attention_mask).float()
-        got = Swappable(model, names).eval()(input_ids, attention_mask, *[rounded[n] for n in names]).float()
-    return {"adapter_max_abs": weight, "adapter_logit_max_abs": float((got - ref).abs().max())}
+        for input_ids, attention_mask in rows:
+            ref = Baked(model).eval()(input_ids, attention_mask).float()
+            got = Swappable(model, names).eval()(input_ids, attention_mask, *[rounded[n] for n in names]).float()
+            logit = max(logit, float((got - ref).abs().max()))
+    return {"adapter_max_abs": weight, "adapter_logit_max_abs": logit}
 
 
 class Baked(nn.Module):

