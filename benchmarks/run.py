@@ -16,7 +16,8 @@ Profiles:
   LoftQ-initialised LoRA, one seed; ONNX Runtime and ExecuTorch bundles (baked, and swappable with
   both tasks on one backbone) validated on both tasks' full test splits; batch-1 latency (each
   runtime's default threads and 1 thread), size and accuracy against the merged-fp32 +
-  quantize_dynamic alternative; task switch against a model reload; CA-LoRA's training-step cost;
+  quantize_dynamic alternative (and rotten_tomatoes trained for ONNX Runtime's int8 kernels,
+  ``int8+act:tensor+sparse:0.5+emb:int4``, exported to ONNX baked and swappable); task switch against a model reload; CA-LoRA's training-step cost;
   the training stage under ``accelerate launch --num_processes 2`` against one process; SmolLM2-135M
   on movie_dialog (320 training examples), ONNX Runtime baked and swappable and ExecuTorch
   swappable bundles validated on 8 held-out prompts, prefill/decode tokens per second, and an
@@ -37,6 +38,9 @@ import time
 from pathlib import Path
 
 LEVELS = {"4.7x": "int4:g32+sparse:0.5+emb:int8", "6.1x": "int4:g32+sparse:0.5+emb:int4"}
+#: The x86 route: int8 weights trained against ONNX Runtime's per-tensor int8 activations, so that
+#: the ONNX bundle runs on its int8 kernels (VNNI/AMX) and still passes parity; ONNX Runtime only.
+ORT_INT8 = ("4.5x-ort-int8", "int8+act:tensor+sparse:0.5+emb:int4")
 BASELINES = ["compressed + LoRA from scratch", "compressed + LoftQ-initialised LoRA"]
 ABLATIONS = ["CA-LoRA without inherit", "CA-LoRA without recover", "CA-LoRA without distill"]
 
@@ -124,6 +128,27 @@ def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> list[
     return bundles
 
 
+def _ort_int8(steps: Steps, work: Path, results: Path, task: str) -> list[Path]:
+    """The first task trained for ONNX Runtime's int8 kernels (same teacher), exported baked and
+    swappable and validated; returns the bundles for the latency step."""
+    level, spec = ORT_INT8
+    runs = work / f"runs-{level}"
+    steps.run(f"train-{task}-{level}", runs / task / "calora" / "metrics.json",
+              [_bin("calora-train"), "--task", task, "--compression", spec, "--out", str(runs),
+               "--teacher", str(work / "runs-4.7x" / task / "teacher")])
+    bundles = []
+    for mode in ("baked", "swappable"):
+        b = work / f"bundles-{level}" / f"onnx-{mode}"
+        steps.run(f"export-{level}-onnx-{mode}", b / "manifest.json",
+                  [_bin("calora-export"), "--target", "onnx", "--mode", mode, "--task", task, "--runs", str(runs),
+                   "--out", str(b)])
+        report = results / f"parity-{level}-onnx-{mode}"
+        steps.run(f"validate-{level}-onnx-{mode}", report,
+                  [_bin("calora-validate"), str(b), "--runs", str(runs), "--report", str(report)])
+        bundles.append(b)
+    return bundles
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=list(PROFILES), default="quick")
@@ -178,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                     latency_bundles.append(b)
             if level == "4.7x" and target != "coreml" and len(prof.tasks) > 1:
                 switch_pairs += ["--baked", str(pair[0]), "--swappable", str(pair[1])]
+    latency_bundles += _ort_int8(steps, work, results, first)
     gen_bundles = _generative(steps, prof, work, results)
     latency = results / f"classify_latency_{first}.json"
     steps.run("latency", latency,

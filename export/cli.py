@@ -26,9 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=Mode.BAKED.value, choices=[m.value for m in Mode],
                    help="baked: one artifact per task; swappable: one shared backbone + a small adapter per task "
                         "(default: %(default)s)")
-    p.add_argument("--adapter-dtype", default=AdapterDType.FLOAT16.value, choices=[d.value for d in AdapterDType],
+    p.add_argument("--adapter-dtype", choices=[d.value for d in AdapterDType],
                    help="swappable mode: how the per-task adapter files store LoRA, recovery and head tensors; the "
-                        "artifacts compute in float32 either way (default: %(default)s, half the bytes)")
+                        f"artifacts compute in float32 either way (default: {AdapterDType.FLOAT16.value}, half the "
+                        f"bytes; {AdapterDType.FLOAT32.value} over an act:tensor backbone, where float16 rounding "
+                        "fails parity)")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")

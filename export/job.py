@@ -17,12 +17,14 @@ SMOKE_EXAMPLES = 8
 
 
 def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_length: int | None = None,
-             adapter_dtype: AdapterDType | str = AdapterDType.FLOAT16) -> ExportJob:
+             adapter_dtype: AdapterDType | str | None = None) -> ExportJob:
     """Read ``runs_dir/<task>/calora`` for each task. All tasks must share one compressed backbone
     (same source, spec and fingerprint); each model is rebuilt and fingerprint-checked on load.
-    `adapter_dtype`: how a swappable bundle stores the adapter files."""
+    `adapter_dtype`: how a swappable bundle stores the adapter files (None: the spec's default,
+    `AdapterDType.default_for`)."""
     job = _load_job(runs_dir, tasks, Mode(mode), max_length)
-    return dataclasses.replace(job, adapter_dtype=AdapterDType(adapter_dtype))
+    dtype = AdapterDType.default_for(job.spec) if adapter_dtype is None else AdapterDType(adapter_dtype)
+    return dataclasses.replace(job, adapter_dtype=dtype)
 
 
 def _load_job(runs_dir: str | Path, tasks: list[str], mode: Mode, max_length: int | None) -> ExportJob:

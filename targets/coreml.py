@@ -40,6 +40,9 @@ BACKBONE_KEY = "calora.backbone_fingerprint"
 
 def _plan(spec) -> tuple[int | None, int | None]:
     """(bits, group_size) of the backbone linears: bits None = float; group None = per channel."""
+    from calora.targets.base import refuse_per_tensor_activations
+
+    refuse_per_tensor_activations(spec, "coreml", "runs them in float")
     quant, group = spec.deployed()
     if quant == QuantScheme.NONE:
         return None, None

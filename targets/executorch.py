@@ -39,8 +39,10 @@ def _runtime_version() -> str:
 
 def _weight_format(spec) -> tuple[str, int | None]:
     """('int4', group) / ('int8', None) / ('none', None) for the backbone linears."""
+    from calora.targets.base import refuse_per_tensor_activations
     from calora.train.spec import QuantScheme
 
+    refuse_per_tensor_activations(spec, "executorch", "(XNNPACK) quantizes them per token")
     quant, group = spec.deployed()
     if quant == QuantScheme.INT4:
         return "int4", group

@@ -21,7 +21,6 @@ Pipeline (every heavy import happens inside `OnnxTarget.export`):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import shutil
 import statistics
@@ -34,8 +33,9 @@ import numpy as np
 import torch
 
 from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, adapter_tensors,
-                                 backbone_linears, check_same_layout, deployable, example_inputs, smoke_stats,
+                                 check_same_layout, deployable, example_inputs, smoke_stats,
                                  trim_positions)
+from calora.targets.onnx_quant import quantize_backbone, store_trained_embedding
 from calora.targets.base import (AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec,
                                  fingerprint_version)
 from calora.train.errors import ConfigError
@@ -113,16 +113,17 @@ class OnnxTarget:
                 model = deployable(task.model)
                 trimmed = trim_positions(model, job.max_length)
                 proto, info = _export(Baked(model), (ids, mask), list(INPUT_NAMES), job.max_length, model)
-                proto, err, kept = _quantize(proto, model, task.model, fmt, group, accuracy_level=INT4_ACCURACY_LEVEL)
+                proto, err, kept = quantize_backbone(proto, model, task.model, fmt, group, accuracy_level=INT4_ACCURACY_LEVEL)
                 merge_error(err)
-                merge_error(_int8_embedding(proto, task.model))
+                merge_error(store_trained_embedding(proto, task.model))
                 onnx_path, ort_path = onnx_dir / f"{task.name}.onnx", onnx_dir / f"{task.name}.ort"
                 _save(proto, onnx_path)
                 _to_ort(onnx_path, ort_path)
                 files += [ArtifactFile.of(out_dir, onnx_path, "model", task.name),
                           ArtifactFile.of(out_dir, ort_path, "model", task.name)]
                 sess = ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"])
-                got = sess.run(list(OUTPUT_NAMES), {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+                got = run_logits(sess, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()},
+                                 rows_one_by_one=per_example(job.spec))
                 smoke[task.name] = smoke_stats(_reference(task.model, ids, mask), got, runtime_str)
             task_switch = ("Baked: each task is its own .ort model; switching tasks means creating another "
                            "InferenceSession (or keeping one session per task in memory).")
@@ -135,10 +136,10 @@ class OnnxTarget:
             args = (ids, mask, *[example[n] for n in names])
             proto, info = _export(Swappable(model, names), args, [*INPUT_NAMES, *names], job.max_length, model)
             _adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
-            proto, err, kept = _quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names),
+            proto, err, kept = quantize_backbone(proto, model, first.model, fmt, group, adapter_inputs=set(names),
                                          accuracy_level=INT4_ACCURACY_LEVEL)
             merge_error(err)
-            merge_error(_int8_embedding(proto, first.model))
+            merge_error(store_trained_embedding(proto, first.model))
             onnx_path, ort_path = onnx_dir / "backbone.onnx", onnx_dir / "backbone.ort"
             _save(proto, onnx_path)
             _to_ort(onnx_path, ort_path)
@@ -151,7 +152,7 @@ class OnnxTarget:
                 path = onnx_dir / "adapters" / f"{task.name}.onnx_adapter"
                 write_adapter(adapter_tensors(task.model, job.adapter_dtype.torch_dtype), names, path, job.fingerprint)
                 files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
-                got = run_with_adapter(sess, path, feed)
+                got = run_with_adapter(sess, path, feed, per_example(job.spec))
                 smoke[task.name] = smoke_stats(_reference(task.model, ids, mask), got, runtime_str)
             load_ms, run_ms = _switch_timing(sess, onnx_dir / "adapters" / f"{job.tasks[-1].name}.onnx_adapter", feed)
             task_switch = (f"Swappable: one backbone.ort session serves every task; a task switch is loading that "
@@ -168,7 +169,8 @@ class OnnxTarget:
         notes.append(f"Backbone linear layers stored as {fmt}"
                      + (f" (MatMulNBits, symmetric, block {group}, the trained int4 codes and scales copied "
                         "bit-for-bit)" if fmt == "int4" else
-                        " (quantize_dynamic: per-channel int8 weights, int8 dynamic activations)" if fmt == "int8"
+                        " (quantize_dynamic: per-channel int8 weights, the trained int8 codes and scales copied "
+                        "bit-for-bit; activations quantized to int8 per tensor at run time)" if fmt == "int8"
                         else " (float32)")
                      + f"; kept float32: {kept}.")
         if "embedding_max_abs" in weight_error:
@@ -190,6 +192,16 @@ class OnnxTarget:
             notes.append("Activations are float32 in MatMulNBits (accuracy_level unset; level 4 measured no faster on "
                          "x86 AVX2): the trained model simulated int8 dynamic activations, a small source of the smoke "
                          "logit error.")
+        if fmt == "int8":
+            from calora.train.spec import ActGranularity
+
+            notes.append("Run it at batch 1 (one example per run): DynamicQuantizeLinear gives a batch one int8 "
+                         "scale, so each row's result would depend on the others in the batch."
+                         + (" The trained model simulated exactly this (--compression act:tensor)."
+                            if job.spec.act_granularity == ActGranularity.TENSOR else
+                            " The trained model simulated per-token int8 activations (XNNPACK's scheme): expect a "
+                            "larger logit error than ExecuTorch's; for ONNX Runtime train with "
+                            "--compression ...+act:tensor."))
         if trimmed:
             notes.append(f"Position embeddings cut to the {job.max_length} positions the bundle takes "
                          f"({trimmed / 1e6:.2f} MB of float32 rows beyond max_sequence_length not stored): the "
@@ -210,6 +222,7 @@ class OnnxTarget:
             inputs=[TensorSpec(n, "int64", ("batch", seq_dim)) for n in INPUT_NAMES],
             outputs=[TensorSpec(OUTPUT_NAMES[0], "float32", ("batch", num_labels))],
             runtime={"name": "onnxruntime", "version": ort.__version__,
+                     **({"backbone_activations": "int8-per-tensor"} if fmt == "int8" else {}),
                      **({"backbone_activations": f"int8-block{group}"} if fmt == "int4" and INT4_ACCURACY_LEVEL
                         else {})},
             weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
@@ -336,263 +349,6 @@ def _to_ort(onnx_path: Path, ort_path: Path) -> None:
         shutil.move(str(Path(tmp) / "out" / "model.ort"), ort_path)
 
 
-# ---- quantization -------------------------------------------------------------------------------
-def _backbone_weights(model: torch.nn.Module) -> dict[bytes, str]:
-    """sha256 of the transposed (in, out) float32 weight -> backbone linear name."""
-    out = {}
-    for name in backbone_linears(model):
-        w = model.get_submodule(name).weight.detach().float().numpy()
-        out[_digest(np.ascontiguousarray(w.T))] = name
-    return out
-
-
-def _digest(a: np.ndarray) -> bytes:
-    return hashlib.sha256(str(a.shape).encode() + a.astype(np.float32).tobytes()).digest()
-
-
-def _int8_embedding(proto, trained: torch.nn.Module) -> dict[str, float]:
-    """Store the token embedding table as the trained integer codes and scales.
-
-    int8 (one scale per row): each Gather of the float table becomes Gather(codes) -> Cast ->
-    Mul(Gather(scales)), a quarter of the bytes. int4 (one scale per group): one com.microsoft
-    GatherBlockQuantized over the codes packed two per byte (stored code + 8, ONNX Runtime's default
-    zero point 8 for 4-bit data in uint8), an eighth of the bytes. Both compute codes * scale in
-    float32 exactly as training did, so the values are bit-identical. Returns
-    {"embedding_max_abs": error} (0.0), or {} when the trained model has no quantized embedding."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from calora.train.quant import QuantEmbedding
-
-    emb = next((m for m in trained.modules() if isinstance(m, QuantEmbedding)), None)
-    if emb is None:
-        return {}
-    table = emb.weight.detach().cpu().numpy()
-    codes = emb.codes.detach().cpu().numpy().astype(np.int8)
-    scale = emb.scale.detach().cpu().numpy().astype(np.float32)
-    vocab, hidden = table.shape
-    group = hidden // scale.shape[1]
-    graph = proto.graph
-    name = next((i.name for i in graph.initializer if tuple(i.dims) == table.shape
-                 and i.data_type == TensorProto.FLOAT and np.array_equal(numpy_helper.to_array(i), table)), None)
-    if name is None:
-        raise ConfigError("onnx: the trained token embedding table is not an initializer of the exported graph")
-    users = [n for n in graph.node if name in n.input]
-    if not users or any(n.op_type != "Gather" or n.input[0] != name or
-                        any(a.name == "axis" and a.i != 0 for a in n.attribute) for n in users):
-        raise ConfigError(f"onnx: the embedding table {name} is used by other ops than a row Gather")
-    if emb.bits == 4 and (group < 16 or group & (group - 1) or hidden % 2):
-        raise ConfigError(f"onnx: int4 embeddings need a power-of-two group >= 16 (GatherBlockQuantized), got {group}")
-    keep = [i for i in graph.initializer if i.name != name]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    if emb.bits == 4:
-        q = (codes.astype(np.int16) + 8).astype(np.uint8)
-        packed = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
-        graph.initializer.extend([numpy_helper.from_array(packed, name + "_int4"),
-                                  numpy_helper.from_array(scale, name + "_scale")])
-    else:
-        graph.initializer.extend([numpy_helper.from_array(codes, name + "_int8"),
-                                  numpy_helper.from_array(scale.reshape(-1, 1), name + "_scale")])
-    nodes = []
-    for node in graph.node:
-        if node not in users:
-            nodes.append(node)
-            continue
-        idx, out, base = node.input[1], node.output[0], node.name or node.output[0]
-        if emb.bits == 4:
-            nodes.append(helper.make_node("GatherBlockQuantized", [name + "_int4", idx, name + "_scale"], [out],
-                                          name=base + "_int4", domain="com.microsoft", gather_axis=0,
-                                          quantize_axis=1, block_size=group, bits=4))
-        else:
-            nodes += [helper.make_node("Gather", [name + "_int8", idx], [out + "_q"], name=base + "_codes", axis=0),
-                      helper.make_node("Gather", [name + "_scale", idx], [out + "_s"], name=base + "_scales", axis=0),
-                      helper.make_node("Cast", [out + "_q"], [out + "_f"], name=base + "_cast", to=TensorProto.FLOAT),
-                      helper.make_node("Mul", [out + "_f", out + "_s"], [out], name=base + "_dequant")]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    if emb.bits == 4 and not any(o.domain == "com.microsoft" for o in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    dequant = (codes.astype(np.float32).reshape(vocab, -1, group) * scale[..., None]).reshape(vocab, hidden)
-    return {"embedding_max_abs": float(np.abs(dequant - table).max())}
-
-
-def _quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,
-              adapter_inputs: set[str] = frozenset(), accuracy_level: int | None = None):
-    """Find the backbone MatMuls, quantize only them per `fmt`; returns (proto, weight_error, kept-float text).
-    `accuracy_level`: MatMulNBits' activation precision for int4 (None: float activations)."""
-    from onnx import helper, numpy_helper
-
-    graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    by_digest = _backbone_weights(model)
-    # Rewrite backbone Gemm (2-D input, transB=1) as MatMul (+ Add), so the quantizers see it.
-    new_nodes, backbone = [], {}  # backbone: node name -> (linear name, B initializer name)
-    for node in graph.node:
-        if node.op_type == "Gemm" and len(node.input) >= 2 and node.input[1] in inits and node.input[1] not in adapter_inputs:
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            b = numpy_helper.to_array(inits[node.input[1]])
-            bt = b.T if attrs.get("transB", 0) else b
-            lin = by_digest.get(_digest(np.ascontiguousarray(bt))) if b.ndim == 2 else None
-            if lin and not attrs.get("transA", 0) and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
-                bname = node.input[1] + "_t" if attrs.get("transB", 0) else node.input[1]
-                if bname not in inits:
-                    t = numpy_helper.from_array(np.ascontiguousarray(bt), bname)
-                    graph.initializer.append(t)
-                    inits[bname] = t
-                has_c = len(node.input) > 2 and node.input[2]
-                mm_out = node.output[0] + "_mm" if has_c else node.output[0]
-                mm = helper.make_node("MatMul", [node.input[0], bname], [mm_out], name=node.name + "_matmul")
-                new_nodes.append(mm)
-                backbone[mm.name] = (lin, bname)
-                if has_c:
-                    new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]],
-                                                      name=node.name + "_bias"))
-                continue
-        if node.op_type == "MatMul" and node.input[1] in inits and node.input[1] not in adapter_inputs:
-            b = numpy_helper.to_array(inits[node.input[1]])
-            lin = by_digest.get(_digest(np.ascontiguousarray(b))) if b.ndim == 2 else None
-            if lin:
-                backbone[node.name] = (lin, node.input[1])
-        new_nodes.append(node)
-    graph.ClearField("node")
-    graph.node.extend(new_nodes)
-    # Drop initializers no node uses any more (the pre-transpose Gemm weights).
-    used = {i for n in graph.node for i in n.input} | {i.name for i in graph.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    graph.ClearField("initializer")
-    graph.initializer.extend(keep)
-
-    expected = set(backbone_linears(model))
-    found = {lin for lin, _ in backbone.values()}
-    if found != expected:
-        raise RuntimeError(f"onnx export: could not find the backbone linears {sorted(expected - found)[:3]} in "
-                           "the exported graph (the exporter changed their weights?)")
-    matmuls = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
-    others = [n for n in matmuls if n not in backbone]
-    kept = (f"{len(others)} MatMul/Gemm nodes (LoRA lora_A/lora_B, recovery down/up, classifier head, "
-            f"attention score products); {len(backbone)} backbone MatMuls quantized" if fmt != "none"
-            else "everything")
-    trained_w = {lin: model.get_submodule(lin).weight.detach().float().numpy() for lin, _ in backbone.values()}
-
-    with _quiet():
-        proto = _run_quantizer(proto, backbone, others, trained, fmt, group, accuracy_level)
-    err = _stored_weight_error(proto, backbone, trained_w, fmt)
-    proto.producer_name = "calora"
-    return proto, {"backbone_linear_max_abs": err}, kept
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ONNX Runtime's quantizers log every node at INFO (and configure the root logger): mute that."""
-    import logging
-
-    before = logging.root.manager.disable
-    logging.disable(logging.INFO)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(before)
-
-
-def _run_quantizer(proto, backbone: dict, others: list[str], trained, fmt: str, group: int | None,
-                   accuracy_level: int | None = None):
-    import onnx
-
-    if fmt == "int4":
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        q = MatMulNBitsQuantizer(proto, bits=4, block_size=group, is_symmetric=True, nodes_to_exclude=others,
-                                 accuracy_level=accuracy_level)
-        q.process()
-        proto = q.model.model
-        _use_trained_int4_codes(proto, backbone, trained, group)
-    elif fmt == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        with tempfile.TemporaryDirectory() as tmp:
-            src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
-            onnx.save_model(proto, str(src))
-            quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
-                             nodes_to_quantize=list(backbone), op_types_to_quantize=["MatMul"],
-                             extra_options={"MatMulConstBOnly": True})
-            proto = onnx.load_model(str(dst))
-    return proto
-
-
-def _matmulnbits_nodes(proto) -> dict[str, Any]:
-    """B-initializer base name -> MatMulNBits node (the quantizer names B as '<orig>_Q4')."""
-    out = {}
-    for n in proto.graph.node:
-        if n.op_type == "MatMulNBits":
-            out[n.input[1]] = n
-    return out
-
-
-def _use_trained_int4_codes(proto, backbone: dict, trained: torch.nn.Module, group: int) -> None:
-    """Overwrite MatMulNBits' B and scales with the trained codes/scales where the trained layer holds
-    int4 codes with this group size (then the stored weights equal the trained ones bit for bit)."""
-    from onnx import numpy_helper
-
-    from calora.train.quant import QuantLinear
-
-    inits = {i.name: i for i in proto.graph.initializer}
-    nodes = _matmulnbits_nodes(proto)
-    modules = dict(trained.named_modules())
-    for lin, bname in backbone.values():
-        node = nodes.get(bname + "_Q4")
-        mod = modules.get(lin)
-        if node is None:
-            raise RuntimeError(f"MatMulNBitsQuantizer did not quantize backbone linear {lin}")
-        if not (isinstance(mod, QuantLinear) and mod.bits == 4 and mod.group_size == group):
-            continue
-        codes = mod.codes.detach().to(torch.int16).numpy()  # (N, K), in [-8, 7]
-        scale = mod.scale.detach().float().numpy()  # (N, K // group)
-        n_out, k_in = codes.shape
-        q = (codes + 8).astype(np.uint8).reshape(n_out, k_in // group, group)
-        packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
-        b_old, s_old = inits[node.input[1]], inits[node.input[2]]
-        if tuple(b_old.dims) != packed.shape or int(np.prod(s_old.dims)) != scale.size:
-            raise RuntimeError(f"unexpected MatMulNBits layout for {lin}: B {list(b_old.dims)}, scales {list(s_old.dims)}")
-        b_old.CopyFrom(numpy_helper.from_array(packed, b_old.name))
-        s_old.CopyFrom(numpy_helper.from_array(scale.reshape(tuple(s_old.dims)).astype(np.float32), s_old.name))
-
-
-def _stored_weight_error(proto, backbone: dict, trained_w: dict[str, np.ndarray], fmt: str) -> float:
-    """max |dequantized stored weight - trained weight| over the backbone linears, read from the graph."""
-    from onnx import helper, numpy_helper
-
-    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    err = 0.0
-    if fmt == "none":
-        for lin, bname in backbone.values():
-            err = max(err, float(np.abs(inits[bname].T - trained_w[lin]).max()))
-        return err
-    if fmt == "int4":
-        nodes = _matmulnbits_nodes(proto)
-        for lin, bname in backbone.values():
-            node = nodes[bname + "_Q4"]
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            k, n, bs = attrs["K"], attrs["N"], attrs["block_size"]
-            packed = inits[node.input[1]].reshape(n, -1)
-            q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)[:, :k].astype(np.float32)
-            zp = 8.0
-            if len(node.input) > 3 and node.input[3]:
-                raise RuntimeError("asymmetric MatMulNBits is not expected here")
-            scales = inits[node.input[2]].reshape(n, -1).astype(np.float32)
-            w = (q - zp) * np.repeat(scales, bs, axis=1)[:, :k]  # (N, K)
-            err = max(err, float(np.abs(w - trained_w[lin]).max()))
-        return err
-    # int8 dynamic: '<B>_quantized', '<B>_scale', '<B>_zero_point', per channel along N
-    for lin, bname in backbone.values():
-        q = inits[bname + "_quantized"].astype(np.float32)  # (K, N)
-        scale = inits[bname + "_scale"].astype(np.float32)
-        zp = inits[bname + "_zero_point"].astype(np.float32)
-        w = (q - zp) * scale  # broadcast over the N axis
-        err = max(err, float(np.abs(w.T - trained_w[lin]).max()))
-    return err
-
-
 # ---- adapters -----------------------------------------------------------------------------------
 def write_adapter(tensors: dict[str, torch.Tensor], names: list[str], path: Path, backbone_fingerprint: str) -> None:
     """An ONNX Runtime LoRA adapter file holding one task's tensors under the graph's input names,
@@ -612,14 +368,30 @@ def write_adapter(tensors: dict[str, torch.Tensor], names: list[str], path: Path
     del values, arrays
 
 
-def run_with_adapter(sess, adapter_path: Path, feed: dict) -> np.ndarray:
+def per_example(spec: Any) -> bool:
+    """Whether a bundle's rows must run one per `session.run`: int8 backbones quantize their
+    activations per tensor (DynamicQuantizeLinear), so a batch would share one scale across its
+    examples and give each a result that depends on the others. The app runs batch 1."""
+    return deploy_format(spec)[0] == "int8"
+
+
+def run_logits(sess, feed: dict, run_options=None, rows_one_by_one: bool = False) -> np.ndarray:
+    """The logits of `feed`'s rows: one run for the batch, or one run per row."""
+    if not rows_one_by_one:
+        return sess.run(list(OUTPUT_NAMES), feed, run_options=run_options)[0]
+    n = next(iter(feed.values())).shape[0]
+    return np.concatenate([sess.run(list(OUTPUT_NAMES), {k: v[i:i + 1] for k, v in feed.items()},
+                                    run_options=run_options)[0] for i in range(n)])
+
+
+def run_with_adapter(sess, adapter_path: Path, feed: dict, rows_one_by_one: bool = False) -> np.ndarray:
     import onnxruntime as ort
 
     adapter = ort.LoraAdapter()
     adapter.Load(str(adapter_path))
     opts = ort.RunOptions()
     opts.add_active_adapter(adapter)
-    return sess.run(list(OUTPUT_NAMES), feed, run_options=opts)[0]
+    return run_logits(sess, feed, opts, rows_one_by_one)
 
 
 def _switch_timing(sess, adapter_path: Path, feed: dict, repeats: int = 5) -> tuple[float, float]:
@@ -640,4 +412,4 @@ def _switch_timing(sess, adapter_path: Path, feed: dict, repeats: int = 5) -> tu
     return statistics.median(loads), statistics.median(runs)
 
 
-__all__ = ["OnnxTarget", "deploy_format", "write_adapter", "run_with_adapter"]
+__all__ = ["OnnxTarget", "deploy_format", "per_example", "run_logits", "write_adapter", "run_with_adapter"]

@@ -9,7 +9,8 @@ import torch
 from calora.export.decoder import DecoderShape, GrowingCache, Swappable, past_names
 from calora.train.errors import ConfigError
 
-from .onnx import OPSET, _quantize, _quiet, _strip_metadata
+from .onnx import OPSET, _strip_metadata
+from .onnx_quant import quantize_backbone, quiet
 
 INPUTS = ("input_ids", "attention_mask", "position_ids")
 
@@ -44,7 +45,7 @@ def export_graph(model: torch.nn.Module, shape: DecoderShape, adapter: dict[str,
         dims = ({1: s}, {1: total}, {1: s}, cache)
     else:  # forward(*args)
         dims = (({1: s}, {1: total}, {1: s}, *cache, *[None] * len(adapter)),)
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), quiet():
         ep = torch.export.export(module, args, dynamic_shapes=dims, strict=False)
         prog = torch.onnx.export(ep, args, dynamo=True, input_names=names_in, output_names=names_out,
                                  opset_version=OPSET, verbose=False)
@@ -55,9 +56,9 @@ def export_graph(model: torch.nn.Module, shape: DecoderShape, adapter: dict[str,
 
 def quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, group: int | None,
              adapter_inputs: set[str] = frozenset()):
-    """Backbone linears as for classification (`onnx._quantize`, float activations: the validation
+    """Backbone linears as for classification (`onnx_quant.quantize_backbone`, float activations: the validation
     reference of the decoder body is float), then the embedding table."""
-    proto, err, kept = _quantize(proto, model, trained, fmt, group, adapter_inputs=adapter_inputs)
+    proto, err, kept = quantize_backbone(proto, model, trained, fmt, group, adapter_inputs=adapter_inputs)
     err |= tied_int8_table(proto, trained)
     return proto, err, kept
 

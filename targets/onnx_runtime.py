@@ -55,6 +55,8 @@ class OnnxRunner:
     def logits(self, task: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import onnxruntime as ort
 
+        from calora.targets.onnx import run_logits
+
         sess = self._session(self._ort_path(task))
         opts = None
         if self.swappable:
@@ -64,12 +66,19 @@ class OnnxRunner:
                 self._adapters[task] = adapter
             opts = ort.RunOptions()
             opts.add_active_adapter(self._adapters[task])
+        one_by_one = self._per_example()
         outs = []
         for i in range(0, input_ids.shape[0], _BATCH):
             feed = {"input_ids": np.ascontiguousarray(input_ids[i:i + _BATCH], dtype=np.int64),
                     "attention_mask": np.ascontiguousarray(attention_mask[i:i + _BATCH], dtype=np.int64)}
-            outs.append(sess.run(["logits"], feed, run_options=opts)[0])
+            outs.append(run_logits(sess, feed, opts, one_by_one))
         return np.concatenate(outs).astype(np.float32)
+
+    def _per_example(self) -> bool:
+        from calora.targets.onnx import per_example
+        from calora.train.spec import CompressionSpec
+
+        return per_example(CompressionSpec.from_dict(self.manifest["backbone"]["compression"]["spec"]))
 
     # ---- structure ------------------------------------------------------------------------------
     def findings(self) -> list[Finding]:

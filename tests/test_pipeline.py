@@ -40,6 +40,22 @@ def test_cli_trains_teacher_and_calora_and_saves_everything(tiny_bert, sentiment
     assert not list(task.glob(".work-*/checkpoint.pt"))  # finished runs leave no checkpoint
 
 
+@pytest.mark.parametrize("flags, label", [
+    ({}, "compressed + CA-LoRA"), ({"recover": False}, "compressed + CA-LoRA without recover"),
+    ({"inherit": False, "recover": False, "distill": False}, "compressed + LoRA from scratch"),
+    ({"inherit": False, "recover": False, "distill": False, "loftq": True}, "compressed + LoftQ-initialised LoRA")])
+def test_summary_names_an_ablation_run_as_such(flags, label):
+    """`calora-train --no-recover` printed its student as "compressed + CA-LoRA"; the row name now
+    says what was trained, as the ablation tables do."""
+    from calora.train.ablation import VARIANTS
+    from calora.train.cli import student_label
+
+    assert student_label(CALoRASettings(**flags)) == label
+    if label in VARIANTS:
+        assert VARIANTS[label] == {k: v for k, v in {"inherit": True, "recover": True, "distill": True,
+                                                     **flags}.items()}
+
+
 @pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_llama"])
 def test_reload_is_bit_identical(backbone, sentiment_csv, tmp_path, request):
     path = request.getfixturevalue(backbone)

@@ -39,3 +39,34 @@ def test_quant_linear_matches_its_dequantized_weight():
     x = torch.randn(2, 64)
     assert torch.allclose(q(x), x @ dequantize_weight(q.codes, q.scale).T + lin.bias, atol=1e-6)
     assert isinstance(q, torch.nn.Linear)  # so that peft can wrap it
+
+
+def test_per_tensor_activations_match_onnxruntime_int8_kernels_and_per_token_do_not():
+    """`act:tensor` simulates ONNX Runtime's DynamicQuantizeMatMul (the fused form of what
+    quantize_dynamic writes) to float rounding; the per-token simulation does not match it."""
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 96)
+    x = torch.randn(3, 16, 64)
+    x[..., 5] *= 20  # an outlier channel, as transformer activations have: per-tensor ranges differ from per-token
+    per_tensor = QuantLinear.from_linear(lin, 8, None, act_quant=True, act_per_tensor=True)
+    per_token = QuantLinear.from_linear(lin, 8, None, act_quant=True)
+    codes = per_tensor.codes.numpy().T.copy()
+    scale = per_tensor.scale.numpy().reshape(-1)
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeMatMul", ["x", "B", "s", "zp", "bias"], ["y"], domain="com.microsoft")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 96])],
+        [numpy_helper.from_array(codes, "B"), numpy_helper.from_array(scale, "s"),
+         numpy_helper.from_array(np.zeros_like(codes[0]), "zp"), numpy_helper.from_array(lin.bias.detach().numpy(), "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        sim_tensor, sim_token = per_tensor(x).numpy(), per_token(x).numpy()
+    for i in range(3):  # each example on its own, as the app runs it; the batch gave each row its own scale
+        got = sess.run(None, {"x": x[i:i + 1].numpy()})[0]
+        assert np.abs(got - sim_tensor[i:i + 1]).max() < 1e-4
+        assert np.abs(got - sim_token[i:i + 1]).max() > 1e-2

@@ -7,7 +7,8 @@ from calora.train.spec import DEFAULT_COMPRESSION, CompressionSpec, QuantScheme,
 
 
 @pytest.mark.parametrize("text", [DEFAULT_COMPRESSION, "none", "int8", "int4:g64+noact", "nf4+deploy:int4:g32",
-                                  "bnb-int8+deploy:int8+sparse:0.3", "int8+sparse:2:4+ffn:0.25+heads:0.25"])
+                                  "bnb-int8+deploy:int8+sparse:0.3", "int8+sparse:2:4+ffn:0.25+heads:0.25",
+                                  "int8+act:tensor+sparse:0.5+emb:int4"])
 def test_text_and_json_round_trip(text):
     spec = CompressionSpec.parse(text)
     assert CompressionSpec.parse(str(spec)) == spec
@@ -24,6 +25,7 @@ def test_defaults_filled_in():
 @pytest.mark.parametrize("text, words", [
     ("int8:g32", "group_size"), ("sparse:1.5", "sparsity"), ("int4+deploy:int8", "deploy_quant"),
     ("int4:g33", "group_size"), ("zstd", "unknown token"), ("ffn:-0.1", "prune_ffn"), ("sparse:abc", "sparse:abc"),
+    ("int4+act:tensor", "act_granularity"), ("int8+noact+act:tensor", "noact"), ("int8+act:row", "act:token, act:tensor"),
 ])
 def test_bad_specs_name_the_field(text, words):
     with pytest.raises(ConfigError, match=words):
@@ -33,3 +35,13 @@ def test_bad_specs_name_the_field(text, words):
 def test_unknown_field_in_json():
     with pytest.raises(ConfigError, match="bogus"):
         CompressionSpec.from_dict({"bogus": 1})
+
+
+def test_act_granularity_defaults_to_token_and_old_json_still_reads():
+    from calora.train.spec import ActGranularity
+
+    assert CompressionSpec.parse("int8").act_granularity == ActGranularity.TOKEN
+    assert str(CompressionSpec.parse("int8+act:token")) == "int8"  # the default is not written
+    old = CompressionSpec.parse("int8").to_dict()
+    del old["act_granularity"]  # specs stored before the field existed
+    assert CompressionSpec.from_dict(old) == CompressionSpec.parse("int8")

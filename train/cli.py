@@ -137,13 +137,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         out=args.out)
 
 
-def _summary(kind: str, result: dict) -> str:
+def student_label(calora) -> str:
+    """The student's row name, as the ablation tables name it: an ablation run is not CA-LoRA."""
+    if calora.loftq:
+        return "compressed + LoftQ-initialised LoRA"
+    off = [name for name in ("inherit", "recover", "distill") if not getattr(calora, name)]
+    if len(off) == 3:
+        return "compressed + LoRA from scratch"
+    return "compressed + CA-LoRA" + (f" without {' / '.join(off)}" if off else "")
+
+
+def _summary(kind: str, result: dict, calora) -> str:
     from .kinds import get_kind
 
     rows = [("uncompressed + teacher LoRA", result["teacher"])]
     if result.get("inherited_untrained"):
         rows.append(("compressed + inherited LoRA (untrained)", result["inherited_untrained"]))
-    rows.append(("compressed + CA-LoRA", result["student"]))
+    rows.append((student_label(calora), result["student"]))
     return get_kind(kind).summary(rows)
 
 
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         from .processes import is_main, num_processes
 
         if is_main():  # `accelerate launch --num_processes N`: one summary, from the process that saved
-            print(_summary(cfg.kind, result))
+            print(_summary(cfg.kind, result, cfg.calora))
             n = num_processes()
             print(f"[calora] saved {cfg.out}/{cfg.task}/calora (metrics.json, calora_config.json)"
                   + (f"; trained by {n} processes" if n > 1 else ""))

@@ -14,7 +14,7 @@ from torch import nn
 
 from .errors import BackboneError
 from .quant import QuantEmbedding, QuantLinear, TiedLMHead
-from .spec import CompressionSpec, EmbeddingQuant, QuantScheme, SparsityPattern
+from .spec import ActGranularity, CompressionSpec, EmbeddingQuant, QuantScheme, SparsityPattern
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -161,7 +161,8 @@ def compress_model(model: nn.Module, spec: CompressionSpec) -> nn.Module:
             lin.weight.mul_(magnitude_mask(lin.weight, spec.sparsity, spec.sparsity_pattern))
         if spec.quant in (QuantScheme.INT4, QuantScheme.INT8):
             try:
-                new = QuantLinear.from_linear(lin, spec.quant.bits, spec.group_size, spec.act_quant)
+                new = QuantLinear.from_linear(lin, spec.quant.bits, spec.group_size, spec.act_quant,
+                                              spec.act_granularity == ActGranularity.TENSOR)
             except ValueError as exc:
                 raise BackboneError(f"cannot quantize {name}: {exc}") from None
             set_module(model, name, new)

@@ -2,8 +2,9 @@
 
 The formats are the ones the mobile targets run, so training sees the deployed numerics:
 symmetric integer weights (``scale = amax / ((qmax - qmin) / 2)``, torchao's SYMMETRIC mapping,
-zero point 0, so pruned zeros stay exactly zero) and, optionally, int8 per-token asymmetric
-dynamic activations (what XNNPACK's 8da kernels do at run time). Integer codes and scales are
+zero point 0, so pruned zeros stay exactly zero) and, optionally, int8 asymmetric dynamic
+activations, per token (what XNNPACK's 8da kernels do at run time) or per tensor (ONNX Runtime's
+DynamicQuantizeLinear in front of its integer MatMuls; one tensor is one example at batch 1). Integer codes and scales are
 kept as buffers so export can hand the very same values to a target instead of re-quantizing.
 """
 
@@ -38,11 +39,16 @@ def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return w.reshape(out_f, in_f)
 
 
-def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
-    """int8 per-token asymmetric quantize-dequantize with a straight-through gradient."""
+def fake_quant_activation(x: torch.Tensor, per_tensor: bool = False) -> torch.Tensor:
+    """int8 asymmetric quantize-dequantize with a straight-through gradient: one scale and zero
+    point per token (last dimension), or with `per_tensor` per example (every dimension but the
+    first, so that a batch trains as its examples run one at a time on the device). The grid is
+    ONNX Runtime's DynamicQuantizeLinear shifted by 128: range widened to include 0, scale
+    (max - min) / 255, zero point and codes rounded half to even."""
     xf = x.float()
-    lo = xf.amin(dim=-1, keepdim=True).clamp(max=0.0)
-    hi = xf.amax(dim=-1, keepdim=True).clamp(min=0.0)
+    dims = tuple(range(1, xf.dim())) if per_tensor and xf.dim() > 1 else (-1,)
+    lo = xf.amin(dim=dims, keepdim=True).clamp(max=0.0)
+    hi = xf.amax(dim=dims, keepdim=True).clamp(min=0.0)
     scale = ((hi - lo) / 255.0).clamp(min=torch.finfo(torch.float32).eps)
     zero = torch.clamp(torch.round(-128.0 - lo / scale), -128, 127)
     q = torch.clamp(torch.round(xf / scale) + zero, -128, 127)
@@ -57,13 +63,14 @@ class QuantLinear(nn.Linear):
     alone onto the compressed backbone too (peft then calls this forward as its base layer)."""
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-                 bits: int, group_size: int | None, act_quant: bool) -> None:
+                 bits: int, group_size: int | None, act_quant: bool, act_per_tensor: bool = False) -> None:
         nn.Module.__init__(self)  # skip nn.Linear's random init: the weight is given
         self.in_features = codes.shape[1]
         self.out_features = codes.shape[0]
         self.bits = bits
         self.group_size = group_size
         self.act_quant = act_quant
+        self.act_per_tensor = act_per_tensor
         self.register_buffer("codes", codes)
         self.register_buffer("scale", scale)
         # The dequantized weight is materialised once: it is what every forward multiplies by.
@@ -71,19 +78,21 @@ class QuantLinear(nn.Linear):
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None, act_quant: bool) -> "QuantLinear":
+    def from_linear(cls, linear: nn.Linear, bits: int, group_size: int | None, act_quant: bool,
+                    act_per_tensor: bool = False) -> "QuantLinear":
         codes, scale = quantize_weight(linear.weight, bits, group_size)
-        return cls(codes, scale, linear.bias, bits, group_size, act_quant)
+        return cls(codes, scale, linear.bias, bits, group_size, act_quant, act_per_tensor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_quant:
-            x = fake_quant_activation(x)
+            x = fake_quant_activation(x, self.act_per_tensor)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.weight.to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, int{self.bits}, "
-                f"group={self.group_size or 'row'}, act_int8={self.act_quant}")
+                f"group={self.group_size or 'row'}, act_int8={self.act_quant}"
+                + (" per tensor" if self.act_quant and self.act_per_tensor else ""))
 
 
 class QuantEmbedding(nn.Module):

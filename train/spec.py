@@ -22,6 +22,11 @@ Tokens of the text form (joined with ``+``; ``none`` means no compression):
                    (half the bytes of int8: the lever past 6x for a small encoder, whose table
                    is half of its weights).
 ``noact``          keep activations in float (weight quantization only).
+``act:tensor``     with ``int8``: simulate int8 activations quantized per tensor (one scale and
+                   zero point per example), what ONNX Runtime's ``quantize_dynamic`` graphs run
+                   (DynamicQuantizeLinear + integer MatMul: its fast int8 kernels). The default,
+                   ``act:token``, is one scale per token (XNNPACK's scheme, ExecuTorch). Train for
+                   the runtime you ship: ExecuTorch and Core ML refuse ``act:tensor`` runs.
 =================  ===========================================================================
 """
 
@@ -51,6 +56,13 @@ class QuantScheme(str, enum.Enum):
     @property
     def bits(self) -> int:
         return {"none": 32, "int8": 8, "int4": 4, "nf4": 4, "bnb-int8": 8}[self.value]
+
+
+class ActGranularity(str, enum.Enum):
+    """Which values share one int8 activation scale (and zero point) at run time."""
+
+    TOKEN = "token"  # one per token (row): XNNPACK's dynamic int8 kernels (ExecuTorch)
+    TENSOR = "tensor"  # one per tensor, i.e. per example at batch 1: ONNX Runtime's DynamicQuantizeLinear
 
 
 class SparsityPattern(str, enum.Enum):
@@ -91,6 +103,7 @@ class CompressionSpec:
     quant: QuantScheme = QuantScheme.NONE
     group_size: int | None = None  # int4: input channels per scale; None = per output channel
     act_quant: bool = True  # int8/int4: simulate the int8 dynamic activations the target runs
+    act_granularity: ActGranularity = ActGranularity.TOKEN  # int8 only: TENSOR for ONNX Runtime's int8 kernels
     deploy_quant: QuantScheme | None = None  # bnb formats: what the mobile target stores instead
     deploy_group_size: int | None = None
     sparsity: float = 0.0
@@ -101,7 +114,7 @@ class CompressionSpec:
 
     def __post_init__(self) -> None:
         for field, enum_type in (("quant", QuantScheme), ("sparsity_pattern", SparsityPattern),
-                                 ("embeddings", EmbeddingQuant)):
+                                 ("embeddings", EmbeddingQuant), ("act_granularity", ActGranularity)):
             value = getattr(self, field)
             if not isinstance(value, enum_type):
                 try:
@@ -129,6 +142,11 @@ class CompressionSpec:
             raise ConfigError(f"compression.deploy_quant only applies to bitsandbytes formats, not {self.quant.value}")
         if not self.act_quant and self.quant not in (QuantScheme.INT4, QuantScheme.INT8):
             raise ConfigError(f"compression.act_quant=False ('noact') only applies to int4/int8, not {self.quant.value}")
+        if self.act_granularity == ActGranularity.TENSOR and (self.quant != QuantScheme.INT8 or not self.act_quant):
+            # Per-tensor int8 activations are what ONNX Runtime's int8 MatMul kernels run; its int4
+            # MatMulNBits runs float (or per-block) activations, so the simulation would match no target.
+            raise ConfigError("compression.act_granularity='tensor' ('act:tensor') needs int8 weights with int8 "
+                              f"activations, not {self.quant.value}" + ("" if self.act_quant else " with 'noact'"))
         _check_fraction("sparsity", self.sparsity)
         _check_fraction("prune_heads", self.prune_heads)
         _check_fraction("prune_ffn", self.prune_ffn)
@@ -190,6 +208,8 @@ class CompressionSpec:
             parts.append(f"deploy:int4:g{self.deploy_group_size}" if self.deploy_quant == QuantScheme.INT4 else "deploy:int8")
         if self.quant in (QuantScheme.INT4, QuantScheme.INT8) and not self.act_quant:
             parts.append("noact")
+        if self.act_granularity != ActGranularity.TOKEN:
+            parts.append(f"act:{self.act_granularity.value}")
         if self.sparsity_pattern == SparsityPattern.SEMI_2_4 and self.sparsity:
             parts.append("sparse:2:4")
         elif self.sparsity:
@@ -236,6 +256,11 @@ class CompressionSpec:
                     if rest:
                         raise ConfigError(f"--compression: 'noact' takes no value, got {token!r}")
                     kw["act_quant"] = False
+                elif head == "act":
+                    if rest not in {g.value for g in ActGranularity}:
+                        raise ConfigError(f"--compression: {token!r}: activation granularity must be one of "
+                                          f"{', '.join('act:' + g.value for g in ActGranularity)}")
+                    kw["act_granularity"] = ActGranularity(rest)
                 elif head == "sparse":
                     if rest == "2:4":
                         kw["sparsity"], kw["sparsity_pattern"] = 0.5, SparsityPattern.SEMI_2_4
