@@ -51,6 +51,7 @@ def test_summary_names_an_ablation_run_as_such(flags, label):
     from calora.train.cli import student_label
 
     assert student_label(CALoRASettings(**flags)) == label
+    assert student_label(CALoRASettings(**flags), compressed=False) == label.replace("compressed", "uncompressed")
     if label in VARIANTS:
         assert VARIANTS[label] == {k: v for k, v in {"inherit": True, "recover": True, "distill": True,
                                                      **flags}.items()}

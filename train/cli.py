@@ -137,23 +137,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         out=args.out)
 
 
-def student_label(calora) -> str:
+def student_label(calora, compressed: bool = True) -> str:
     """The student's row name, as the ablation tables name it: an ablation run is not CA-LoRA."""
+    backbone = "compressed" if compressed else "uncompressed"
     if calora.loftq:
-        return "compressed + LoftQ-initialised LoRA"
+        return f"{backbone} + LoftQ-initialised LoRA"
     off = [name for name in ("inherit", "recover", "distill") if not getattr(calora, name)]
     if len(off) == 3:
-        return "compressed + LoRA from scratch"
-    return "compressed + CA-LoRA" + (f" without {' / '.join(off)}" if off else "")
+        return f"{backbone} + LoRA from scratch"
+    return f"{backbone} + CA-LoRA" + (f" without {' / '.join(off)}" if off else "")
 
 
-def _summary(kind: str, result: dict, calora) -> str:
+def _summary(kind: str, result: dict, calora, compressed: bool = True) -> str:
     from .kinds import get_kind
 
     rows = [("uncompressed + teacher LoRA", result["teacher"])]
     if result.get("inherited_untrained"):
         rows.append(("compressed + inherited LoRA (untrained)", result["inherited_untrained"]))
-    rows.append((student_label(calora), result["student"]))
+    rows.append((student_label(calora, compressed), result["student"]))
     return get_kind(kind).summary(rows)
 
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         from .processes import is_main, num_processes
 
         if is_main():  # `accelerate launch --num_processes N`: one summary, from the process that saved
-            print(_summary(cfg.kind, result, cfg.calora))
+            print(_summary(cfg.kind, result, cfg.calora, not cfg.compression.is_identity))
             n = num_processes()
             print(f"[calora] saved {cfg.out}/{cfg.task}/calora (metrics.json, calora_config.json)"
                   + (f"; trained by {n} processes" if n > 1 else ""))
