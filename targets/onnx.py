@@ -35,7 +35,6 @@ import torch
 from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, adapter_tensors,
                                  check_same_layout, deployable, example_inputs, smoke_stats,
                                  trim_positions)
-from calora.targets.onnx_fuse import fuse_adapter_products
 from calora.targets.onnx_quant import quantize_backbone, store_trained_embedding
 from calora.targets.base import (AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec,
                                  fingerprint_version)
@@ -117,7 +116,6 @@ class OnnxTarget:
                 proto, err, kept = quantize_backbone(proto, model, task.model, fmt, group, accuracy_level=INT4_ACCURACY_LEVEL)
                 merge_error(err)
                 merge_error(store_trained_embedding(proto, task.model))
-                fused = fuse_adapter_products(proto, model)
                 onnx_path, ort_path = onnx_dir / f"{task.name}.onnx", onnx_dir / f"{task.name}.ort"
                 _save(proto, onnx_path)
                 _to_ort(onnx_path, ort_path)
@@ -129,10 +127,6 @@ class OnnxTarget:
                 smoke[task.name] = smoke_stats(_reference(task.model, ids, mask), got, runtime_str)
             task_switch = ("Baked: each task is its own .ort model; switching tasks means creating another "
                            "InferenceSession (or keeping one session per task in memory).")
-            notes.append(f"Baked graphs: the LoRA-A and recovery-down products that share an input run as one "
-                         f"product and a Split ({fused['down_projections']} fewer nodes), and each LoRA scale is "
-                         f"folded into its LoRA-B matrix ({fused['lora_scales']} fewer Mul nodes): exact up to float "
-                         "rounding, fewer tiny nodes per example.")
         else:
             names = check_same_layout({t.name: t.model for t in job.tasks})
             first = job.tasks[0]
