@@ -46,8 +46,7 @@ class AdapterDType(str, enum.Enum):
         there one int8 step spans a whole example's range, and float16 rounding of the adapter
         flips enough activation codes to fail parity (MiniLM rotten_tomatoes on ONNX Runtime: max
         logit error 0.347 and 26.1 dB with float16 against 0.162 and 37.0 dB with float32)."""
-        granularity = getattr(getattr(spec, "act_granularity", None), "value", "token")
-        return cls.FLOAT32 if granularity == "tensor" else cls.FLOAT16
+        return cls.FLOAT32 if spec.per_tensor_activations else cls.FLOAT16
 
     @property
     def torch_dtype(self):
@@ -62,7 +61,7 @@ def refuse_per_tensor_activations(spec: Any, target: str, runs_as: str) -> None:
     against: one clear error before any lowering, naming the flag and what to do instead."""
     from calora.train.errors import ConfigError
 
-    if getattr(getattr(spec, "act_granularity", None), "value", "token") == "tensor":
+    if spec.per_tensor_activations:
         raise ConfigError(f"--compression {spec}: 'act:tensor' trains for ONNX Runtime's per-tensor int8 "
                           f"activations; {target} {runs_as}. Export this run with --target onnx, or train again "
                           f"without 'act:tensor' for --target {target}")

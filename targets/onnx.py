@@ -193,12 +193,10 @@ class OnnxTarget:
                          "x86 AVX2): the trained model simulated int8 dynamic activations, a small source of the smoke "
                          "logit error.")
         if fmt == "int8":
-            from calora.train.spec import ActGranularity
-
             notes.append("Run it at batch 1 (one example per run): DynamicQuantizeLinear gives a batch one int8 "
                          "scale, so each row's result would depend on the others in the batch."
                          + (" The trained model simulated exactly this (--compression act:tensor)."
-                            if job.spec.act_granularity == ActGranularity.TENSOR else
+                            if job.spec.per_tensor_activations else
                             " The trained model simulated per-token int8 activations (XNNPACK's scheme): expect a "
                             "larger logit error than ExecuTorch's; for ONNX Runtime train with "
                             "--compression ...+act:tensor."))

@@ -130,14 +130,9 @@ def quantize_backbone(proto, model: torch.nn.Module, trained: torch.nn.Module, f
                     t = numpy_helper.from_array(np.ascontiguousarray(bt), bname)
                     graph.initializer.append(t)
                     inits[bname] = t
-                has_c = len(node.input) > 2 and node.input[2]
-                mm_out = node.output[0] + "_mm" if has_c else node.output[0]
-                mm = helper.make_node("MatMul", [node.input[0], bname], [mm_out], name=node.name + "_matmul")
-                new_nodes.append(mm)
-                backbone[mm.name] = (lin, bname)
-                if has_c:
-                    new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]],
-                                                      name=node.name + "_bias"))
+                replacement = _as_matmul(node, bname)
+                new_nodes += replacement
+                backbone[replacement[0].name] = (lin, bname)
                 continue
         if node.op_type == "MatMul" and node.input[1] in inits and node.input[1] not in adapter_inputs:
             b = numpy_helper.to_array(inits[node.input[1]])
@@ -214,6 +209,20 @@ def _run_quantizer(proto, backbone: dict, others: list[str], trained, fmt: str, 
     return proto
 
 
+def _as_matmul(gemm, b: str) -> list:
+    """A plain Gemm (alpha = beta = 1, no transA) as MatMul(A, `b`) plus an Add of its C if it has
+    one, writing the Gemm's output: `b` is B already in [K, N] form."""
+    from onnx import helper
+
+    base = gemm.name or gemm.output[0]
+    has_c = len(gemm.input) > 2 and gemm.input[2]
+    mm_out = gemm.output[0] + "_mm" if has_c else gemm.output[0]
+    nodes = [helper.make_node("MatMul", [gemm.input[0], b], [mm_out], name=base + "_matmul")]
+    if has_c:
+        nodes.append(helper.make_node("Add", [mm_out, gemm.input[2]], [gemm.output[0]], name=base + "_bias"))
+    return nodes
+
+
 def _adapter_gemms_as_matmul(proto, adapter_inputs: set[str]) -> None:
     """Rewrite each Gemm whose B is an adapter input as Transpose(B) -> MatMul (+ Add).
 
@@ -232,13 +241,10 @@ def _adapter_gemms_as_matmul(proto, adapter_inputs: set[str]) -> None:
             continue
         b = node.input[1]
         if attrs.get("transB", 0):
-            nodes.append(helper.make_node("Transpose", [b], [node.name + "_bt"], name=node.name + "_transpose"))
-            b = node.name + "_bt"
-        has_c = len(node.input) > 2 and node.input[2]
-        mm_out = node.output[0] + "_mm" if has_c else node.output[0]
-        nodes.append(helper.make_node("MatMul", [node.input[0], b], [mm_out], name=node.name + "_matmul"))
-        if has_c:
-            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_bias"))
+            base = node.name or node.output[0]
+            nodes.append(helper.make_node("Transpose", [b], [base + "_bt"], name=base + "_transpose"))
+            b = base + "_bt"
+        nodes += _as_matmul(node, b)
     proto.graph.ClearField("node")
     proto.graph.node.extend(nodes)
 

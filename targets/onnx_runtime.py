@@ -34,6 +34,11 @@ class OnnxRunner:
         self.runtime = f"ONNX Runtime {ort.__version__} (CPU execution provider, .ort model)"
         self._sessions: dict[str, object] = {}
         self._adapters: dict[str, object] = {}  # task -> loaded onnxruntime.LoraAdapter
+        from calora.targets.onnx import per_example
+        from calora.train.spec import CompressionSpec
+
+        # int8 bundles run one row per session.run, as the app does (one activation scale per run)
+        self._one_by_one = per_example(CompressionSpec.from_dict(manifest["backbone"]["compression"]["spec"]))
 
     def _file(self, role: str, task: str | None, suffix: str) -> Path:
         return manifest_file(self.bundle, self.manifest, role, task, suffix)
@@ -66,19 +71,12 @@ class OnnxRunner:
                 self._adapters[task] = adapter
             opts = ort.RunOptions()
             opts.add_active_adapter(self._adapters[task])
-        one_by_one = self._per_example()
         outs = []
         for i in range(0, input_ids.shape[0], _BATCH):
             feed = {"input_ids": np.ascontiguousarray(input_ids[i:i + _BATCH], dtype=np.int64),
                     "attention_mask": np.ascontiguousarray(attention_mask[i:i + _BATCH], dtype=np.int64)}
-            outs.append(run_logits(sess, feed, opts, one_by_one))
+            outs.append(run_logits(sess, feed, opts, self._one_by_one))
         return np.concatenate(outs).astype(np.float32)
-
-    def _per_example(self) -> bool:
-        from calora.targets.onnx import per_example
-        from calora.train.spec import CompressionSpec
-
-        return per_example(CompressionSpec.from_dict(self.manifest["backbone"]["compression"]["spec"]))
 
     # ---- structure ------------------------------------------------------------------------------
     def findings(self) -> list[Finding]:

@@ -28,12 +28,20 @@ def int8_run(tiny_bert, sentiment_csv, tmp_path_factory):
     return runs
 
 
-def test_onnx_int8_bundle_is_the_trained_model_and_passes_validation(int8_run, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def int8_baked(int8_run, tmp_path_factory):
+    """The run exported once by `calora-export --target onnx` (baked): read-only for the tests."""
     from calora.export.cli import main as export_main
+
+    bundle = tmp_path_factory.mktemp("int8-baked") / "bundle"
+    assert export_main(["--target", "onnx", "--task", "toy_int8", "--runs", str(int8_run), "--out", str(bundle)]) == 0
+    return bundle
+
+
+def test_onnx_int8_bundle_is_the_trained_model_and_passes_validation(int8_run, int8_baked, tmp_path, capsys):
     from calora.validate.cli import main as validate_main
 
-    bundle = tmp_path / "bundle"
-    assert export_main(["--target", "onnx", "--task", "toy_int8", "--runs", str(int8_run), "--out", str(bundle)]) == 0
+    bundle = int8_baked
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["runtime"]["backbone_activations"] == "int8-per-tensor"
     # quantize_dynamic's own re-quantization moved the weights; the export copies the trained codes instead
@@ -52,14 +60,12 @@ def test_onnx_int8_bundle_is_the_trained_model_and_passes_validation(int8_run, t
     assert task["values"]["max_abs_logit_error"] < 1e-3 and task["values"]["sqnr_db"] > 60
 
 
-def test_onnx_int8_runner_runs_rows_one_by_one(int8_run, tmp_path):
+def test_onnx_int8_runner_runs_rows_one_by_one(int8_baked):
     """A batch shares one activation scale in DynamicQuantizeLinear: the runner (like the app) runs
     batch 1, so a row's logits do not depend on the rows beside it."""
-    from calora.export.cli import main as export_main
     from calora.targets.onnx_runtime import OnnxRunner
 
-    bundle = tmp_path / "bundle"
-    assert export_main(["--target", "onnx", "--task", "toy_int8", "--runs", str(int8_run), "--out", str(bundle)]) == 0
+    bundle = int8_baked
     manifest = json.loads((bundle / "manifest.json").read_text())
     runner = OnnxRunner(bundle, manifest)
     rng = np.random.default_rng(0)

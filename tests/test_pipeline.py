@@ -41,7 +41,8 @@ def test_cli_trains_teacher_and_calora_and_saves_everything(tiny_bert, sentiment
 
 
 @pytest.mark.parametrize("flags, label", [
-    ({}, "compressed + CA-LoRA"), ({"recover": False}, "compressed + CA-LoRA without recover"),
+    ({}, "compressed + CA-LoRA"), ({"recover": False}, "CA-LoRA without recover"),
+    ({"recover": False, "distill": False}, "CA-LoRA without recover / distill"),
     ({"inherit": False, "recover": False, "distill": False}, "compressed + LoRA from scratch"),
     ({"inherit": False, "recover": False, "distill": False, "loftq": True}, "compressed + LoftQ-initialised LoRA")])
 def test_summary_names_an_ablation_run_as_such(flags, label):
@@ -51,10 +52,10 @@ def test_summary_names_an_ablation_run_as_such(flags, label):
     from calora.train.cli import student_label
 
     assert student_label(CALoRASettings(**flags)) == label
-    assert student_label(CALoRASettings(**flags), compressed=False) == label.replace("compressed", "uncompressed")
+    assert student_label(CALoRASettings(**flags), compressed=False) == label.replace("compressed +", "uncompressed +")
     if label in VARIANTS:
-        assert VARIANTS[label] == {k: v for k, v in {"inherit": True, "recover": True, "distill": True,
-                                                     **flags}.items()}
+        assert {"loftq": False, **VARIANTS[label]} == {"inherit": True, "recover": True, "distill": True,
+                                                      "loftq": False, **flags}
 
 
 @pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_llama"])

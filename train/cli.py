@@ -138,14 +138,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def student_label(calora, compressed: bool = True) -> str:
-    """The student's row name, as the ablation tables name it: an ablation run is not CA-LoRA."""
-    backbone = "compressed" if compressed else "uncompressed"
-    if calora.loftq:
-        return f"{backbone} + LoftQ-initialised LoRA"
-    off = [name for name in ("inherit", "recover", "distill") if not getattr(calora, name)]
-    if len(off) == 3:
-        return f"{backbone} + LoRA from scratch"
-    return f"{backbone} + CA-LoRA" + (f" without {' / '.join(off)}" if off else "")
+    """The student's row name as the ablation tables name it (`ablation.VARIANTS`, the one list of
+    row names): an ablation run is not CA-LoRA."""
+    from .ablation import VARIANTS
+
+    flags = {name: getattr(calora, name) for name in ("inherit", "recover", "distill", "loftq")}
+    label = next((row for row, f in VARIANTS.items() if {"loftq": False, **f} == flags), None)
+    if label is None:  # a combination the ablation tables have no row for
+        off = [name for name in ("inherit", "recover", "distill") if not flags[name]]
+        label = f"CA-LoRA without {' / '.join(off)}" + (" (LoftQ-initialised)" if calora.loftq else "")
+    return label if compressed else label.replace("compressed +", "uncompressed +")
 
 
 def _summary(kind: str, result: dict, calora, compressed: bool = True) -> str:

@@ -14,7 +14,7 @@ from torch import nn
 
 from .errors import BackboneError
 from .quant import QuantEmbedding, QuantLinear, TiedLMHead
-from .spec import ActGranularity, CompressionSpec, EmbeddingQuant, QuantScheme, SparsityPattern
+from .spec import CompressionSpec, EmbeddingQuant, QuantScheme, SparsityPattern
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -162,7 +162,7 @@ def compress_model(model: nn.Module, spec: CompressionSpec) -> nn.Module:
         if spec.quant in (QuantScheme.INT4, QuantScheme.INT8):
             try:
                 new = QuantLinear.from_linear(lin, spec.quant.bits, spec.group_size, spec.act_quant,
-                                              spec.act_granularity == ActGranularity.TENSOR)
+                                              spec.per_tensor_activations)
             except ValueError as exc:
                 raise BackboneError(f"cannot quantize {name}: {exc}") from None
             set_module(model, name, new)

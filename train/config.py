@@ -217,7 +217,7 @@ class RunConfig:
         if self.kind == "generate" and self.calora.teacher_outputs == TeacherOutputs.CACHE:
             raise ConfigError("--teacher-outputs cache: a generative teacher's [tokens x vocab] logits do not fit a "
                               "cache; generate tasks use the online teacher")
-        if self.kind == "generate" and self.compression.act_granularity.value == "tensor":
+        if self.kind == "generate" and self.compression.per_tensor_activations:
             # A decoder runs its prompt as one tensor and then one token per step, so a per-tensor
             # scale is per-prompt in prefill and per-token in decode: no one simulation matches it.
             raise ConfigError("--compression ...+act:tensor: per-tensor activations are for classification on "

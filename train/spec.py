@@ -153,6 +153,12 @@ class CompressionSpec:
         if self.sparsity_pattern == SparsityPattern.SEMI_2_4 and self.sparsity not in (0.0, 0.5):
             raise ConfigError(f"compression.sparsity must be 0.5 for the 2:4 pattern, got {self.sparsity}")
 
+    @property
+    def per_tensor_activations(self) -> bool:
+        """Trained for one int8 activation scale per tensor (`act:tensor`, ONNX Runtime's scheme):
+        the one place targets, the trainer and export defaults read it from."""
+        return self.act_granularity == ActGranularity.TENSOR
+
     def deployed(self) -> tuple[QuantScheme, int | None]:
         """(weight format, group size) the backbone linears are stored in on a device: the trained
         format, or for bitsandbytes formats the one they are re-quantized to (`deploy:`). The one

