@@ -159,6 +159,7 @@ def test_unrepresentable_spec_is_config_error():
     class Odd:  # a quant scheme the target does not know
         quant = type("Q", (), {"is_bnb": False, "value": "fp8"})()
         group_size = None
+        per_tensor_activations = False  # the other part of CompressionSpec every target reads
 
         def deployed(self):  # what CompressionSpec.deployed() gives every target
             return self.quant, self.group_size
