@@ -23,8 +23,9 @@ Profiles:
   swappable bundles validated on 8 held-out prompts, prefill/decode tokens per second, and an
   ExecuTorch profile (ETDump) of the generative program.
 - ``full``: the same for rotten_tomatoes, sms_spam and question_type with seeds 0 1 2 and the three
-  single ablations, plus Core ML bundles; the generative task on its whole training split, all
-  six generative bundles, full validation.
+  single ablations, plus Core ML bundles; the generative task on its whole training split
+  (``benchmarks.gpu_generative``: teacher, CA-LoRA and LoRA from scratch, batch 32, with training
+  throughput), all six generative bundles, full validation.
 """
 
 from __future__ import annotations
@@ -103,16 +104,24 @@ class Steps:
         return rc
 
 
-def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> list[Path]:
+def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> tuple[list[Path], Path]:
     """SmolLM2-135M on movie_dialog: trained (quick: 320 training and 200 evaluation examples, the
-    2-core schedule of README's generative section), exported per generative target and mode, and
-    validated on held-out prompts; returns the bundles for the decode benchmark."""
-    runs = work / "runs-gen"
-    cmd = [_bin("calora-train"), "--backbone", "smollm2-135m", "--task", GEN_TASK, "--out", str(runs)]
+    2-core schedule of README's generative section; full: the whole training split through
+    `benchmarks.gpu_generative`, with LoRA from scratch and training throughput), exported per
+    generative target and mode, and validated on held-out prompts; returns the bundles for the
+    decode benchmark and the runs folder."""
     if prof.gen_train_examples:
-        cmd += ["--batch-size", "8", "--max-train-examples", str(prof.gen_train_examples),
-                "--max-eval-examples", "200"]
-    steps.run("train-gen", runs / GEN_TASK / "calora" / "metrics.json", cmd)
+        runs = work / "runs-gen"
+        steps.run("train-gen", runs / GEN_TASK / "calora" / "metrics.json",
+                  [_bin("calora-train"), "--backbone", "smollm2-135m", "--task", GEN_TASK, "--out", str(runs),
+                   "--batch-size", "8", "--max-train-examples", str(prof.gen_train_examples),
+                   "--max-eval-examples", "200"])
+    else:
+        gen = work / "gen-full"
+        runs = gen / "runs"
+        steps.run("train-gen", results / f"gpu_generative_{GEN_TASK}.json",
+                  [sys.executable, "-m", "benchmarks.gpu_generative", "--task", GEN_TASK, "--work", str(gen),
+                   "--results", str(results)])
     bundles = []
     for target, mode in prof.gen_bundles:
         b = work / "bundles-gen" / f"{target}-{mode}"
@@ -125,7 +134,7 @@ def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> list[
                    *(["--max-examples", str(prof.gen_validate_examples)] if prof.gen_validate_examples else [])])
         if target != "coreml":  # no Core ML runtime on Linux: validated at program level, not timed
             bundles.append(b)
-    return bundles
+    return bundles, runs
 
 
 def _ort_int8(steps: Steps, work: Path, results: Path, task: str) -> list[Path]:
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             if level == "4.7x" and target != "coreml" and len(prof.tasks) > 1:
                 switch_pairs += ["--baked", str(pair[0]), "--swappable", str(pair[1])]
     latency_bundles += _ort_int8(steps, work, results, first)
-    gen_bundles = _generative(steps, prof, work, results)
+    gen_bundles, gen_runs = _generative(steps, prof, work, results)
     latency = results / f"classify_latency_{first}.json"
     steps.run("latency", latency,
               [sys.executable, "-m", "benchmarks.classify_latency", "--runs", str(work / "runs-4.7x"),
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     gen_decode = results / f"gen_decode_{GEN_TASK}.json"
     steps.run("gen-decode", gen_decode,
               [sys.executable, "-m", "benchmarks.gen_decode", "--bundles", *map(str, gen_bundles), "--runs",
-               str(work / "runs-gen"), "--task", GEN_TASK, "--prompts", "4", "--new-tokens", "16", "--rounds", "3",
+               str(gen_runs), "--task", GEN_TASK, "--prompts", "4", "--new-tokens", "16", "--rounds", "3",
                "--work", str(work / "gen-alternative"), "--out", str(gen_decode)])
     et_gen = [b for b in gen_bundles if b.name.startswith("executorch")]
     if et_gen:

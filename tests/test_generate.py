@@ -220,3 +220,21 @@ def test_trained_generative_student_reloads_bit_exactly(tiny_causal, gen_csv, tm
     ids = torch.tensor([ctx.sets["test"].input_ids[0]])
     with torch.no_grad():
         assert torch.equal(model.eval()(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+
+
+def test_max_examples_all_means_the_whole_split_also_for_generation(capsys):
+    """`--max-train-examples all` lifts the generative kind's CPU-sized cap (a GPU host's full
+    schedule); a number keeps its meaning, and anything else is one clear flag error."""
+    from calora.train.cli import build_parser, config_from_args
+    from calora.train.config import KIND_TRAIN_DEFAULTS
+
+    base = ["--backbone", "smollm2-135m", "--task", "movie_dialog"]
+    default = config_from_args(build_parser().parse_args(base)).train
+    assert default.max_train_examples == KIND_TRAIN_DEFAULTS["generate"]["max_train_examples"]
+    full = config_from_args(build_parser().parse_args([*base, "--max-train-examples", "all",
+                                                       "--max-eval-examples", "ALL"])).train
+    assert full.max_train_examples is None and full.max_eval_examples is None
+    assert config_from_args(build_parser().parse_args([*base, "--max-train-examples", "640"])).train.max_train_examples == 640
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--max-train-examples", "most"])
+    assert "--max-train-examples" in capsys.readouterr().err

@@ -20,6 +20,19 @@ from .tasks import task_names
 _R, _L, _C, _T, _G = RunConfig(), LoraSettings(), CALoRASettings(), TrainSettings(), GenerationSettings()
 
 
+#: `--max-train-examples all`: the whole split, also where the task kind's default is a CPU-sized cap.
+ALL = "all"
+
+
+def _count_or_all(text: str) -> int | str:
+    if text.strip().lower() == ALL:
+        return ALL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or '{ALL}', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="calora-train",
@@ -92,11 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-length", type=int, help=f"tokens per example (default: {_T.max_length}; generate: "
                                                    f"{KIND_TRAIN_DEFAULTS['generate']['max_length']}, prompt + response)")
     tr.add_argument("--seed", type=int, default=_T.seed)
-    tr.add_argument("--max-train-examples", type=int, help="default: all; generate: "
-                                                           f"{KIND_TRAIN_DEFAULTS['generate']['max_train_examples']} "
-                                                           "(CPU-sized; raise it on a GPU host)")
-    tr.add_argument("--max-eval-examples", type=int, help="default: all; generate: "
-                                                          f"{KIND_TRAIN_DEFAULTS['generate']['max_eval_examples']}")
+    tr.add_argument("--max-train-examples", type=_count_or_all, metavar="N|all",
+                    help="default: all; generate: "
+                         f"{KIND_TRAIN_DEFAULTS['generate']['max_train_examples']} (CPU-sized; "
+                         "'all' for the whole split on a GPU host)")
+    tr.add_argument("--max-eval-examples", type=_count_or_all, metavar="N|all",
+                    help=f"default: all; generate: {KIND_TRAIN_DEFAULTS['generate']['max_eval_examples']}")
     tr.add_argument("--mixed-precision", default=_T.mixed_precision.value, choices=[m.value for m in MixedPrecision])
     tr.add_argument("--checkpoint-every", type=int, default=_T.checkpoint_every, help="optimizer steps between checkpoints")
     add_common_flags(p)
@@ -117,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     fill = {k: getattr(_T, k) for k in ("batch_size", "max_length", "max_train_examples", "max_eval_examples")}
     fill |= KIND_TRAIN_DEFAULTS[kind]
     t = fill | {k: getattr(args, k) for k in fill if getattr(args, k) is not None}
+    t = {k: None if v == ALL else v for k, v in t.items()}  # None: the whole split
     return RunConfig(
         backbone=args.backbone, task=args.task, data=args.data, text_column=args.text_column, kind=kind,
         prompt_column=args.prompt_column or _R.prompt_column, response_column=args.response_column or _R.response_column,
