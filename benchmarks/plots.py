@@ -85,7 +85,8 @@ def latency(path: Path, out: Path) -> Path:
     rows = record["rows"]
     plt = _figure()[0]
     plt.close("all")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 2.2 + 0.28 * len(rows)))
+    height = 2.2 + 0.28 * len(rows)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, height))
     names = [_short(r["config"]) for r in rows][::-1]
     ax1.barh(names, [r["median_ms"] for r in rows][::-1], color="#dd8452")
     for i, r in enumerate(rows[::-1]):
@@ -102,7 +103,7 @@ def latency(path: Path, out: Path) -> Path:
     ax2.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{record['task']}: latency and size per artifact", fontsize=10)
     ax1.tick_params(axis="y", labelsize=8)
-    fig.subplots_adjust(left=0.3, bottom=0.1 + 0.6 / len(rows), wspace=0.05)
+    fig.subplots_adjust(left=0.3, bottom=1.15 / height, wspace=0.05)  # room for the axis label and the footer
     _footer(fig, record)
     dest = out / f"{path.stem}.png"
     fig.savefig(dest, dpi=130)
