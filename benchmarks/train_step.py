@@ -83,7 +83,9 @@ def _fill_seconds(ctx, data, batch_size: int) -> float:
     from calora.train.config import TeacherOutputs
     from calora.train.trainer import TeacherTargets
 
-    targets = TeacherTargets(ctx.teacher, TeacherOutputs.CACHE, "cpu", contextlib.nullcontext)
+    # the device the teacher was left on by the timed fits (a GPU host's), as calora-train fills it
+    device = next(ctx.teacher.parameters()).device
+    targets = TeacherTargets(ctx.teacher, TeacherOutputs.CACHE, device, contextlib.nullcontext)
     t0 = time.perf_counter()
     targets.fill(data, batch_size, show=False)
     return time.perf_counter() - t0
