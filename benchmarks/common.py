@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,3 +24,34 @@ def write_results(path: Path | None, record: dict) -> None:
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+class Steps:
+    """Each step of a benchmark run as its own process, logged to ``WORK/logs/<step>.log``, with its
+    wall time in ``WORK/logs/steps.json`` and in `seconds`."""
+
+    def __init__(self, work: Path) -> None:
+        self.work, self.logs, self.seconds = work, work / "logs", {}
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, done: Path | None, cmd: list[str], ok: tuple[int, ...] = (0, 1)) -> int:
+        """Run `cmd` unless `done` exists; an exit code outside `ok` stops the run (by default a
+        failing parity check, exit 1, is a result, not a crash)."""
+        if done is not None and done.exists():
+            print(f"[bench] {name}: done before ({done})", flush=True)
+            return 0
+        print(f"[bench] {name}: {' '.join(cmd)}", flush=True)
+        start = time.perf_counter()
+        with (self.logs / f"{name}.log").open("w") as log:
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        seconds = self.seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"[bench] {name}: exit {rc} after {seconds:.0f} s", flush=True)
+        record = self.logs / "steps.json"
+        times = json.loads(record.read_text()) if record.is_file() else {}
+        times[name] = {"seconds": seconds, "exit": rc, "command": cmd,
+                       "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        record.write_text(json.dumps(times, indent=2) + "\n")
+        if rc not in ok:
+            tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"[bench] {name} failed (exit {rc}); see {self.logs / (name + '.log')}:\n{tail}")
+        return rc

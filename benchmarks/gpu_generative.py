@@ -15,7 +15,7 @@ Steps, each a calora command in its own process (logged to ``WORK/logs/<step>.lo
 3. ``train``: ``calora-train``: teacher (LoRA on the fp32 backbone), then CA-LoRA on the compressed
    backbone, one epoch each, evaluated on the held-out splits (perplexity and greedy generations).
 4. ``baseline``: ``calora.train.ablation`` with the same teacher and schedule: compressed + LoRA from
-   scratch (QLoRA-style) and the inherited LoRA untrained; skipped, and said so, if the budget is spent.
+   scratch (QLoRA-style); skipped, and said so, if the budget is spent.
 
 Writes ``RESULTS/gpu_generative_<task>.json`` and ``.md``: rows with held-out perplexity, training
 seconds, steps, examples and real (non-pad) tokens per second, the share of the NLL gap CA-LoRA
@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import provenance, write_results
+from benchmarks.common import Steps, provenance, write_results
 
 SCRATCH = "compressed + LoRA from scratch"
 
@@ -47,60 +45,37 @@ def _train_args(a: argparse.Namespace, n: int | None) -> list[str]:
     return args + (["--compression", a.compression] if a.compression else [])
 
 
-class Steps:
-    """Runs each step as its own process with a log, and keeps its wall time."""
-
-    def __init__(self, work: Path, deadline: float | None) -> None:
-        self.logs, self.deadline, self.seconds = work / "logs", deadline, {}
-        self.logs.mkdir(parents=True, exist_ok=True)
-
-    def left(self) -> float:
-        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
-
-    def run(self, name: str, cmd: list[str]) -> None:
-        print(f"[gpu] {name}: {shlex.join(cmd)}", flush=True)
-        start = time.monotonic()
-        with (self.logs / f"{name}.log").open("w") as log:
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-        self.seconds[name] = round(time.monotonic() - start, 1)
-        print(f"[gpu] {name}: exit {rc} after {self.seconds[name]:.0f} s", flush=True)
-        if rc != 0:
-            tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise SystemExit(f"[gpu] {name} failed (exit {rc}):\n{tail}")
-
-
-def _split_size(task: str) -> int:
+def _train_split(task: str):
     from calora.train.gen_tasks import load_gen_task
 
-    return len(load_gen_task(task).splits["train"].prompts)
+    return load_gen_task(task).splits["train"]
 
 
-def _tokens(a: argparse.Namespace, n: int) -> int:
+def _tokens(a: argparse.Namespace, split, n: int) -> int:
     """Real (non-pad) tokens in the first `n` training examples as calora-train encodes them."""
     from calora.train.backbones import load_tokenizer
     from calora.train.config import KIND_TRAIN_DEFAULTS, GenerationSettings
     from calora.train.gen_data import GenEncoded, PromptFormat
-    from calora.train.gen_tasks import load_gen_task
 
     tok = load_tokenizer(a.backbone)
-    split = load_gen_task(a.task).splits["train"]
     enc = GenEncoded(split, tok, PromptFormat.of(tok), KIND_TRAIN_DEFAULTS["generate"]["max_length"],
                      GenerationSettings().max_response_tokens, n)
     return sum(len(ids) for ids in enc.input_ids)
 
 
-def _choose(a, steps: Steps, split: int, probe: dict) -> tuple[int | None, str]:
-    """The largest multiple of the batch size whose predicted time fits what is left of the budget."""
+def _choose(a, left_s: float, split: int, probe: dict, probe_s: float) -> tuple[int | None, str]:
+    """The largest multiple of the batch size whose predicted time fits the `left_s` seconds left,
+    from the probe run's metrics and wall time `probe_s`."""
     n_p = min(a.probe_examples, split)
     per_ex = (probe["teacher"]["train_seconds"] + probe["train_seconds"]) / n_p
-    fixed = steps.seconds["probe"] - probe["teacher"]["train_seconds"] - probe["train_seconds"]
+    fixed = probe_s - probe["teacher"]["train_seconds"] - probe["train_seconds"]
     # main run + baseline: each pays the fixed cost (load, compress, evaluate); the baseline's LoRA
     # step is taken as the CA-LoRA step (an upper bound: no teacher, no recovery branches)
-    room = steps.left() - a.margin_s - 2 * fixed
+    room = left_s - a.margin_s - 2 * fixed
     per_ex_both = per_ex + probe["train_seconds"] / n_p
     n = int(room / per_ex_both) // a.batch_size * a.batch_size
     why = (f"probe: {n_p} examples, {1e3 * per_ex:.1f} ms per example (teacher + CA-LoRA), {fixed:.0f} s fixed; "
-           f"{steps.left():.0f} s left, {a.margin_s:.0f} s margin")
+           f"{left_s:.0f} s left, {a.margin_s:.0f} s margin")
     if n >= split:
         return None, why + f": the whole split ({split}) fits"
     if n < a.batch_size:
@@ -112,7 +87,7 @@ def _tf32() -> bool:
     return os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1"
 
 
-def _row(name: str, m: dict, seconds: float, steps: int, n: int, tokens: int) -> dict:
+def _row(name: str, m: dict, seconds: float | None, steps: int | None, n: int, tokens: int) -> dict:
     return {"model": name, "validation": m["validation"], "test": m["test"], "train_seconds": seconds,
             "train_steps": steps, "examples_per_s": round(n / seconds, 1) if seconds else None,
             "tokens_per_s": round(tokens / seconds) if seconds else None}
@@ -154,8 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-examples", type=int, default=640)
     ap.add_argument("--margin-s", type=float, default=60.0)
     a = ap.parse_args(argv)
-    start = time.monotonic()
-    steps = Steps(a.work, start + a.budget_s if a.budget_s else None)
+    deadline = time.monotonic() + a.budget_s if a.budget_s else float("inf")
+    steps = Steps(a.work)
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
+    def run(name: str, cmd: list[str]) -> None:
+        steps.run(name, None, cmd, ok=(0,))
     results = a.results or a.work / "results"
     py = sys.executable
     rec = {**provenance("benchmarks.gpu_generative", argv), "task": a.task, "backbone": a.backbone}
@@ -163,45 +144,46 @@ def main(argv: list[str] | None = None) -> int:
 
     rec["gpu"] = (f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}" if torch.cuda.is_available()
                   else f"no GPU, torch {torch.__version__}")
-    steps.run("convert", [py, "-c", f"from calora.train.backbones import resolve; print(resolve({a.backbone!r}))"])
-    split = _split_size(a.task)
+    run("convert", [py, "-c", f"from calora.train.backbones import resolve; print(resolve({a.backbone!r}))"])
+    train_split = _train_split(a.task)
+    split = len(train_split.prompts)
     notes: list[str] = []
     if a.max_train_examples is not None:
         n, sizing = (None if a.max_train_examples == "all" else int(a.max_train_examples)), "--max-train-examples"
     elif a.budget_s:
         probe_dir = a.work / "probe"
-        steps.run("probe", [py, "-m", "calora.train.cli", *_train_args(a, min(a.probe_examples, split)),
+        run("probe", [py, "-m", "calora.train.cli", *_train_args(a, min(a.probe_examples, split)),
                             "--max-eval-examples", "64", "--eval-generate-examples", "8", "--out", str(probe_dir)])
         probe = json.loads((probe_dir / a.task / "calora" / "metrics.json").read_text())
-        n, sizing = _choose(a, steps, split, probe)
+        n, sizing = _choose(a, left(), split, probe, steps.seconds["probe"])
         rec["probe"] = {"examples": min(a.probe_examples, split), "wall_s": steps.seconds["probe"],
                         "teacher_train_s": probe["teacher"]["train_seconds"], "calora_train_s": probe["train_seconds"]}
     else:
         n, sizing = None, "the whole split"
     runs = a.work / "runs"
-    steps.run("train", [py, "-m", "calora.train.cli", *_train_args(a, n), "--out", str(runs)])
+    run("train", [py, "-m", "calora.train.cli", *_train_args(a, n), "--out", str(runs)])
     n_used = split if n is None else min(n, split)
-    tokens = _tokens(a, n_used)
+    tokens = _tokens(a, train_split, n_used)
     main_m = json.loads((runs / a.task / "calora" / "metrics.json").read_text())
     t = main_m["teacher"]
     rows = [_row("uncompressed + LoRA (teacher)", t, t["train_seconds"], t["train_steps"], n_used, tokens),
             _row("compressed + CA-LoRA", main_m["student"], main_m["train_seconds"], main_m["train_steps"], n_used,
                  tokens)]
+    if main_m.get("inherited_untrained"):
+        rows.insert(1, _row("compressed + inherited LoRA, untrained", main_m["inherited_untrained"], None, None,
+                            n_used, tokens))
     # the baseline pays the fixed cost again (load, compress, evaluate); its LoRA step is taken as the
     # CA-LoRA step, an upper bound (no teacher forward, no recovery branches)
     fixed = steps.seconds["train"] - t["train_seconds"] - main_m["train_seconds"]
-    if steps.left() > fixed + main_m["train_seconds"] + a.margin_s / 2:
-        steps.run("baseline", [py, "-m", "calora.train.ablation", *_train_args(a, n), "--out", str(a.work / "ablation"),
+    if left() > fixed + main_m["train_seconds"] + a.margin_s / 2:
+        run("baseline", [py, "-m", "calora.train.ablation", *_train_args(a, n), "--out", str(a.work / "ablation"),
                                "--teacher", str(runs / a.task / "teacher"), "--results", str(results),
                                "--seeds", "0", "--variants", SCRATCH])
         abl = json.loads(next(results.glob(f"ablation_*{a.task}*.json")).read_text())
-        for run in abl["runs"]:
-            rows.insert(1, _row(SCRATCH, run["student"], run["train_seconds"], run["train_steps"], n_used, tokens))
-            if run.get("inherited_untrained"):
-                rows.insert(2, _row("compressed + inherited LoRA, untrained", run["inherited_untrained"], None, None,
-                                    n_used, tokens))
+        for r in abl["runs"]:
+            rows.insert(1, _row(SCRATCH, r["student"], r["train_seconds"], r["train_steps"], n_used, tokens))
     else:
-        notes.append(f"baseline skipped: {steps.left():.0f} s of the budget left, too few for another run")
+        notes.append(f"baseline skipped: {left():.0f} s of the budget left, too few for another run")
     by = {r["model"]: r["test"]["nll"] for r in rows}
     gap = by.get(SCRATCH, 0) - by["uncompressed + LoRA (teacher)"]
     rec.update(finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"), train_split=split, train_examples=n_used,

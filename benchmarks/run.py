@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchmarks.common import Steps
 
 LEVELS = {"4.7x": "int4:g32+sparse:0.5+emb:int8", "6.1x": "int4:g32+sparse:0.5+emb:int4"}
 #: The x86 route: int8 weights trained against ONNX Runtime's per-tensor int8 activations, so that
@@ -77,31 +76,6 @@ PROFILES = {
 def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
-
-class Steps:
-    def __init__(self, work: Path) -> None:
-        self.work, self.logs = work, work / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-
-    def run(self, name: str, done: Path, cmd: list[str], check: bool = True) -> int:
-        """Run `cmd` unless `done` exists; a failing parity check (exit 1) is a result, not a crash."""
-        if done.exists():
-            print(f"[bench] {name}: done before ({done})", flush=True)
-            return 0
-        print(f"[bench] {name}: {' '.join(cmd)}", flush=True)
-        start = time.perf_counter()
-        with (self.logs / f"{name}.log").open("w") as log:
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-        seconds = time.perf_counter() - start
-        print(f"[bench] {name}: exit {rc} after {seconds:.0f} s", flush=True)
-        record = self.logs / "steps.json"
-        times = json.loads(record.read_text()) if record.is_file() else {}
-        times[name] = {"seconds": round(seconds, 1), "exit": rc, "command": cmd,
-                       "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        record.write_text(json.dumps(times, indent=2) + "\n")
-        if check and rc not in (0, 1):
-            raise SystemExit(f"[bench] {name} failed (exit {rc}); see {self.logs / (name + '.log')}")
-        return rc
 
 
 def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> tuple[list[Path], Path]:

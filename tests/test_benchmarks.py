@@ -69,25 +69,20 @@ def test_decode_benchmark_counts_the_files_the_runtime_loads():
     assert _runtime_bytes(Path("bundle"), manifest, "b") == 101 + 1 + 7
 
 
-def test_gpu_run_sizes_its_schedule_from_the_probe_to_fit_the_budget(tmp_path):
+def test_gpu_run_sizes_its_schedule_from_the_probe_to_fit_the_budget():
     """benchmarks.gpu_generative --budget-s: the main run and the baseline take the most training
     examples (a multiple of the batch) whose predicted time fits; the whole split when it all fits;
     one clear error when nothing does."""
     import argparse
-    import time
 
-    from benchmarks.gpu_generative import Steps, _choose
+    from benchmarks.gpu_generative import _choose
 
     a = argparse.Namespace(probe_examples=640, batch_size=32, margin_s=60.0, budget_s=420)
     probe = {"teacher": {"train_seconds": 3.0}, "train_seconds": 8.0}  # 17.2 ms/example both, 12.5 the pair
-    steps = Steps(tmp_path, time.monotonic() + 400)
-    steps.seconds["probe"] = 45.0  # 34 s fixed
-    n, why = _choose(a, steps, 47_781, probe)
+    n, why = _choose(a, 400.0, 47_781, probe, 45.0)  # 400 s left; the probe's 45 s wall: 34 s fixed
     assert n % 32 == 0 and 8_000 < n < 10_000 and f"{n} of 47781" in why
     # 2 x 34 s fixed + n x (17.2 + 12.5) ms + 60 s margin fits in the 400 s left
     assert 2 * 34 + n * (11 + 8) / 640 + 60 <= 400
-    assert _choose(a, steps, 5_000, probe)[0] is None  # the whole (small) split fits
-    short = Steps(tmp_path, time.monotonic() + 100)
-    short.seconds["probe"] = 45.0
+    assert _choose(a, 400.0, 5_000, probe, 45.0)[0] is None  # the whole (small) split fits
     with pytest.raises(SystemExit, match="--budget-s 420"):
-        _choose(a, short, 47_781, probe)
+        _choose(a, 100.0, 47_781, probe, 45.0)
