@@ -55,12 +55,12 @@ def build_manifest(job: ExportJob, target: str, result: TargetResult, command: s
     tasks = []
     dtype = job.deployed_adapter_dtype
     for t in job.tasks:
-        tensors = adapter_tensors(t.model, dtype.torch_dtype)  # as the artifact stores them
+        tensors = adapter_tensors(t.model, dtype)  # as the artifact stores them (int8: with scales)
         files = [f.to_dict() for f in result.files if f.task == t.name]
         tasks.append({
             "name": t.name, "label_names": list(t.label_names), "num_labels": len(t.label_names),
             "adapter_fingerprint": adapter_fingerprint(tensors),
-            "adapter_parameters": int(sum(v.numel() for v in tensors.values())),
+            "adapter_parameters": int(sum(v.numel() for v in adapter_tensors(t.model).values())),
             "backbone_fingerprint": t.config["compression"]["fingerprint"],
             "trained_metrics": _trained_metrics(t.task_dir), "task_dir": str(t.task_dir), "files": files,
             "smoke": result.smoke.get(t.name),
@@ -106,7 +106,7 @@ def adapter_rounding(job: ExportJob) -> dict[str, float]:
         rows = [example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)]
     out: dict[str, float] = {}
     for t in job.tasks:  # one deployable copy per task, every row through it
-        for k, v in adapter_rounding_error(t.model, dtype.torch_dtype, rows).items():
+        for k, v in adapter_rounding_error(t.model, dtype, rows).items():
             out[k] = max(out.get(k, 0.0), v)
     return out
 

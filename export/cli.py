@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="swappable mode: how the per-task adapter files store LoRA, recovery and head tensors; the "
                         f"artifacts compute in float32 either way (default: {AdapterDType.FLOAT16.value}, half the "
                         f"bytes; {AdapterDType.FLOAT32.value} over an act:tensor backbone, where float16 rounding "
-                        "fails parity)")
+                        f"fails parity; {AdapterDType.INT8.value}: LoRA and recovery matrices as int8 codes with one "
+                        "scale per rank component, the head float16, about a quarter of the float32 bytes)")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")

@@ -18,6 +18,8 @@ import copy
 import torch
 from torch import nn
 
+from calora.targets import adapter_codec
+from calora.targets.base import AdapterDType
 from calora.train.backbones import head_modules
 from calora.train.compress import compressible_linears
 from calora.train.quant import QuantEmbedding, QuantLinear
@@ -110,24 +112,26 @@ def adapter_names(model: nn.Module) -> list[str]:
             if ".lora_A." in n or ".lora_B." in n or ".recovery." in n or n.startswith(heads)]
 
 
-def adapter_tensors(model: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The task-specific tensors as a swappable artifact stores them (`dtype`: see AdapterDType)."""
+def adapter_tensors(model: nn.Module, dtype: AdapterDType = AdapterDType.FLOAT32) -> dict[str, torch.Tensor]:
+    """The task-specific tensors as a swappable artifact stores them (`dtype`: see AdapterDType;
+    int8 adds a `<name>.scale` tensor after each LoRA/recovery matrix, `adapter_codec`)."""
     params = dict(model.named_parameters())
-    return {n: params[n].detach().to(dtype).clone().contiguous() for n in adapter_names(model)}
+    return adapter_codec.encode({n: params[n] for n in adapter_names(model)}, AdapterDType(dtype))
 
 
-def round_adapter(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+def round_adapter(model: nn.Module, dtype: AdapterDType) -> nn.Module:
     """A copy of `model` whose adapter tensors hold the values an artifact storing them in `dtype`
     computes with (float32 tensors on the `dtype` grid): the reference for program-level checks."""
     model = copy.deepcopy(model)
     params = dict(model.named_parameters())
+    grid = adapter_codec.rounded({n: params[n] for n in adapter_names(model)}, AdapterDType(dtype))
     with torch.no_grad():
-        for n in adapter_names(model):
-            params[n].copy_(params[n].to(dtype).float())
+        for n, t in grid.items():
+            params[n].copy_(t)
     return model
 
 
-def adapter_rounding_error(model: nn.Module, dtype: torch.dtype,
+def adapter_rounding_error(model: nn.Module, dtype: AdapterDType,
                            rows: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     """What storing the adapter in `dtype` costs before any runtime is involved: the largest
     |rounded - trained| adapter value, and the largest logit change it causes in PyTorch over the
@@ -139,7 +143,7 @@ def adapter_rounding_error(model: nn.Module, dtype: torch.dtype,
     model = deployable(model)
     names = adapter_names(model)
     params = dict(model.named_parameters())
-    rounded = {n: params[n].detach().to(dtype).float() for n in names}
+    rounded = adapter_codec.rounded({n: params[n] for n in names}, AdapterDType(dtype))
     weight = max((float((rounded[n] - params[n].detach().float()).abs().max()) for n in names), default=0.0)
     logit = 0.0
     with torch.no_grad():

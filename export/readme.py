@@ -12,9 +12,17 @@ def adapter_dtype_line(manifest: dict) -> str:
     if manifest["mode"] != "swappable":
         return ""
     dtype = manifest.get("adapter_dtype", "float32")
-    how = {"onnx": "the backbone's adapter inputs have that dtype and it casts them to float32 itself",
+    how = {"onnx": "the backbone's adapter inputs have that dtype and it widens them to float32 itself",
            "executorch": "widen them to float32 once when loading a task; `forward` takes float32",
            "coreml": "each task function stores its adapter matrices so and widens them at load"}
+    if dtype == "int8":
+        how["executorch"] = ("the LoRA and recovery matrices are int8 codes, each with a 1-D float32 "
+                             "`<name>.scale` tensor in the same file (one scale per rank component): when loading "
+                             "a task, pass codes times scale (scale[r] times row r of lora_A / recovery.down, "
+                             "column r of lora_B / recovery.up) and the float16 head widened; `forward` takes "
+                             "float32")
+        how["onnx"] = ("the LoRA and recovery matrices as int8 codes with a float32 `<name>.scale` tensor each, the "
+                       "head float16; the backbone takes them as they are and dequantizes them itself")
     return (f"\n\nAdapter tensors are stored as {dtype}: {how.get(manifest['target'], 'see manifest.json')}. "
             "The arithmetic is float32 either way.")
 
@@ -38,7 +46,8 @@ let out = try module.forward([Tensor<Int64>(inputIds, shape: [1, maxLen]),
     ("executorch", "swappable"): ("""```kotlin
 val backbone = Module.load("$bundle/executorch/backbone.pte")   // load once
 // adapter tensors of the active task, in manifest order (executorch/adapters/<task>.*); the file stores
-// manifest.adapter_dtype (float16): widen to FloatArray once here (android.util.Half.toFloat), not per call
+// manifest.adapter_dtype (float16): widen to FloatArray once here (android.util.Half.toFloat), not per call;
+// (int8): codes times the file's '<name>.scale' (scale[r]: row r of lora_A/recovery.down, column r of lora_B/up)
 val adapter: List<EValue> = loadAdapter("$bundle/executorch/adapters/<task>")
 val logits = backbone.forward(EValue.from(ids), EValue.from(mask), *adapter.toTypedArray())
 // switch task: pass another task's adapter tensors; the backbone stays loaded

@@ -31,14 +31,18 @@ class Mode(str, enum.Enum):
 
 
 class AdapterDType(str, enum.Enum):
-    """How a swappable bundle's adapter files store the task tensors (LoRA, recovery, head). The
-    artifacts compute in float32 either way: the shared backbone takes the tensors as inputs of this
-    dtype and casts them once per run. float16 halves every adapter file; rounding the trained
-    float32 values to it moves the logits by far less than the int8 activations do (the export
-    measures it, and calora-validate compares the artifact with the float32 trained model)."""
+    """How a swappable bundle's adapter files store the task tensors (LoRA, recovery, head); the
+    codec is `calora.targets.adapter_codec`. The artifacts compute in float32 whatever the files
+    store: the shared backbone (or the app, ExecuTorch) widens the tensors once per task or run.
+    float16 halves every adapter file; rounding the trained float32 values to it moves the logits
+    by far less than the int8 activations do. int8 stores the LoRA and recovery matrices as int8
+    codes with one scale per rank component (the head float16): about a quarter of the float32
+    bytes. The export measures what the rounding costs in PyTorch, and calora-validate compares
+    the artifact with the float32 trained model either way."""
 
     FLOAT16 = "float16"
     FLOAT32 = "float32"
+    INT8 = "int8"
 
     @classmethod
     def default_for(cls, spec: Any) -> "AdapterDType":
@@ -47,12 +51,6 @@ class AdapterDType(str, enum.Enum):
         flips enough activation codes to fail parity (MiniLM rotten_tomatoes on ONNX Runtime: max
         logit error 0.347 and 26.1 dB with float16 against 0.162 and 37.0 dB with float32)."""
         return cls.FLOAT32 if spec.per_tensor_activations else cls.FLOAT16
-
-    @property
-    def torch_dtype(self):
-        import torch
-
-        return getattr(torch, self.value)
 
 
 def refuse_per_tensor_activations(spec: Any, target: str, runs_as: str) -> None:

@@ -28,7 +28,7 @@ import torch
 from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, adapter_tensors, backbone_linears,
                                  check_same_layout, deployable, example_inputs, round_adapter, smoke_stats)
 from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
-from calora.targets.coreml_mil import QuantWeight, constexpr_name, evaluate, half_consts, quantize_consts
+from calora.targets.coreml_mil import QuantWeight, adapter_consts, constexpr_name, evaluate, quantize_consts
 from calora.train.errors import ConfigError
 from calora.train.quant import QuantEmbedding, QuantLinear, quantize_weight
 from calora.train.spec import EmbeddingQuant, QuantScheme
@@ -99,8 +99,9 @@ def _convert(task, job: ExportJob, ct):
               outputs=[ct.TensorType(name=OUTPUT_NAMES[0])])
     prog = ct.convert(ep, convert_to="milinternal", **kw)
     quantize_consts(prog, weights)
-    if job.deployed_adapter_dtype == AdapterDType.FLOAT16:  # swappable: each task function's own weights
-        half_consts(prog, {n: t.numpy() for n, t in adapter_tensors(task.model).items() if t.ndim == 2})
+    if job.deployed_adapter_dtype != AdapterDType.FLOAT32:  # swappable: each task function's own weights
+        adapter_consts(prog, {n: t.numpy() for n, t in adapter_tensors(task.model).items() if t.ndim == 2},
+                       job.deployed_adapter_dtype)
     mlmodel = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=target,
                          compute_precision=ct.precision.FLOAT32, skip_model_load=True)
     if spec.sparsity > 0:
@@ -171,8 +172,8 @@ def _smoke(path: Path, function: str, task, job: ExportJob, ct) -> dict:
     ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts)[:SMOKE_EXAMPLES], job.max_length)
     with torch.no_grad():
         ref = Baked(task.model.eval())(ids, mask)
-        # float16 adapter weights: the program computes with the rounded values
-        ref_dep = Baked(deployable(round_adapter(task.model, job.deployed_adapter_dtype.torch_dtype)))(ids, mask)
+        # float16 / int8 adapter weights: the program computes with the rounded values
+        ref_dep = Baked(deployable(round_adapter(task.model, job.deployed_adapter_dtype)))(ids, mask)
     got = []
     try:
         if sys.platform == "darwin":
@@ -254,6 +255,10 @@ class CoreMLTarget:
             ("LoRA, recovery and head weight matrices are stored float16 (constexpr_cast to float32 at load, "
              "--adapter-dtype float16): each task function's own bytes halve, the program computes in float32; "
              "the head bias stays a float32 const." if job.deployed_adapter_dtype == AdapterDType.FLOAT16 else
+             "LoRA and recovery weight matrices are stored int8 with one float32 scale per rank component "
+             "(constexpr_blockwise_shift_scale, --adapter-dtype int8), the head matrix float16 (constexpr_cast); "
+             "all widen to float32 at load, the program computes in float32; the head bias stays a float32 const."
+             if job.deployed_adapter_dtype == AdapterDType.INT8 else
              "LoRA, recovery and head weights are plain float32 const ops (never compressed)."),
         ]
         if job.spec.sparsity > 0:

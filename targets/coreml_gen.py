@@ -56,7 +56,7 @@ def _numpy2_cast_fix():
 def convert(task, job: ExportJob, ct):
     """Trace the stateful decoder, convert it with the KV cache as state, store the trained codes."""
     from .coreml import BACKBONE_KEY, _weights
-    from .coreml_mil import half_consts, quantize_consts
+    from .coreml_mil import adapter_consts, quantize_consts
 
     dep = deployable(task.model)
     shape = decoder_shape(dep, job.max_length)
@@ -76,8 +76,9 @@ def convert(task, job: ExportJob, ct):
                           states=[ct.StateType(wrapped_type=ct.TensorType(shape=cache, dtype=np.float16), name=n)
                                   for n in STATES], **kw)
     quantize_consts(prog, weights)
-    if job.deployed_adapter_dtype == AdapterDType.FLOAT16:  # swappable: each task function's own weights
-        half_consts(prog, {n: t.numpy() for n, t in adapter_tensors(task.model).items() if t.ndim == 2})
+    if job.deployed_adapter_dtype != AdapterDType.FLOAT32:  # swappable: each task function's own weights
+        adapter_consts(prog, {n: t.numpy() for n, t in adapter_tensors(task.model).items() if t.ndim == 2},
+                       job.deployed_adapter_dtype)
     mlmodel = ct.convert(prog, convert_to="mlprogram", skip_model_load=True, **kw)
     mlmodel.user_defined_metadata[BACKBONE_KEY] = job.fingerprint
     mlmodel.user_defined_metadata["calora.kind"] = "generate"

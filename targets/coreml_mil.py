@@ -90,22 +90,36 @@ def _replace(func, op, make) -> None:
     op.enclosing_block.remove_ops([op])
 
 
-def half_consts(prog, tensors: dict[str, np.ndarray]) -> int:
-    """Store the given float32 matrices (a task's LoRA, recovery and head weights) as float16
-    `constexpr_cast` ops that materialise float32 at load time: the program still computes in
-    float32, the package holds half the bytes. Matched by value like `quantize_consts`; returns how
-    many ops were rewritten, and raises if a matrix is not found (it would silently stay float32)."""
+def adapter_consts(prog, tensors: dict[str, np.ndarray], dtype) -> int:
+    """Store the given float32 matrices (a task's LoRA, recovery and head weights) as
+    `adapter_codec` stores them for `dtype` (an AdapterDType other than float32): float16 as
+    `constexpr_cast`, int8 codes with one scale per rank component as `constexpr_blockwise_shift_scale`
+    (the ops the backbone's int4/int8 weights use); both materialise float32 at load time, so the
+    program still computes in float32. Matched by value like `quantize_consts`; returns how many ops
+    were rewritten, and raises if a matrix is not found (it would silently stay float32)."""
+    import torch
     from coremltools.converters.mil import Builder as mb
 
+    from . import adapter_codec
+
+    stored = adapter_codec.encode({n: torch.from_numpy(t) for n, t in tensors.items()}, dtype)
     found: set[str] = set()
     for func, op, val in _float_matrices(prog):
-        name = next((n for n, t in tensors.items()
-                     if (val.shape == t.shape and np.array_equal(val, t))
-                     or (val.shape == t.T.shape and np.array_equal(val, t.T))), None)
+        name, transposed = next(((n, val.shape != t.shape) for n, t in tensors.items()
+                                 if (val.shape == t.shape and np.array_equal(val, t))
+                                 or (val.shape == t.T.shape and np.array_equal(val, t.T))), (None, False))
         if name is None:
             continue
-        _replace(func, op, lambda before, v=val, n=f"calora_fp16__{name.replace('.', '_')}__{len(found)}":
-                 mb.constexpr_cast(source_val=v.astype(np.float16), output_dtype="fp32", before_op=before, name=n))
+        op_name = f"calora_{dtype.value}__{name.replace('.', '_')}__{len(found)}"
+        scale = stored.get(name + adapter_codec.SCALE_SUFFIX)
+        if scale is None:
+            _replace(func, op, lambda before, v=val, n=op_name: mb.constexpr_cast(
+                source_val=v.astype(np.float16), output_dtype="fp32", before_op=before, name=n))
+        else:
+            codes, sc = stored[name].numpy(), scale.numpy()
+            codes, sc = (codes.T, sc.T) if transposed else (codes, sc)
+            _replace(func, op, lambda before, d=np.ascontiguousarray(codes), c=np.ascontiguousarray(sc), n=op_name:
+                     mb.constexpr_blockwise_shift_scale(data=d, scale=c, before_op=before, name=n))
         found.add(name)
     missing = sorted(set(tensors) - found)
     if missing:

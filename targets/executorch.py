@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from calora.targets.base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from calora.targets import adapter_codec
+from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
 from calora.train.errors import ConfigError
 
 ADAPTER_ORDER_KEY = "calora.input_order"
@@ -214,8 +215,8 @@ class ExecuTorchTarget:
             model, weight_error, info = self._prepare(first.model, job.spec)
             # Files store job.adapter_dtype; the program takes float32 inputs: an app widens the
             # tensors once when it loads a task (per-run casts inside the program cost XNNPACK 10%).
-            adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype.torch_dtype) for t in job.tasks}
-            first_ad = [adapters[first.name][n].float() for n in names]
+            adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype) for t in job.tasks}
+            first_ad = adapter_codec.decode(adapters[first.name], names)
             data, stats = self._lower(Swappable(model, names), (*example, *first_ad), dynamic_weights=True)
             _check_delegation(stats, info, "backbone")
             path = sub / "backbone.pte"
@@ -238,7 +239,7 @@ class ExecuTorchTarget:
                 with torch.no_grad():
                     ref = Baked(task.model)(ids, mask)
                 smoke[task.name] = smoke_stats(ref, got, runtime_label)
-            inputs += [TensorSpec(n, "float32", tuple(adapters[first.name][n].shape)) for n in names]
+            inputs += [TensorSpec(n, "float32", tuple(t.shape)) for n, t in zip(names, first_ad)]
             med = statistics.median(per_call) * 1e3 if per_call else float("nan")
             task_switch = (f"Swappable: one backbone.pte stays loaded; switching tasks means passing another "
                            f"task's {len(names)} adapter tensors (from its .safetensors file) as the method's "
@@ -251,8 +252,7 @@ class ExecuTorchTarget:
                          f"safetensors, orders its tensors by the JSON list in metadata key "
                          f"'{ADAPTER_ORDER_KEY}' (the same for every task) and calls forward(input_ids, "
                          f"attention_mask, *tensors). The file stores {job.adapter_dtype.value}; forward takes float32: "
-                         f"widen each tensor once when loading the task (Android: android.util.Half.toFloat; "
-                         f"Swift: Float(Float16)), not per call. The adapter matmuls run in XNNPACK as float32 "
+                         f"{widen_sentence(job.adapter_dtype)} The adapter matmuls run in XNNPACK as float32 "
                          f"linears "
                          f"with non-constant weights (force_non_static_weights_for_f32_linear).")
             notes.append("Alternative measured on the tiny test model (not written): one multi-method .pte with a "
@@ -291,25 +291,42 @@ def _wants_quantized_embedding(spec) -> bool:
 
 
 def write_adapter(path: Path, tensors: dict, names: list[str], task: str, label_names, backbone_fingerprint: str) -> None:
-    """One task's adapter file: its tensors, the order the backbone method takes them in, its label
-    names and the fingerprint of the compressed backbone it belongs to (checked by calora-validate)."""
+    """One task's adapter file: its stored tensors (`adapter_codec.encode`: int8 adds a
+    `<name>.scale` beside each LoRA/recovery matrix), the order the backbone method takes them in,
+    its label names and the fingerprint of the compressed backbone it belongs to (checked by
+    calora-validate)."""
     from safetensors.torch import save_file
 
-    save_file({n: tensors[n].contiguous() for n in names}, str(path),
+    save_file({n: t.contiguous() for n, t in tensors.items()}, str(path),
               metadata={ADAPTER_ORDER_KEY: json.dumps(list(names)), "task": task,
                         "label_names": json.dumps(list(label_names)), BACKBONE_KEY: backbone_fingerprint})
 
 
+def widen_sentence(dtype: AdapterDType) -> str:
+    """How an app turns the file's tensors into `forward`'s float32 inputs, once per task load."""
+    if dtype == AdapterDType.INT8:
+        return ("for each name in the order, where the file has a float32 '<name>.scale' (one scale per rank "
+                "component), multiply the int8 tensor by it: scale[r] times row r of a lora_A / recovery.down "
+                "matrix, times column r of a lora_B / recovery.up one; widen the other (float16) tensors; once "
+                "when loading the task, not per call.")
+    if dtype == AdapterDType.FLOAT16:
+        return ("widen each tensor once when loading the task (Android: android.util.Half.toFloat; Swift: "
+                "Float(Float16)), not per call.")
+    return "the tensors are float32 already."
+
+
 def read_adapter(path: Path) -> list:
     """An adapter file's tensors in the order the backbone method expects them, as the float32
-    inputs it takes (a float16 file is widened here, once per task load, as an app does)."""
-    return [t.float() for t in read_adapter_file(path)[2]]
+    inputs it takes (widened or dequantized here, once per task load, as an app does)."""
+    order, _, stored = read_adapter_file(path)
+    return adapter_codec.decode(stored, order)
 
 
-def read_adapter_file(path: Path) -> tuple[list[str], dict, list]:
-    """(input order, metadata, tensors in that order) of an adapter file, read in one pass: the file
-    is read once and parsed from memory (safetensors' header is 8 bytes of length + JSON), which is
-    what a task switch costs; opening it per tensor took twice as long for MiniLM's 100 tensors."""
+def read_adapter_file(path: Path) -> tuple[list[str], dict, dict]:
+    """(input order, metadata, every stored tensor by name) of an adapter file, read in one pass:
+    the file is read once and parsed from memory (safetensors' header is 8 bytes of length + JSON),
+    which is what a task switch costs; opening it per tensor took twice as long for MiniLM's 100
+    tensors."""
     import struct
 
     from safetensors.torch import load
@@ -318,8 +335,7 @@ def read_adapter_file(path: Path) -> tuple[list[str], dict, list]:
     (size,) = struct.unpack("<Q", data[:8])
     meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
     order = json.loads(meta[ADAPTER_ORDER_KEY])
-    tensors = load(data)
-    return order, meta, [tensors[n].contiguous() for n in order]
+    return order, meta, load(data)
 
 
 def _load(path: Path):

@@ -24,6 +24,7 @@ from torch import nn
 from calora.export.decoder import DecoderShape, StaticCache, Swappable, decoder_shape
 from calora.export.graph import adapter_tensors, check_same_layout
 
+from . import adapter_codec
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, step
 from .generation import smoke as smoke_run
 
@@ -143,8 +144,8 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
         names = check_same_layout({t.name: t.model for t in job.tasks})
         first = job.tasks[0]
         model, info = prepared(first)
-        adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype.torch_dtype) for t in job.tasks}
-        first_ad = [adapters[first.name][n].float() for n in names]  # forward takes float32 (widened at load)
+        adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype) for t in job.tasks}
+        first_ad = adapter_codec.decode(adapters[first.name], names)  # forward takes float32 (widened at load)
         module = Swappable(StaticCache(model, shape), names, 2)
         with step(f"executorch: lowering backbone.pte ({shape.layers} layers to XNNPACK, {len(names)} adapter "
                   "inputs; minutes on a phone-sized decoder)"):

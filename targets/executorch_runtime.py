@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calora.targets.base import Finding, Stage, manifest_file
+from calora.targets import adapter_codec
+from calora.targets.base import AdapterDType, Finding, Stage, manifest_file
 from calora.targets.executorch import BACKBONE_KEY, _load, _runtime_version
 
 _QUANT_OPS = ("quantize", "dequantize", "choose_qparams")
@@ -38,7 +39,7 @@ class ExecuTorchRunner:
             self._methods[str(path)] = _load(path)
         return self._methods[str(path)][1]
 
-    def _adapter(self, task: str) -> tuple[list[str], dict, list]:
+    def _adapter(self, task: str) -> tuple[list[str], dict, dict]:
         from .executorch import read_adapter_file
 
         return read_adapter_file(self._file("adapter", task, ".safetensors"))
@@ -50,7 +51,8 @@ class ExecuTorchRunner:
         if self.swappable:
             method = self._method(self._file("backbone", None, ".pte"))
             if task not in self._tensors:  # read (and widened to float32) once per task, as an app does
-                self._tensors[task] = [t.float() for t in self._adapter(task)[2]]
+                order, _, stored = self._adapter(task)
+                self._tensors[task] = adapter_codec.decode(stored, order)
             extra = self._tensors[task]
         else:
             method = self._method(self._file("model", task, ".pte"))
@@ -124,7 +126,8 @@ class ExecuTorchRunner:
         for entry in self.manifest["tasks"]:
             task = entry["name"]
             try:
-                order, meta, tensors = self._adapter(task)
+                order, meta, stored = self._adapter(task)
+                tensors = adapter_codec.decode(stored, order)
             except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is a finding, not a crash
                 out.append(Finding(Stage.NAMES, "adapter file readable", False,
                                    f"{self._file('adapter', task, '.safetensors').relative_to(self.bundle)}: "
@@ -140,7 +143,7 @@ class ExecuTorchRunner:
             labels = json.loads(meta.get("label_names", "null"))
             out.append(Finding(Stage.NAMES, "adapter label names", labels == entry["label_names"],
                                f"{name}: {labels} vs manifest {entry['label_names']}", task))
-            fp = adapter_fingerprint(dict(zip(order, tensors)))
+            fp = adapter_fingerprint(stored)
             out.append(Finding(Stage.NAMES, "adapter fingerprint", fp == entry["adapter_fingerprint"],
                                f"{name}: {fp[:23]}… vs manifest {entry['adapter_fingerprint'][:23]}…", task))
             shapes = [tuple(t.shape) for t in tensors]
@@ -151,12 +154,17 @@ class ExecuTorchRunner:
                                f"{next(((i, s, d) for i, (s, d) in enumerate(zip(shapes, declared[2:])) if s != d), None)}",
                                task))
             # The file stores the manifest's adapter dtype (float16 by default); apps widen to float32.
-            want = self.manifest.get("adapter_dtype", "float32")
-            dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors})
-            out.append(Finding(Stage.SHAPES, "adapter tensor dtype", dtypes == [want],
-                               f"{name}: {dtypes}, the manifest's adapter_dtype {want!r}", task))
-            # Not baked: the task's largest tensors must not occur byte for byte in the shared program.
-            probes = sorted((t for t in tensors if t.numel() >= 16 and bool(torch.any(t != 0))),
+            want = AdapterDType(self.manifest.get("adapter_dtype", "float32"))
+            bad = sorted((n, str(t.dtype).removeprefix("torch."))
+                         for n, t in stored.items() if t.dtype != adapter_codec.stored_dtype(n, want))
+            extra = sorted(set(stored) - set(adapter_codec.stored_names(order, want)))
+            out.append(Finding(Stage.SHAPES, "adapter tensor dtype", not bad and not extra,
+                               f"{name}: every tensor stored as the manifest's adapter_dtype {want.value!r} says"
+                               if not bad and not extra else f"{name}: against adapter_dtype {want.value!r}: "
+                               f"(tensor, dtype) {bad[:3]}, tensors outside the input order {extra[:3]}", task))
+            # Not baked: the task's largest tensors must not occur byte for byte in the shared program
+            # (as stored, and as the float32 inputs an app widens them to).
+            probes = sorted((t for t in [*stored.values(), *tensors] if t.numel() >= 16 and bool(torch.any(t != 0))),
                             key=lambda t: -t.numel())[:_BYTES_PROBED]
             found = sum(1 for t in probes if blob.find(t.numpy().tobytes()) >= 0)
             out.append(Finding(Stage.STRUCTURE, "adapter not baked into backbone.pte", found == 0 if probes else None,

@@ -19,10 +19,11 @@ from pathlib import Path
 from calora.export.decoder import DecoderShape, decoder_shape, round_head_input
 from calora.export.graph import adapter_tensors, check_same_layout, deployable
 
-from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from . import adapter_codec
+from .base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
 from .generation import FLOAT_ACTIVATIONS
 from .generation import smoke as smoke_run
-from .onnx import _save, _to_ort, deploy_format, write_adapter
+from .onnx import _INT8_NOTE, _save, _to_ort, deploy_format, write_adapter
 from .onnx_graph_gen import INPUTS, export_graph, head_block, io_names, quantize
 
 GENAI_CONFIG = "genai_config.json"
@@ -120,7 +121,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         session = GenaiSession(folder)
         for task in job.tasks:
             path = out_dir / "onnx" / "adapters" / f"{task.name}.onnx_adapter"
-            write_adapter(adapter_tensors(task.model, job.adapter_dtype.torch_dtype), names, path, job.fingerprint)
+            write_adapter(adapter_tensors(task.model, job.adapter_dtype),
+                          adapter_codec.stored_names(names, job.adapter_dtype), path, job.fingerprint)
             files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
             session.load_adapter(task.name, path)
             reference = _smoke_reference(task, shape, fmt, "embedding_max_abs" in weight_error)
@@ -131,7 +133,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                        f"task's .onnx_adapter once (median {load_ms:.2f} ms here) and "
                        "generator.set_active_adapter(adapters, task) before the prompt is appended; the adapter "
                        "stays active for every decode step (no per-step upload).")
-        notes.append(f"Swappable: the adapter tensors are {job.adapter_dtype.value} graph inputs (cast to float32 "
+        notes.append(f"Swappable: the adapter tensors are {job.adapter_dtype.value} graph inputs"
+                     f"{_INT8_NOTE if job.adapter_dtype == AdapterDType.INT8 else ''} (widened to float32 "
                      "inside the graph) whose defaults are empty along the rank dimension; a generator with no "
                      "active adapter runs the bare compressed backbone.")
     notes.append(f"Backbone linear layers stored as {fmt}"

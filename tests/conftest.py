@@ -103,11 +103,11 @@ def tiny_export(tiny_runs, tmp_path_factory):
 
     cache: dict = {}
 
-    def get(target: str, mode: str, tasks: tuple[str, ...] = ("toy_a", "toy_b")):
-        key = (target, mode, tasks)
+    def get(target: str, mode: str, tasks: tuple[str, ...] = ("toy_a", "toy_b"), adapter_dtype: str | None = None):
+        key = (target, mode, tasks, adapter_dtype)
         if key not in cache:
-            job = load_job(tiny_runs, list(tasks), mode)
-            out = tmp_path_factory.mktemp(f"{target}-{mode}")
+            job = load_job(tiny_runs, list(tasks), mode, adapter_dtype=adapter_dtype)
+            out = tmp_path_factory.mktemp(f"{target}-{mode}{'-' + adapter_dtype if adapter_dtype else ''}")
             cache[key] = (job, out, get_target(target).export(job, out))
         return cache[key]
 
@@ -125,10 +125,11 @@ def tiny_bundle(tiny_export, tmp_path_factory):
 
     cache: dict = {}
 
-    def get(target: str, mode: str, tasks: tuple[str, ...] = ("toy_a", "toy_b")) -> Path:
-        key = (target, mode, tasks)
+    def get(target: str, mode: str, tasks: tuple[str, ...] = ("toy_a", "toy_b"),
+            adapter_dtype: str | None = None) -> Path:
+        key = (target, mode, tasks, adapter_dtype)
         if key not in cache:
-            job, out, result = tiny_export(target, mode, tasks)
+            job, out, result = tiny_export(target, mode, tasks, adapter_dtype)
             bundle = tmp_path_factory.mktemp(f"bundle-{target}-{mode}") / "bundle"
             shutil.copytree(out, bundle)
             write_bundle_files(bundle, job, target, result, f"calora-export --target {target} --mode {mode}", 0.0)

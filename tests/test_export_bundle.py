@@ -156,17 +156,17 @@ def test_adapter_dtype_float16_swaps_the_same_and_float32_is_exact(tiny_runs, tm
     b = job.tasks[1]
     names = check_same_layout({t.name: t.model for t in job.tasks})
     ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
-    half = adapter_tensors(b.model, torch.float16)
+    half = adapter_tensors(b.model, "float16")
     assert all(t.dtype == torch.float16 for t in half.values())
     with torch.no_grad():
         got = Swappable(deployable(job.tasks[0].model), names)(ids, mask, *[half[n] for n in names])
         ref = Baked(deployable(b.model))(ids, mask)
-    err = adapter_rounding_error(b.model, torch.float16, [(ids, mask)])
+    err = adapter_rounding_error(b.model, "float16", [(ids, mask)])
     assert 0 < err["adapter_max_abs"] < 1e-2 and (got - ref).abs().max() <= err["adapter_logit_max_abs"] + 1e-5
     assert (got.argmax(-1) == ref.argmax(-1)).all()
     assert set(adapter_rounding(job)) == {"adapter_max_abs", "adapter_logit_max_abs"}
     exact = load_job(tiny_runs, ["toy_a", "toy_b"], "swappable", adapter_dtype="float32")
-    assert adapter_rounding(exact) == {} and adapter_rounding_error(b.model, torch.float32, [(ids, mask)]) == \
+    assert adapter_rounding(exact) == {} and adapter_rounding_error(b.model, "float32", [(ids, mask)]) == \
         {"adapter_max_abs": 0.0, "adapter_logit_max_abs": 0.0}
     baked = load_job(tiny_runs, ["toy_a"], "baked")
     assert baked.deployed_adapter_dtype == AdapterDType.FLOAT32 and adapter_rounding(baked) == {}
@@ -179,5 +179,5 @@ def test_adapter_dtype_float16_swaps_the_same_and_float32_is_exact(tiny_runs, tm
 
 def test_cli_adapter_dtype_choices(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["--target", "onnx", "--task", "x", "--adapter-dtype", "int8"])
+        main(["--target", "onnx", "--task", "x", "--adapter-dtype", "int4"])
     assert exc.value.code == 2 and "--adapter-dtype" in capsys.readouterr().err

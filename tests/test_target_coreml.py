@@ -148,7 +148,7 @@ def test_swappable_functions_are_their_tasks(swappable):
     pkg = out / "coreml" / "tasks.mlpackage"
     ids, mask = _feeds(job)
     # the swappable package stores the adapter weights float16 (the default --adapter-dtype)
-    models = {t.name: round_adapter(t.model, torch.float16) for t in job.tasks}
+    models = {t.name: round_adapter(t.model, "float16") for t in job.tasks}
     with torch.no_grad():
         ref = {n: Baked(deployable(m))(ids, mask).numpy() for n, m in models.items()}
     got_b = _run(pkg, "toy_b", ids, mask)
@@ -166,3 +166,30 @@ def test_reexport_is_deterministic(baked, tiny_runs, tmp_path_factory):
     first = {f.task: f.sha256 for f in res.files}
     assert res2.files[0].sha256 == first["toy_a"]
     assert hashlib.sha256(b"").hexdigest() != res2.files[0].sha256
+
+
+def test_swappable_int8_adapter_functions(tiny_export):
+    """`--adapter-dtype int8`: every task function stores its LoRA/recovery matrices as int8
+    `constexpr_blockwise_shift_scale` (one scale per rank component), its head float16, and computes
+    what the int8-rounded adapter computes in PyTorch."""
+    from calora.targets.coreml import load_program
+
+    job, out, res = tiny_export("coreml", "swappable", ("toy_a", "toy_b"), "int8")
+    pkg = out / "coreml" / "tasks.mlpackage"
+    tensors = adapter_tensors(job.tasks[0].model)
+    ranked = [n for n, t in tensors.items() if t.ndim == 2 and (".lora_" in n or ".recovery." in n)]
+    heads = [n for n, t in tensors.items() if t.ndim == 2 and n not in ranked]
+    for name, func in load_program(pkg).functions.items():
+        ours = [op for op in func.operations if op.name.startswith("calora_int8__") and op.op_type.startswith("constexpr")]
+        int8 = [op for op in ours if op.op_type == "constexpr_blockwise_shift_scale"]
+        half = [op for op in ours if op.op_type == "constexpr_cast"]
+        assert len(int8) == len(ranked) and len(half) == len(heads), name
+        assert all(op.data.val.dtype == np.int8 and 1 in op.scale.val.shape for op in int8), name
+    assert any("stored int8" in n for n in res.notes)
+    if any("skipped" in s for s in res.smoke.values()):
+        pytest.skip(f"MIL reference evaluator did not run: {res.smoke}")
+    ids, mask = _feeds(job)
+    for t in job.tasks:
+        with torch.no_grad():
+            ref = Baked(deployable(round_adapter(t.model, "int8")))(ids, mask).numpy()
+        assert np.abs(_run(pkg, t.name, ids, mask) - ref).max() < 1e-4, t.name

@@ -140,7 +140,7 @@ def test_swappable_adapter_order_and_switch_sentence(exported):
     from calora.targets.executorch import read_adapter, read_adapter_file
 
     path = out_dir / "executorch" / "adapters" / "toy_a.safetensors"
-    assert {t.dtype for t in read_adapter_file(path)[2]} == {__import__("torch").float16}
+    assert {t.dtype for t in read_adapter_file(path)[2].values()} == {__import__("torch").float16}
     assert {t.dtype for t in read_adapter(path)} == {__import__("torch").float32}
     assert {t.dtype for t in result.inputs[2:]} == {"float32"}
     assert "no program reload" in result.task_switch and "ms" in result.task_switch

@@ -164,7 +164,7 @@ def test_swappable_really_swaps(swappable):
     assert (got_a.argmax(-1) == ref["toy_a"].argmax(-1)).all() and np.abs(got_a - ref["toy_a"]).max() < MAX_LOGIT_ERR
     # an adapter read back from its file holds the task's tensors
     params = ort.AdapterFormat.read_adapter(str(out / "onnx/adapters/toy_b.onnx_adapter")).get_parameters()
-    want = adapter_tensors(job.tasks[1].model, torch.float16)  # the default --adapter-dtype
+    want = adapter_tensors(job.tasks[1].model, "float16")  # the default --adapter-dtype
     assert set(params) == set(want)
     for n, v in params.items():
         assert v.numpy().dtype == np.float16
@@ -210,3 +210,42 @@ def test_position_table_cut_to_the_bundle_length(baked):
     assert any(np.array_equal(a, table[:job.max_length]) for a in stored)
     assert not any(tuple(i.dims) == table.shape for i in m.graph.initializer)
     assert any("Position embeddings cut" in n for n in r.notes)
+
+
+def test_swappable_int8_adapters(tiny_export, swappable):
+    """`--adapter-dtype int8`: LoRA and recovery matrices are int8 graph inputs, each with a float32
+    `.scale` input (defaults empty along the rank), dequantized in the graph; the file is far smaller
+    than the float16 one and the backbone computes what the rounded adapter computes in PyTorch."""
+    import onnxruntime as ort
+    from onnx import TensorProto, numpy_helper
+
+    from calora.export.graph import round_adapter
+    from calora.targets.onnx import run_with_adapter
+
+    job, out, res = tiny_export("onnx", "swappable", ("toy_a", "toy_b"), "int8")
+    m, _ = _float_inits(out / "onnx/backbone.onnx")
+    inputs = {i.name: i for i in m.graph.input}
+    defaults = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    ranked = [n for n in adapter_tensors(job.tasks[0].model) if ".lora_" in n or ".recovery." in n]
+    assert ranked
+    for n in ranked:
+        assert inputs[n].type.tensor_type.elem_type == TensorProto.INT8, n
+        assert inputs[n + ".scale"].type.tensor_type.elem_type == TensorProto.FLOAT, n
+        assert defaults[n].size == 0 and defaults[n + ".scale"].size == 0, n
+    params = ort.AdapterFormat.read_adapter(str(out / "onnx/adapters/toy_b.onnx_adapter")).get_parameters()
+    assert {params[n].numpy().dtype for n in ranked} == {np.dtype(np.int8)}
+    half = ort.AdapterFormat.read_adapter(str(swappable[1] / "onnx/adapters/toy_b.onnx_adapter")).get_parameters()
+    payload = lambda p: sum(v.numpy().nbytes for v in p.values())  # noqa: E731  (names and framing aside)
+    assert payload(params) < 0.65 * payload(half)  # tiny model: head and scales weigh more than on MiniLM
+    ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    sess = _session(out / "onnx/backbone.ort")
+    for task in job.tasks:
+        got = run_with_adapter(sess, out / f"onnx/adapters/{task.name}.onnx_adapter", feed)
+        want = _ref(task, ids, mask)
+        with torch.no_grad():
+            grid = Baked(deployable(round_adapter(task.model, "int8")))(ids, mask).numpy()
+        assert (got.argmax(-1) == want.argmax(-1)).all() and np.abs(got - want).max() < MAX_LOGIT_ERR
+        assert np.abs(got - grid).max() < np.abs(got - want).max() + 1e-3  # the int8 grid is what runs
+        assert res.smoke[task.name]["argmax_agreement"] == 1.0
+    assert any("int8 codes" in n for n in res.notes)

@@ -97,6 +97,27 @@ def test_console_script_on_a_bundle_ci_builds(tiny_bundle, tiny_runs, tmp_path):
     assert json.loads((tmp_path / "ci" / "report.json").read_text())["status"] == "pass"
 
 
+@pytest.mark.parametrize("target", ["executorch", "onnx", "coreml"])
+def test_int8_adapter_bundle_passes(tiny_bundle, tiny_runs, target):
+    """`--adapter-dtype int8` bundles: each runtime computes with the int8 codes times their scales
+    and still passes parity against the float32 trained model; the manifest says int8."""
+    bundle = tiny_bundle(target, "swappable", adapter_dtype="int8")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["adapter_dtype"] == "int8"
+    report = _run(bundle, tiny_runs)
+    assert report.passed, _fails(report)
+    for t in report.bundles[0].tasks:
+        assert t.values["agreement"] >= 0.99
+    if target == "executorch":
+        dtype = [c for c in report.checks if c.name == "adapter tensor dtype"]
+        assert len(dtype) == 2 and all(c.status == Status.PASS for c in dtype)
+        from calora.targets.executorch import read_adapter_file
+
+        _, _, stored = read_adapter_file(bundle / "executorch/adapters/toy_a.safetensors")
+        assert {str(t.dtype) for n, t in stored.items() if ".recovery." in n and not n.endswith(".scale")} == \
+            {"torch.int8"}
+
+
 @pytest.mark.parametrize("target,adapter", [("executorch", "executorch/adapters/toy_b.safetensors"),
                                             ("onnx", "onnx/adapters/toy_b.onnx_adapter")])
 def test_corrupted_adapter_file_fails(tiny_bundle, tiny_runs, tmp_path, target, adapter):
@@ -147,7 +168,7 @@ def test_adapter_from_another_backbone_fails(tiny_bundle, tiny_runs, tiny_bert, 
     other, cfg = load_student(runs / "toy_b")
     bundle = _copy(tiny_bundle("executorch", "swappable"), tmp_path)
     names = check_same_layout({"other": other})
-    write_adapter(bundle / "executorch/adapters/toy_b.safetensors", adapter_tensors(other, torch.float16), names, "toy_b",
+    write_adapter(bundle / "executorch/adapters/toy_b.safetensors", adapter_tensors(other, "float16"), names, "toy_b",
                   cfg["task"]["label_names"], cfg["compression"]["fingerprint"])
     report = _run(bundle, tiny_runs)
     fails = _fails(report)
