@@ -49,26 +49,29 @@ def _runtime_bytes(bundle: Path, manifest: dict, task: str) -> int:
 
 def _configs(bundles: list[Path], task: str) -> list[Config]:
     """Every bundle with the task's adapter, and swappable ones also without it (two bundles of
-    one runtime and mode, e.g. before and after a change, stay apart by folder name)."""
+    one runtime and mode, e.g. before and after a change, stay apart by folder name, or by
+    parent/folder where the folder names are the same)."""
     import torch
     from calora.export.manifest import read_manifest
     from calora.targets import get_target
 
     out = []
+    names = [b.name for b in bundles]
     for b in bundles:
         m = read_manifest(b)
         runner = get_target(m["target"]).open(b, m)
-        out.append(Config(m["target"], b.name, f"{m['mode']} with adapter",
+        label = b.name if names.count(b.name) == 1 else f"{b.parent.name}/{b.name}"
+        out.append(Config(m["target"], label, f"{m['mode']} with adapter",
                           lambda p, n, e, r=runner: r.generate(task, p, n, e),
                           lambda ids, r=runner: r.forward_logits(task, ids), _runtime_bytes(b, m, task)))
         if m["mode"] == "swappable":
             session, extra = runner._session(task)
             if m["target"] == "onnx":
-                out.append(Config(m["target"], b.name, "swappable, no adapter",
+                out.append(Config(m["target"], label, "swappable, no adapter",
                                   lambda p, n, e, s=session: s.generate(p, n, e, None)))
             else:
                 zeros = [torch.zeros_like(t) for t in extra]
-                out.append(Config(m["target"], b.name, "swappable, zero adapter",
+                out.append(Config(m["target"], label, "swappable, zero adapter",
                                   lambda p, n, e, s=session, z=zeros: s.generate(p, n, e, z)))
     return out
 
