@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         if Mode(args.mode) not in target.modes:  # refuse before any model is loaded
             raise CaloraError(f"--mode {args.mode}: target {args.target} supports "
                               f"{', '.join(sorted(m.value for m in target.modes))}")
+        if args.adapter_dtype is not None and Mode(args.mode) == Mode.BAKED:  # would be silently ignored
+            raise ConfigError(f"--adapter-dtype {args.adapter_dtype}: only swappable bundles store adapter files; "
+                              "baked artifacts keep the trained float32 tensors in the graph. Drop the flag, or "
+                              "pass --mode swappable")
         if not Path(args.runs).is_dir():
             raise CaloraError(f"--runs {args.runs}: no such folder (where calora-train wrote the tasks)")
         # Before minutes of lowering: never over a user's folder, the runs, or an unwritable place.

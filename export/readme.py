@@ -16,11 +16,14 @@ def adapter_dtype_line(manifest: dict) -> str:
            "executorch": "widen them to float32 once when loading a task; `forward` takes float32",
            "coreml": "each task function stores its adapter matrices so and widens them at load"}
     if dtype == "int8":
-        how["executorch"] = ("the LoRA and recovery matrices are int8 codes, each with a 1-D float32 "
-                             "`<name>.scale` tensor in the same file (one scale per rank component): when loading "
-                             "a task, pass codes times scale (scale[r] times row r of lora_A / recovery.down, "
-                             "column r of lora_B / recovery.up) and the float16 head widened; `forward` takes "
+        how["executorch"] = ("the LoRA and recovery matrices are int8 codes, each with a float32 `<name>.scale` "
+                             "tensor in the same file, one scale per rank component, shaped to broadcast ([rank, 1] "
+                             "for lora_A / recovery.down, [1, rank] for lora_B / recovery.up): when loading a task, "
+                             "pass codes times scale for those and the float16 head widened; `forward` takes "
                              "float32")
+        how["coreml"] = ("each task function stores its LoRA and recovery matrices as int8 with one scale per "
+                         "rank component (constexpr_blockwise_shift_scale) and its head float16, widened at model "
+                         "load")
         how["onnx"] = ("the LoRA and recovery matrices as int8 codes with a float32 `<name>.scale` tensor each, the "
                        "head float16; the backbone takes them as they are and dequantizes them itself")
     return (f"\n\nAdapter tensors are stored as {dtype}: {how.get(manifest['target'], 'see manifest.json')}. "
@@ -54,8 +57,8 @@ val logits = backbone.forward(EValue.from(ids), EValue.from(mask), *adapter.toTy
 ```""", """```swift
 let backbone = Module(filePath: bundle + "/executorch/backbone.pte")
 try backbone.load("forward")
-let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>")  // [Tensor<Float>] in manifest order,
-                                                                       // widened once from the file's Float16
+let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>")  // [Tensor<Float>] in manifest order, built
+                                                                       // once: Float16 widened, int8 times its scale
 let out = try backbone.forward([ids, mask] + adapter)
 ```"""),
     ("onnx", "baked"): ("""```kotlin

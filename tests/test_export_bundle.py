@@ -181,3 +181,7 @@ def test_cli_adapter_dtype_choices(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--target", "onnx", "--task", "x", "--adapter-dtype", "int4"])
     assert exc.value.code == 2 and "--adapter-dtype" in capsys.readouterr().err
+    # a dtype for adapter files with baked artifacts (which have none) is refused, not ignored
+    assert main(["--target", "onnx", "--task", "x", "--mode", "baked", "--adapter-dtype", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "--adapter-dtype int8" in err and "--mode swappable" in err and "Traceback" not in err

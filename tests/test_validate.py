@@ -104,6 +104,8 @@ def test_int8_adapter_bundle_passes(tiny_bundle, tiny_runs, target):
     bundle = tiny_bundle(target, "swappable", adapter_dtype="int8")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["adapter_dtype"] == "int8"
+    readme = (bundle / "README.md").read_text()  # tells the app developer what the files hold
+    assert "Adapter tensors are stored as int8" in readme and ("<name>.scale" in readme or target == "coreml")
     report = _run(bundle, tiny_runs)
     assert report.passed, _fails(report)
     for t in report.bundles[0].tasks:
