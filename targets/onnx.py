@@ -36,6 +36,7 @@ from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, ad
                                  check_same_layout, deployable, example_inputs, smoke_stats,
                                  trim_positions)
 from calora.targets import adapter_codec
+from calora.targets.onnx_adapter_inputs import INT8_NOTE, adapters_as_defaulted_inputs
 from calora.targets.onnx_quant import quantize_backbone, store_trained_embedding
 from calora.targets.base import (AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec,
                                  fingerprint_version)
@@ -136,7 +137,7 @@ class OnnxTarget:
             example = adapter_tensors(model)
             args = (ids, mask, *[example[n] for n in names])
             proto, info = _export(Swappable(model, names), args, [*INPUT_NAMES, *names], job.max_length, model)
-            _adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
+            adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
             proto, err, kept = quantize_backbone(proto, model, first.model, fmt, group, adapter_inputs=set(names),
                                          accuracy_level=INT4_ACCURACY_LEVEL)
             merge_error(err)
@@ -163,7 +164,7 @@ class OnnxTarget:
                            f"run with an active adapter took a median {run_ms:.2f} ms for {ids.shape[0]} examples "
                            f"of {ids.shape[1]} tokens on the exporting machine's CPU, not a phone).")
             notes.append(f"Swappable: the adapter tensors (LoRA, recovery, head) are {job.adapter_dtype.value} graph "
-                         f"inputs{_INT8_NOTE if job.adapter_dtype == AdapterDType.INT8 else ''}, "
+                         f"inputs{INT8_NOTE if job.adapter_dtype == AdapterDType.INT8 else ''}, "
                          "widened to float32 inside the graph, with defaults that are empty along the rank "
                          "dimension (LoRA, recovery) or all-zero (head): running backbone.ort without an active "
                          ".onnx_adapter gives meaningless (zero) logits. Always activate exactly one task adapter "
@@ -275,73 +276,6 @@ def _strip_metadata(proto) -> None:
             item.ClearField("metadata_props")
     graph.ClearField("metadata_props")
     proto.ClearField("metadata_props")
-
-
-def _adapters_as_defaulted_inputs(proto, names: list[str], dtype: AdapterDType = AdapterDType.FLOAT32) -> None:
-    """Make each adapter graph input an overridable initializer that an active LoRA adapter replaces
-    (ONNX Runtime then does not demand a feed for it), stored as `adapter_codec` stores it for
-    `dtype` and widened to float32 once per run: float16 by a Cast, int8 by a Cast and a Mul with
-    its `<name>.scale` input (one more overridable input per LoRA/recovery matrix).
-
-    The defaults are empty along the rank dimension (a LoRA A of [8, 384] gets a [0, 384] default,
-    its rank dimension symbolic; its int8 scale a [0, 1] one): a product through a zero rank is
-    exactly zero, so without an active adapter the LoRA and recovery branches add nothing, and the
-    shared backbone file carries no adapter-sized block of zeros (1.65 MB on MiniLM when the
-    defaults were full-size). Head tensors keep full-size all-zero defaults (a few KB; their shapes
-    fix the output's)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = proto.graph
-    inputs = {i.name: i for i in graph.input}
-    missing = [n for n in names if n not in inputs]
-    if missing:
-        raise RuntimeError(f"the exported graph lost adapter inputs {missing[:3]}")
-    widen = []
-    for n in names:
-        t = inputs[n].type.tensor_type
-        shape = [d.dim_value for d in t.shape.dim]
-        rank_dim = adapter_codec.rank_dim(n)
-        rank_name = "lora_rank" if ".lora_" in n else "recovery_rank"
-        if rank_dim is not None:
-            shape[rank_dim] = 0
-            t.shape.dim[rank_dim].Clear()
-            t.shape.dim[rank_dim].dim_param = rank_name
-        stored = adapter_codec.stored_dtype(n, dtype)
-        np_dtype = _NP_DTYPE[stored]
-        graph.initializer.append(numpy_helper.from_array(np.zeros(shape, dtype=np_dtype), n))
-        if np_dtype == np.float32:
-            continue
-        t.elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(np_dtype))
-        if not adapter_codec.quantized(n, dtype):
-            widen.append(helper.make_node("Cast", [n], [n + "_f32"], name=n + "_cast", to=TensorProto.FLOAT))
-            continue
-        # A Cast and a Mul, not DequantizeLinear: ORT's QDQ handling of a DequantizeLinear feeding a
-        # MatMul made MiniLM's swappable model 1.6x slower (17.0 against 10.7 ms per example, CPU-X,
-        # docs/results/2026-12-05/int8_adapters/), where Cast + Mul costs 0.3-0.6 ms over float16.
-        scale = n + adapter_codec.SCALE_SUFFIX
-        scale_shape: list[int | str] = [1, 1]
-        scale_shape[rank_dim] = rank_name
-        graph.input.append(helper.make_tensor_value_info(scale, TensorProto.FLOAT, scale_shape))
-        graph.initializer.append(numpy_helper.from_array(
-            np.zeros([0 if isinstance(d, str) else d for d in scale_shape], dtype=np.float32), scale))
-        widen += [helper.make_node("Cast", [n], [n + "_codes"], name=n + "_cast", to=TensorProto.FLOAT),
-                  helper.make_node("Mul", [n + "_codes", scale], [n + "_f32"], name=n + "_dequantize")]
-    if widen:
-        renamed = {n: n + "_f32" for n in names if any(w.output[0] == n + "_f32" for w in widen)}
-        for node in graph.node:
-            for i, x in enumerate(node.input):
-                if x in renamed:
-                    node.input[i] = renamed[x]
-        nodes = [*widen, *graph.node]
-        graph.ClearField("node")
-        graph.node.extend(nodes)
-    # The exporter's intermediate shapes name the concrete rank; ONNX Runtime infers them again.
-    graph.ClearField("value_info")
-
-
-_INT8_NOTE = (" (LoRA and recovery matrices as int8 codes, each with a float32 '<name>.scale' input holding one "
-              "scale per rank component, widened by a Cast and a Mul; the head float16)")
-_NP_DTYPE = {torch.float32: np.float32, torch.float16: np.float16, torch.int8: np.int8}
 
 
 def _save(proto, path: Path) -> None:

@@ -23,7 +23,8 @@ from . import adapter_codec
 from .base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
 from .generation import FLOAT_ACTIVATIONS
 from .generation import smoke as smoke_run
-from .onnx import _INT8_NOTE, _save, _to_ort, deploy_format, write_adapter
+from .onnx import _save, _to_ort, deploy_format, write_adapter
+from .onnx_adapter_inputs import INT8_NOTE, adapters_as_defaulted_inputs
 from .onnx_graph_gen import INPUTS, export_graph, head_block, io_names, quantize
 
 GENAI_CONFIG = "genai_config.json"
@@ -111,7 +112,7 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         model = deployable(first.model)
         example = adapter_tensors(model)
         proto = export_graph(model, shape, {n: example[n] for n in names})
-        _adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
+        adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
         proto, err, kept = quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
         merge(err)
         folder = out_dir / "onnx" / "genai"
@@ -134,7 +135,7 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                        "generator.set_active_adapter(adapters, task) before the prompt is appended; the adapter "
                        "stays active for every decode step (no per-step upload).")
         notes.append(f"Swappable: the adapter tensors are {job.adapter_dtype.value} graph inputs"
-                     f"{_INT8_NOTE if job.adapter_dtype == AdapterDType.INT8 else ''} (widened to float32 "
+                     f"{INT8_NOTE if job.adapter_dtype == AdapterDType.INT8 else ''} (widened to float32 "
                      "inside the graph) whose defaults are empty along the rank dimension; a generator with no "
                      "active adapter runs the bare compressed backbone.")
     notes.append(f"Backbone linear layers stored as {fmt}"
@@ -176,12 +177,6 @@ def _smoke_reference(task, shape: DecoderShape, fmt: str, int8_head: bool) -> di
         round_head_input(model, block)
     return {"reference": model, "reference_label": FLOAT_ACTIVATIONS
             + (f", int8-block{block} LM head input" if block is not None else "")}
-
-
-def _adapters_as_defaulted_inputs(proto, names: list[str], dtype) -> None:
-    from .onnx import _adapters_as_defaulted_inputs as defaulted
-
-    defaulted(proto, names, dtype)
 
 
 def _adapter_load_ms(session, path: Path, repeats: int = 5) -> float:

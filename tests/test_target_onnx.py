@@ -232,6 +232,11 @@ def test_swappable_int8_adapters(tiny_export, swappable):
         assert inputs[n].type.tensor_type.elem_type == TensorProto.INT8, n
         assert inputs[n + ".scale"].type.tensor_type.elem_type == TensorProto.FLOAT, n
         assert defaults[n].size == 0 and defaults[n + ".scale"].size == 0, n
+    # the scales multiply rank-sized activations next to the MatMuls, not the widened matrices
+    scaled = [node for node in m.graph.node if node.op_type == "Mul" and node.name.endswith("_dequantize")]
+    assert len(scaled) == len(ranked)
+    on_matrix = [node for node in scaled if node.input[0].endswith("_codes")]
+    assert len(on_matrix) <= len(ranked) // 4, [node.name for node in on_matrix]
     params = ort.AdapterFormat.read_adapter(str(out / "onnx/adapters/toy_b.onnx_adapter")).get_parameters()
     assert {params[n].numpy().dtype for n in ranked} == {np.dtype(np.int8)}
     half = ort.AdapterFormat.read_adapter(str(swappable[1] / "onnx/adapters/toy_b.onnx_adapter")).get_parameters()
