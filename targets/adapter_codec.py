@@ -60,7 +60,7 @@ def encode(tensors: dict[str, torch.Tensor], dtype: AdapterDType) -> dict[str, t
     """The tensors as an adapter file of `dtype` stores them (int8: codes and `.scale` entries)."""
     out: dict[str, torch.Tensor] = {}
     for name, t in tensors.items():
-        if quantized(name, dtype) and t.ndim == 2:
+        if quantized(name, dtype):
             out[name], out[name + SCALE_SUFFIX] = int8_codes(t, rank_dim(name))
         else:
             out[name] = t.detach().to(stored_dtype(name, dtype)).clone().contiguous()

@@ -157,11 +157,13 @@ class ExecuTorchRunner:
             want = AdapterDType(self.manifest.get("adapter_dtype", "float32"))
             bad = sorted((n, str(t.dtype).removeprefix("torch."))
                          for n, t in stored.items() if t.dtype != adapter_codec.stored_dtype(n, want))
-            extra = sorted(set(stored) - set(adapter_codec.stored_names(order, want)))
-            out.append(Finding(Stage.SHAPES, "adapter tensor dtype", not bad and not extra,
+            expected = set(adapter_codec.stored_names(order, want))
+            extra, missing = sorted(set(stored) - expected), sorted(expected - set(stored))
+            ok = not bad and not extra and not missing
+            out.append(Finding(Stage.SHAPES, "adapter tensor dtype", ok,
                                f"{name}: every tensor stored as the manifest's adapter_dtype {want.value!r} says"
-                               if not bad and not extra else f"{name}: against adapter_dtype {want.value!r}: "
-                               f"(tensor, dtype) {bad[:3]}, tensors outside the input order {extra[:3]}", task))
+                               if ok else f"{name}: against adapter_dtype {want.value!r}: (tensor, dtype) {bad[:3]}, "
+                               f"tensors outside the input order {extra[:3]}, missing {missing[:3]}", task))
             # Not baked: the task's largest tensors must not occur byte for byte in the shared program
             # (as stored, and as the float32 inputs an app widens them to).
             probes = sorted((t for t in [*stored.values(), *tensors] if t.numel() >= 16 and bool(torch.any(t != 0))),

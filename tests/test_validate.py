@@ -120,6 +120,24 @@ def test_int8_adapter_bundle_passes(tiny_bundle, tiny_runs, target):
             {"torch.int8"}
 
 
+def test_int8_adapter_file_without_a_scale_fails(tiny_bundle, tiny_runs, tmp_path):
+    """An int8 ExecuTorch adapter file missing one `<name>.scale` would run with raw codes: the dtype
+    check names the missing tensor (besides the changed file hash and fingerprint)."""
+    from safetensors.torch import save_file
+
+    from calora.targets.executorch import read_adapter_file
+
+    bundle = _copy(tiny_bundle("executorch", "swappable", adapter_dtype="int8"), tmp_path)
+    path = bundle / "executorch/adapters/toy_b.safetensors"
+    _, meta, stored = read_adapter_file(path)
+    dropped = next(n for n in stored if n.endswith(".recovery.up.weight.scale"))
+    save_file({n: t for n, t in stored.items() if n != dropped}, str(path), metadata=meta)
+    report = _run(bundle, tiny_runs)
+    fails = _fails(report)
+    assert any(f.startswith("shapes|toy_b|adapter tensor dtype") and dropped in f for f in fails), fails
+    assert not any("|toy_a|" in f for f in fails), "the intact task must still pass"
+
+
 @pytest.mark.parametrize("target,adapter", [("executorch", "executorch/adapters/toy_b.safetensors"),
                                             ("onnx", "onnx/adapters/toy_b.onnx_adapter")])
 def test_corrupted_adapter_file_fails(tiny_bundle, tiny_runs, tmp_path, target, adapter):
