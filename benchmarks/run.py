@@ -20,12 +20,14 @@ Profiles:
   ``int8+act:tensor+sparse:0.5+emb:int4``, exported to ONNX baked and swappable); task switch against a model reload; CA-LoRA's training-step cost;
   the training stage under ``accelerate launch --num_processes 2`` against one process; SmolLM2-135M
   on movie_dialog (320 training examples), ONNX Runtime baked and swappable and ExecuTorch
-  swappable bundles validated on 8 held-out prompts, prefill/decode tokens per second, and an
-  ExecuTorch profile (ETDump) of the generative program.
+  swappable and shared bundles validated on 8 held-out prompts, prefill/decode tokens per second, and an
+  ExecuTorch profile (ETDump) of the generative program, and what opening a task costs in each
+  ExecuTorch layout (``benchmarks.gen_load``).
 - ``full``: the same for rotten_tomatoes, sms_spam and question_type with seeds 0 1 2 and the three
   single ablations, plus Core ML bundles; the generative task on its whole training split
   (``benchmarks.gpu_generative``: teacher, CA-LoRA and LoRA from scratch, batch 32, with training
-  throughput), all six generative bundles, full validation.
+  throughput), all seven generative bundles (three targets baked and swappable, ExecuTorch shared),
+  full validation.
 """
 
 from __future__ import annotations
@@ -65,10 +67,12 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(("rotten_tomatoes", "sms_spam"), (0,), tuple(BASELINES), ("onnx", "executorch"), 5,
-                     (("onnx", "baked"), ("onnx", "swappable"), ("executorch", "swappable")), 320, 8),
+                     (("onnx", "baked"), ("onnx", "swappable"), ("executorch", "swappable"),
+                      ("executorch", "shared")), 320, 8),
     "full": Profile(("rotten_tomatoes", "sms_spam", "question_type"), (0, 1, 2),
                     (*BASELINES, "compressed + CA-LoRA", *ABLATIONS), ("onnx", "executorch", "coreml"), 7,
-                    tuple((t, m) for t in ("onnx", "executorch", "coreml") for m in ("baked", "swappable")),
+                    (*((t, m) for t in ("onnx", "executorch", "coreml") for m in ("baked", "swappable")),
+                     ("executorch", "shared")),
                     None, None),
 }
 
@@ -204,10 +208,15 @@ def main(argv: list[str] | None = None) -> int:
                str(gen_runs), "--task", GEN_TASK, "--prompts", "4", "--new-tokens", "16", "--rounds", "3",
                "--work", str(work / "gen-alternative"), "--out", str(gen_decode)])
     et_gen = [b for b in gen_bundles if b.name.startswith("executorch")]
-    if et_gen:
+    profiled = [b for b in et_gen if b.name == "executorch-swappable"] or et_gen
+    if profiled:
         steps.run("et-profile", results / f"et_profile_{GEN_TASK}.json",
-                  [sys.executable, "-m", "benchmarks.et_profile", str(et_gen[-1]), "--task", GEN_TASK,
+                  [sys.executable, "-m", "benchmarks.et_profile", str(profiled[-1]), "--task", GEN_TASK,
                    "--out", str(results / f"et_profile_{GEN_TASK}.json")])
+    if len(et_gen) > 1:  # what opening (switching to) a task costs in each ExecuTorch layout
+        steps.run("gen-load", results / f"gen_load_{GEN_TASK}.json",
+                  [sys.executable, "-m", "benchmarks.gen_load", "--bundles", *map(str, et_gen), "--task", GEN_TASK,
+                   "--out", str(results / f"gen_load_{GEN_TASK}.json")])
     steps.run("train-step", results / f"train_step_{first}.json",
               [sys.executable, "-m", "benchmarks.train_step", "--runs", str(work / "runs-4.7x"), "--task", first,
                "--rounds", "3", "--out", str(results / f"train_step_{first}.json")])

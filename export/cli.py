@@ -24,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True,
                    help="trained task name(s), comma-separated, e.g. rotten_tomatoes,sms_spam")
     p.add_argument("--mode", default=Mode.BAKED.value, choices=[m.value for m in Mode],
-                   help="baked: one artifact per task; swappable: one shared backbone + a small adapter per task "
-                        "(default: %(default)s)")
+                   help="baked: one artifact per task; swappable: one shared backbone + a small adapter per task, "
+                        "switched by passing other tensors; shared (ExecuTorch, generative tasks): one backbone "
+                        "weights file (.ptd) + a small program per task, each runs at baked speed in ExecuTorch's own "
+                        "LLM runner (default: %(default)s)")
     p.add_argument("--adapter-dtype", choices=[d.value for d in AdapterDType],
                    help="swappable mode: how the per-task adapter files store LoRA, recovery and head tensors; the "
                         f"artifacts compute in float32 either way (default: {AdapterDType.FLOAT16.value}, half the "
@@ -61,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         if Mode(args.mode) not in target.modes:  # refuse before any model is loaded
             raise CaloraError(f"--mode {args.mode}: target {args.target} supports "
                               f"{', '.join(sorted(m.value for m in target.modes))}")
-        if args.adapter_dtype is not None and Mode(args.mode) == Mode.BAKED:  # would be silently ignored
+        if args.adapter_dtype is not None and Mode(args.mode) != Mode.SWAPPABLE:  # would be silently ignored
             raise ConfigError(f"--adapter-dtype {args.adapter_dtype}: only swappable bundles store adapter files; "
-                              "baked artifacts keep the trained float32 tensors in the graph. Drop the flag, or "
-                              "pass --mode swappable")
+                              f"{args.mode} programs keep the trained float32 tensors in the graph. Drop the flag, "
+                              "or pass --mode swappable")
         if not Path(args.runs).is_dir():
             raise CaloraError(f"--runs {args.runs}: no such folder (where calora-train wrote the tasks)")
         # Before minutes of lowering: never over a user's folder, the runs, or an unwritable place.

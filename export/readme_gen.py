@@ -79,6 +79,21 @@ let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>.safetensors"
                                                                      // (float16 file widened once)
 var out = try backbone.forward([promptTokens, Tensor<Int64>([0])] + adapter)       // prefill; then one token per call
 ```"""),
+    ("executorch", "shared"): ("""```kotlin
+// build.gradle: implementation("org.pytorch:executorch-android:<version>") (LlmModule)
+// One backbone.ptd on the device; each task's .pte is its graph + adapter. Switch = a new LlmModule.
+val llm = LlmModule("$bundle/executorch/<task>.pte", "$bundle/tokenizer/tokenizer.json", 0.0f,
+                    "$bundle/executorch/backbone.ptd")          // dataPath: the shared backbone weights
+llm.load()
+llm.generate(promptWithChatTemplate, MAX_CONTEXT, object : LlmCallback {
+    override fun onResult(token: String) = onText(token)
+    override fun onStats(stats: String) {}
+})
+```""", """```swift
+// ExecuTorch's C++ LLM runner takes the data file beside the program (create_text_llm_runner /
+// TextLLMRunner(model, tokenizer, data_path), what calora-validate runs through its Python binding).
+// Load "<task>.pte" with "backbone.ptd" as its data file, then generate as with a baked bundle.
+```"""),
     ("coreml", "baked"): ("""Core ML runs on Apple platforms only: on Android ship the ExecuTorch or ONNX bundle.""", """```swift
 // iOS 18 / macOS 15: a stateful model, the KV cache lives in an MLState
 let model = try MLModel(contentsOf: try MLModel.compileModel(at: bundleURL.appendingPathComponent("coreml/<task>.mlpackage")))

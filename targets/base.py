@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 class Mode(str, enum.Enum):
     BAKED = "baked"  # one artifact per task, LoRA + recovery + head in the graph
     SWAPPABLE = "swappable"  # one shared backbone artifact + a small adapter file per task
+    # One shared backbone weights file + a small program per task holding its graph and adapter
+    # (ExecuTorch program-data separation): each task runs at baked speed in the runtime's own LLM
+    # runner; a switch loads that task's program against the same weights file.
+    SHARED = "shared"
 
 
 class AdapterDType(str, enum.Enum):
@@ -113,7 +117,8 @@ class TensorSpec:
 @dataclasses.dataclass(frozen=True)
 class ArtifactFile:
     path: str  # relative to the bundle root
-    role: str  # "model" (baked, one task), "backbone" (swappable, shared), "adapter" (swappable, one task)
+    role: str  # "model" (baked or shared, one task), "backbone" (swappable or shared: the shared file),
+    #            "adapter" (swappable, one task)
     task: str | None
     bytes: int
     sha256: str

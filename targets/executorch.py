@@ -57,7 +57,7 @@ def _weight_format(spec) -> tuple[str, int | None]:
 
 class ExecuTorchTarget:
     name: ClassVar[str] = "executorch"
-    modes: ClassVar[frozenset[Mode]] = frozenset({Mode.BAKED, Mode.SWAPPABLE})
+    modes: ClassVar[frozenset[Mode]] = frozenset({Mode.BAKED, Mode.SWAPPABLE, Mode.SHARED})
 
     # ---- model preparation ----------------------------------------------------------------------
     def _prepare(self, trained, spec, notes: list[str] | None = None) -> tuple[object, dict[str, float], dict]:
@@ -170,6 +170,10 @@ class ExecuTorchTarget:
         if job.mode not in self.modes:
             raise ConfigError(f"--mode {job.mode.value!r} is not supported by the executorch target")
         torch.manual_seed(0)
+        if job.mode == Mode.SHARED and job.kind != "generate":
+            raise ConfigError("--mode shared: the executorch target writes it for generative tasks (what ExecuTorch's "
+                              "LLM runner loads); classification bundles are baked or swappable (swappable runs "
+                              "within 1.06x of baked there)")
         if job.kind == "generate":
             from calora.targets.executorch_llm import export_generative
 
@@ -338,11 +342,12 @@ def read_adapter_file(path: Path) -> tuple[list[str], dict, dict]:
     return order, meta, load(data)
 
 
-def _load(path: Path):
+def _load(path: Path, data: Path | None = None):
+    """(program, forward method) of a .pte; `data`: the .ptd holding the weights it keeps outside."""
     import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed kernels (embedding_byte)
     from executorch.runtime import Runtime
 
-    program = Runtime.get().load_program(str(path))
+    program = Runtime.get().load_program(str(path), data_path=None if data is None else str(data))
     return program, program.load_method("forward")
 
 

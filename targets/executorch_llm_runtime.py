@@ -17,13 +17,14 @@ from .generation import Generation, OnToken
 
 
 class PteSession:
-    """One loaded .pte; `extra` are a swappable program's adapter tensors (empty when baked)."""
+    """One loaded .pte (with `data`, a shared bundle's backbone.ptd); `extra` are a swappable
+    program's adapter tensors (empty when baked or shared)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, data: Path | None = None) -> None:
         from .executorch import _load
 
-        self.path = Path(path)
-        self.program, self.method = _load(self.path)
+        self.path, self.data = Path(path), data
+        self.program, self.method = _load(self.path, data)
 
     def _run(self, tokens: list[int], pos: int, extra: list) -> torch.Tensor:
         out = self.method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long),
@@ -76,6 +77,8 @@ class ExecuTorchGenRunner:
 
         self.bundle, self.manifest = Path(bundle), manifest
         self.swappable = manifest["mode"] == "swappable"
+        # shared: every task's program loads the bundle's one backbone.ptd as its data file
+        self.data = manifest_file(bundle, manifest, "backbone", None, ".ptd") if manifest["mode"] == "shared" else None
         self.runtime = f"ExecuTorch {_runtime_version()} runtime, XNNPACK (forward(tokens, input_pos), static KV cache)"
         self._sessions: dict[str, PteSession] = {}
         self._adapters: dict[str, list] = {}
@@ -90,7 +93,7 @@ class ExecuTorchGenRunner:
 
         path = self._path(task)
         if str(path) not in self._sessions:
-            self._sessions[str(path)] = PteSession(path)
+            self._sessions[str(path)] = PteSession(path, self.data)
         if not self.swappable:
             return self._sessions[str(path)], []
         if task not in self._adapters:  # read once per task, as an app does
@@ -112,8 +115,9 @@ class ExecuTorchGenRunner:
 
     def stock_generate(self, task: str, prompt_text: str, max_new_tokens: int) -> tuple[str | None, str]:
         """Greedy text from ExecuTorch's own LLM runner (TextLLMRunner, the C++ runner behind Android's
-        LlmModule) on the baked program with the bundle's tokenizer.json: (text, what ran), or (None,
-        why not). The runner tokenizes `prompt_text` itself, with ExecuTorch's C++ HF tokenizer."""
+        LlmModule) on the baked program (a shared bundle's task program with backbone.ptd as the runner's
+        data file) with the bundle's tokenizer.json: (text, what ran), or (None, why not). The runner
+        tokenizes `prompt_text` itself, with ExecuTorch's C++ HF tokenizer."""
         if self.swappable:
             return None, ("the stock runner calls forward(tokens, input_pos) only; a swappable backbone.pte "
                           "also takes the adapter tensors, so apps drive it through the Module API")
@@ -127,10 +131,12 @@ class ExecuTorchGenRunner:
             return None, f"{tokenizer} is missing (the runner reads HF tokenizer.json)"
         pieces: list[str] = []
         with _native_output_silenced():
-            runner = TextLLMRunner(str(self._path(task)), str(tokenizer))
+            runner = TextLLMRunner(str(self._path(task)), str(tokenizer),
+                                   None if self.data is None else str(self.data))
             runner.generate(prompt_text, GenerationConfig(echo=False, max_new_tokens=max_new_tokens, temperature=0.0,
                                                           num_bos=0, num_eos=0), pieces.append, None)
-        return "".join(pieces), "executorch.extension.llm.runner.TextLLMRunner"
+        ran = "executorch.extension.llm.runner.TextLLMRunner"
+        return "".join(pieces), ran if self.data is None else f"{ran} (data_path {self.data.name})"
 
     def bare_logits(self, ids: list[int]) -> np.ndarray | None:
         if not self.swappable:

@@ -26,6 +26,8 @@ class ExecuTorchRunner:
     def __init__(self, bundle: Path, manifest: dict) -> None:
         self.bundle, self.manifest = bundle, manifest
         self.swappable = manifest["mode"] == "swappable"
+        # shared: each task's program keeps the backbone's weights in the bundle's one backbone.ptd
+        self.data = manifest_file(bundle, manifest, "backbone", None, ".ptd") if manifest["mode"] == "shared" else None
         self.runtime = f"ExecuTorch {_runtime_version()} runtime (XNNPACK + portable + quantized kernels)"
         self._methods: dict[str, tuple] = {}  # path -> (program, method); the program must stay alive
         self._tensors: dict[str, list] = {}  # task -> adapter tensors in method input order
@@ -36,7 +38,7 @@ class ExecuTorchRunner:
 
     def _method(self, path: Path):
         if str(path) not in self._methods:
-            self._methods[str(path)] = _load(path)
+            self._methods[str(path)] = _load(path, self.data)
         return self._methods[str(path)][1]
 
     def _adapter(self, task: str) -> tuple[list[str], dict, dict]:
@@ -72,6 +74,33 @@ class ExecuTorchRunner:
             out += self._program_findings(path, task)
         if self.swappable:
             out += self._adapter_findings(programs[None], tasks)
+        if self.data is not None:
+            out += self._shared_findings(programs)
+        return out
+
+    def _shared_findings(self, programs: dict) -> list[Finding]:
+        """Each task program's own weights (named data and constants) against backbone.ptd's: the
+        backbone's live only in the shared file, so a program holds no more than its adapter's
+        float32 bytes (and none of the shared file's tensors)."""
+        from executorch.exir._serialize._program import deserialize_pte_binary
+        from executorch.extension.flat_tensor.serialize.serialize import _deserialize_to_flat_tensor
+
+        shared = {d.key for d in _deserialize_to_flat_tensor(self.data.read_bytes()).named_data}
+        out = [Finding(Stage.STRUCTURE, f"{self.data.name}: backbone weights", bool(shared),
+                       f"{len(shared)} named tensors", None)]
+        for task, path in programs.items():
+            pte = deserialize_pte_binary(path.read_bytes())
+            stored = pte.named_data  # the program's own named data (XNNPACK's weight sources)
+            own = dict(stored.pte_data) if stored is not None else {}
+            size = sum(len(stored.buffers[e.buffer_index]) for e in own.values()) + \
+                sum(len(b.storage) for b in pte.program.constant_buffer)
+            adapter = 4 * next(t for t in self.manifest["tasks"] if t["name"] == task)["adapter_parameters"]
+            both = set(own) & shared
+            # the slack: alignment padding and the few small constants (masks, rotary tables) kept inline
+            ok = not both and size <= 1.1 * adapter + 65536
+            out.append(Finding(Stage.STRUCTURE, f"{path.name}: backbone weights only in {self.data.name}", ok,
+                               f"the program's own weights: {size} bytes against its adapter's {adapter} float32 "
+                               f"bytes; {len(both)} of its {len(own)} named tensors also in {self.data.name}", task))
         return out
 
     def _program_findings(self, path: Path, task: str | None) -> list[Finding]:

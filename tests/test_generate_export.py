@@ -15,7 +15,7 @@ import torch
 from calora.train.kind_generate import greedy
 
 TARGETS = [("onnx", "baked"), ("onnx", "swappable"), ("executorch", "baked"), ("executorch", "swappable"),
-           ("coreml", "baked"), ("coreml", "swappable")]
+           ("executorch", "shared"), ("coreml", "baked"), ("coreml", "swappable")]
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +102,59 @@ def test_swapping_adapters_gives_each_tasks_generations(gen_bundle, target, adap
     streamed: list[int] = []
     out = runner.generate("gen_b", prompts[0], 4, eos, on_token=streamed.append)
     assert streamed == out.tokens and out.prefill_tokens_per_s > 0
+
+
+def test_executorch_shared_bundle_runs_each_task_on_one_backbone_data_file(gen_bundle, gen_runs, tmp_path, capsys):
+    """Shared mode: one backbone.ptd, one small program per task holding its adapter; each program
+    generates its task's tokens with that data file, in calora's session and in ExecuTorch's own
+    TextLLMRunner, and cannot load without it (the backbone's weights are really outside)."""
+    from calora.export.cli import main as export_main
+    from calora.targets.executorch import _load
+
+    bundle, job = gen_bundle("executorch", "shared")
+    runner, manifest = _runner(bundle)
+    backbone = [f["path"] for f in manifest["backbone"]["files"]]
+    assert backbone == ["executorch/backbone.ptd"] and [i["name"] for i in manifest["inputs"]] == ["tokens", "input_pos"]
+    ptd = (bundle / backbone[0]).stat().st_size
+    eos = manifest["generation"]["special_tokens"]["eos"]
+    prompts = [list(p) for p in job.smoke_prompts]
+    got = {}
+    for task in job.tasks:
+        pte = bundle / "executorch" / f"{task.name}.pte"
+        assert [f["path"] for f in next(t for t in manifest["tasks"] if t["name"] == task.name)["files"]] == \
+            [f"executorch/{task.name}.pte"]
+        got[task.name] = [runner.generate(task.name, p, 4, eos).tokens for p in prompts]
+        assert got[task.name] == greedy(task.model, prompts, 4, eos, eos, show=False), task.name
+        with pytest.raises(Exception):  # without backbone.ptd the program has no backbone weights
+            _load(pte)
+        assert pte.stat().st_size > 0 and ptd > 0
+    assert got["gen_a"] != got["gen_b"]
+    found = {(f.name, f.task): f for f in runner.findings()}
+    for task in ("gen_a", "gen_b"):
+        f = found[(f"{task}.pte: backbone weights only in backbone.ptd", task)]
+        assert f.ok, f.detail
+    text, ran = runner.stock_generate("gen_b", job.tokenizer.decode(prompts[0]), 4)
+    assert text is not None and "data_path backbone.ptd" in ran, ran
+    # Shared programs hold the trained float32 adapter: there is no adapter file to store otherwise.
+    assert export_main(["--target", "executorch", "--mode", "shared", "--task", "gen_a", "--runs", str(gen_runs),
+                        "--out", str(tmp_path / "x"), "--adapter-dtype", "int8"]) == 2
+    assert "--adapter-dtype int8" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_load_benchmark_opens_each_executorch_layout(gen_bundle, tmp_path):
+    """benchmarks.gen_load opens the baked, swappable and shared programs as an app does and runs
+    them; the shared task program is the smallest task-specific file that still runs on its own data."""
+    from benchmarks.gen_load import main
+
+    bundles = [gen_bundle("executorch", m)[0] for m in ("baked", "swappable", "shared")]
+    out = tmp_path / "load.json"
+    assert main(["--bundles", *map(str, bundles), "--task", "gen_a", "--rounds", "1", "--prompt-tokens", "4",
+                 "--out", str(out)]) == 0
+    rows = {r["mode"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"baked", "swappable", "shared"}
+    assert all(r["open_ms"] > 0 and r["first_call_ms"] > 0 for r in rows.values())
+    # baked ships everything in its one program; shared splits it into backbone.ptd + the task program
+    assert rows["shared"]["bytes_task_only"] < rows["baked"]["bytes_task_only"] == rows["baked"]["bytes_for_task"]
 
 
 def test_onnx_bundle_is_an_onnxruntime_genai_model_folder(gen_bundle):
