@@ -342,6 +342,13 @@ def read_adapter_file(path: Path) -> tuple[list[str], dict, dict]:
     return order, meta, load(data)
 
 
+def shared_data(bundle: Path, manifest: dict) -> Path | None:
+    """A shared bundle's backbone.ptd, the data file every task program loads (None otherwise)."""
+    from calora.targets.base import manifest_file
+
+    return manifest_file(bundle, manifest, "backbone", None, ".ptd") if manifest["mode"] == Mode.SHARED.value else None
+
+
 def _load(path: Path, data: Path | None = None):
     """(program, forward method) of a .pte; `data`: the .ptd holding the weights it keeps outside."""
     import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed kernels (embedding_byte)

@@ -30,9 +30,9 @@ from calora.export.graph import adapter_tensors, check_same_layout
 
 from . import adapter_codec
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, step
+from .generation import smoke as smoke_run
 
 BACKBONE_DATA = "backbone"  # shared mode: the external-data tag, and so the name of executorch/backbone.ptd
-from .generation import smoke as smoke_run
 
 
 def metadata(shape: DecoderShape, generation: dict) -> dict:

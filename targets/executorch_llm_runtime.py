@@ -73,12 +73,12 @@ class ExecuTorchGenRunner:
     """`GenerativeRunner` over a generative ExecuTorch bundle."""
 
     def __init__(self, bundle: Path, manifest: dict) -> None:
-        from .executorch import _runtime_version
+        from .executorch import _runtime_version, shared_data
 
         self.bundle, self.manifest = Path(bundle), manifest
         self.swappable = manifest["mode"] == "swappable"
         # shared: every task's program loads the bundle's one backbone.ptd as its data file
-        self.data = manifest_file(bundle, manifest, "backbone", None, ".ptd") if manifest["mode"] == "shared" else None
+        self.data = shared_data(self.bundle, manifest)
         self.runtime = f"ExecuTorch {_runtime_version()} runtime, XNNPACK (forward(tokens, input_pos), static KV cache)"
         self._sessions: dict[str, PteSession] = {}
         self._adapters: dict[str, list] = {}

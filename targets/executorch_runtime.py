@@ -16,7 +16,7 @@ import numpy as np
 
 from calora.targets import adapter_codec
 from calora.targets.base import AdapterDType, Finding, Stage, manifest_file
-from calora.targets.executorch import BACKBONE_KEY, _load, _runtime_version
+from calora.targets.executorch import BACKBONE_KEY, _load, _runtime_version, shared_data
 
 _QUANT_OPS = ("quantize", "dequantize", "choose_qparams")
 _BYTES_PROBED = 3  # adapter tensors per task searched for in the shared backbone's bytes
@@ -27,7 +27,7 @@ class ExecuTorchRunner:
         self.bundle, self.manifest = bundle, manifest
         self.swappable = manifest["mode"] == "swappable"
         # shared: each task's program keeps the backbone's weights in the bundle's one backbone.ptd
-        self.data = manifest_file(bundle, manifest, "backbone", None, ".ptd") if manifest["mode"] == "shared" else None
+        self.data = shared_data(bundle, manifest)
         self.runtime = f"ExecuTorch {_runtime_version()} runtime (XNNPACK + portable + quantized kernels)"
         self._methods: dict[str, tuple] = {}  # path -> (program, method); the program must stay alive
         self._tensors: dict[str, list] = {}  # task -> adapter tensors in method input order
