@@ -34,7 +34,7 @@ def _measure(bundle: Path, manifest: dict, task: str, tokens: list[int]) -> dict
     """One round for one bundle: open (and, swappable, switch) times, first and steady call."""
     import torch
     from calora.targets.base import manifest_file
-    from calora.targets.executorch import _load, read_adapter
+    from calora.targets.executorch import _load, read_adapter, shared_data
 
     mode = manifest["mode"]
     ids, pos = torch.tensor([tokens], dtype=torch.long), torch.tensor([0], dtype=torch.long)
@@ -48,9 +48,9 @@ def _measure(bundle: Path, manifest: dict, task: str, tokens: list[int]) -> dict
         extra = read_adapter(manifest_file(bundle, manifest, "adapter", task, ".safetensors"))
         out["switch_ms"] = _ms(t0)
     else:
-        data = manifest_file(bundle, manifest, "backbone", None, ".ptd") if mode == "shared" else None
+        pte, data = manifest_file(bundle, manifest, "model", task, ".pte"), shared_data(bundle, manifest)
         t0 = time.perf_counter()
-        program, method = _load(manifest_file(bundle, manifest, "model", task, ".pte"), data)
+        program, method = _load(pte, data)
         out["open_ms"] = out["switch_ms"] = _ms(t0)  # switching to a task means opening its program
         extra = []
     for key in ("first_call_ms", "steady_call_ms"):
