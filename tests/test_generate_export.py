@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,18 @@ TARGETS = [("onnx", "baked"), ("onnx", "swappable"), ("executorch", "baked"), ("
 
 
 @pytest.fixture(scope="session")
-def gen_bundle(gen_runs, tmp_path_factory):
+def gen_target_runs(request):
+    """`gen_target_runs(target)` -> the runs folder that target's generative bundles are exported
+    from: ExecuTorch's from the 1-layer model (lowering is the slow part, see `gen_runs_1layer`),
+    the others' from the 2-layer one. Validation takes a bundle's own runs folder."""
+    def get(target: str) -> Path:
+        return request.getfixturevalue("gen_runs_1layer" if target == "executorch" else "gen_runs")
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def gen_bundle(gen_target_runs, tmp_path_factory):
     """`gen_bundle(target, mode)` -> (bundle dir, job): exported once per session. ExecuTorch's
     baked bundle holds gen_a only (lowering is the slow part); the others hold both tasks."""
     from calora.export.bundle import export_bundle
@@ -31,7 +43,7 @@ def gen_bundle(gen_runs, tmp_path_factory):
         key = (target, mode, adapter_dtype)
         if key not in cache:
             tasks = ["gen_a"] if (target, mode) == ("executorch", "baked") else ["gen_a", "gen_b"]
-            job = load_job(gen_runs, tasks, mode, adapter_dtype=adapter_dtype)
+            job = load_job(gen_target_runs(target), tasks, mode, adapter_dtype=adapter_dtype)
             out = tmp_path_factory.mktemp(f"gen-{target}-{mode}") / "bundle"
             export_bundle(job, target, out, ["--target", target, "--mode", mode]
                           + (["--adapter-dtype", adapter_dtype] if adapter_dtype else []))
@@ -104,7 +116,8 @@ def test_swapping_adapters_gives_each_tasks_generations(gen_bundle, target, adap
     assert streamed == out.tokens and out.prefill_tokens_per_s > 0
 
 
-def test_executorch_shared_bundle_runs_each_task_on_one_backbone_data_file(gen_bundle, gen_runs, tmp_path, capsys):
+def test_executorch_shared_bundle_runs_each_task_on_one_backbone_data_file(gen_bundle, gen_target_runs, tmp_path,
+                                                                           capsys):
     """Shared mode: one backbone.ptd, one small program per task holding its adapter; each program
     generates its task's tokens with that data file, in calora's session and in ExecuTorch's own
     TextLLMRunner, and cannot load without it (the backbone's weights are really outside)."""
@@ -136,8 +149,9 @@ def test_executorch_shared_bundle_runs_each_task_on_one_backbone_data_file(gen_b
     text, ran = runner.stock_generate("gen_b", job.tokenizer.decode(prompts[0]), 4)
     assert text is not None and "data_path backbone.ptd" in ran, ran
     # Shared programs hold the trained float32 adapter: there is no adapter file to store otherwise.
-    assert export_main(["--target", "executorch", "--mode", "shared", "--task", "gen_a", "--runs", str(gen_runs),
-                        "--out", str(tmp_path / "x"), "--adapter-dtype", "int8"]) == 2
+    assert export_main(["--target", "executorch", "--mode", "shared", "--task", "gen_a",
+                        "--runs", str(gen_target_runs("executorch")), "--out", str(tmp_path / "x"),
+                        "--adapter-dtype", "int8"]) == 2
     assert "--adapter-dtype int8" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
@@ -191,14 +205,22 @@ def test_onnx_bundle_is_an_onnxruntime_genai_model_folder(gen_bundle):
     assert tokens[:len(ref)] == ref
 
 
-def test_validate_passes_generative_bundles_and_reports_generation(gen_bundle, gen_runs, tmp_path, capsys):
+def test_validate_passes_generative_bundles_and_reports_generation(gen_bundle, gen_target_runs, tmp_path, capsys):
     from calora.validate.cli import main
 
-    bundles = [gen_bundle(t, m)[0] for t, m in TARGETS]
-    rc = main([*map(str, bundles), "--runs", str(gen_runs), "--report", str(tmp_path / "r"), "--max-examples", "6"])
-    err = capsys.readouterr().err
-    assert rc == 0, err[-3000:]
-    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    reports = []
+    for group in (["onnx", "coreml"], ["executorch"]):  # one calora-validate per runs folder
+        bundles = [gen_bundle(t, m)[0] for t, m in TARGETS if t in group]
+        out = tmp_path / group[0]
+        rc = main([*map(str, bundles), "--runs", str(gen_target_runs(group[0])), "--report", str(out),
+                   "--max-examples", "6"])
+        err = capsys.readouterr().err
+        assert rc == 0, err[-3000:]
+        reports.append(json.loads((out / "report.json").read_text()))
+        md = (out / "report.md").read_text()
+        assert "## Generation" in md and "decode tok/s" in md
+    report = {k: [x for r in reports for x in r[k]] for k in ("checks", "bundles")}
+    assert len(report["bundles"]) == len(TARGETS)
     names = {c["name"] for c in report["checks"]}
     for wanted in ("teacher-forced next-token agreement", "KV-cache decoding equals full recomputation",
                    "the task adapter has its effect", "no adapter leaves the backbone unchanged",
@@ -206,10 +228,8 @@ def test_validate_passes_generative_bundles_and_reports_generation(gen_bundle, g
                    "runs in the runtime's own LLM runner", "LLM runner metadata methods",
                    "genai_config.json names the graph's inputs"):
         assert wanted in names, wanted
-    stock = [c for c in report["checks"] if c["name"] == "runs in the runtime's own LLM runner"]
+    stock = [c for c in reports[1]["checks"] if c["name"] == "runs in the runtime's own LLM runner"]
     assert any(c["status"] == "pass" for c in stock)  # the baked .pte in ExecuTorch's TextLLMRunner
-    md = (tmp_path / "r" / "report.md").read_text()
-    assert "## Generation" in md and "decode tok/s" in md
     for b in report["bundles"]:
         for t in b["tasks"]:
             assert t["speed"]["decode_tokens_per_s"] > 0 and t["generation"]["token_agreement"] >= 0.9
@@ -296,3 +316,36 @@ def test_shared_kv_attention_equals_repeated_heads():
     with torch.no_grad():  # a head-order mistake would not be equal: the check can fail
         wrong = _Decoder(model, shape).attend(attn, q, k.flip(1), v.flip(1), bias)
     assert not torch.allclose(got, wrong, atol=1e-3)
+
+
+def test_static_cache_decodes_like_the_full_forward_on_every_layer(gen_runs):
+    """ExecuTorch's cache module (one k/v buffer per layer, written in place at input_pos) on the
+    2-layer task model in PyTorch: a prefill then token-by-token decode gives the full forward's
+    logits, every layer's buffers hold their own keys, and a new conversation from position 0
+    overwrites the old one. The ExecuTorch lowering itself is tested on the 1-layer model."""
+    from calora.export.decoder import StaticCache, decoder_shape
+    from calora.export.job import load_job
+
+    job = load_job(gen_runs, ["gen_a"], "baked")
+    model = job.tasks[0].model.eval()
+    shape = decoder_shape(model, job.max_length)
+    assert shape.layers == 2
+    cache = StaticCache(model, shape).eval()
+    prompt = list(job.smoke_prompts[0])
+    ids = prompt + [5, 9, 17, 33, 60]
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([ids])).logits[0]
+
+        def conversation() -> torch.Tensor:
+            steps = [cache(torch.tensor([prompt]), torch.tensor([0]))[0, -1:]]
+            steps += [cache(torch.tensor([[t]]), torch.tensor([len(prompt) + i]))[0]
+                      for i, t in enumerate(ids[len(prompt):])]
+            return torch.cat(steps)
+
+        first = conversation()
+        torch.testing.assert_close(first, full[len(prompt) - 1:], atol=1e-4, rtol=1e-4)
+        n = len(ids)
+        keys = [getattr(cache, f"k_cache_{i}")[:, :, :n] for i in range(shape.layers)]
+        assert all(k.abs().sum() > 0 for k in keys) and not torch.equal(keys[0], keys[1])
+        assert getattr(cache, "v_cache_1")[:, :, n:].abs().sum() == 0  # nothing written past the tokens
+        torch.testing.assert_close(conversation(), first, atol=0, rtol=0)

@@ -69,7 +69,7 @@ def test_train_interrupted(tiny_bert, sentiment_csv, tmp_path):
              "--lr", "1e-2"]
     assert main([*map(str, small), "--epochs", "6"]) == 0  # the previous good result
     good = tree(out / "t" / "calora")
-    long = [*small, "--epochs", "150", "--checkpoint-every", "5", "--overwrite", "--seed", "3"]
+    long = [*small, "--epochs", "30", "--checkpoint-every", "5", "--overwrite", "--seed", "3"]
     ckpt = out / "t" / ".teacher-work" / "checkpoint.pt"
 
     done = interrupt_when(cli("train", *long), lambda _: ckpt.is_file(), signal.SIGINT)
