@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"artifacts compute in float32 either way (default: {AdapterDType.FLOAT16.value}, half the "
                         f"bytes; {AdapterDType.FLOAT32.value} over an act:tensor backbone, where float16 rounding "
                         f"fails parity; {AdapterDType.INT8.value}: LoRA and recovery matrices as int8 codes with one "
-                        "scale per rank component, the head float16, about a quarter of the float32 bytes)")
+                        "scale per rank component, the head float16, about a quarter of the float32 bytes). "
+                        f"Shared mode (ExecuTorch): the adapter inside each task program, {AdapterDType.FLOAT32.value} "
+                        f"(default) or {AdapterDType.INT8.value} (those int8 codes run as XNNPACK int8 linears)")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")
@@ -63,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if Mode(args.mode) not in target.modes:  # refuse before any model is loaded
             raise CaloraError(f"--mode {args.mode}: target {args.target} supports "
                               f"{', '.join(sorted(m.value for m in target.modes))}")
-        if args.adapter_dtype is not None and Mode(args.mode) != Mode.SWAPPABLE:  # would be silently ignored
-            raise ConfigError(f"--adapter-dtype {args.adapter_dtype}: only swappable bundles store adapter files; "
-                              f"{args.mode} programs keep the trained float32 tensors in the graph. Drop the flag, "
-                              "or pass --mode swappable")
+        AdapterDType.check(Mode(args.mode), args.adapter_dtype)  # a dtype the mode cannot store: refused, not ignored
         if not Path(args.runs).is_dir():
             raise CaloraError(f"--runs {args.runs}: no such folder (where calora-train wrote the tasks)")
         # Before minutes of lowering: never over a user's folder, the runs, or an unwritable place.

@@ -21,9 +21,13 @@ def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_lengt
     """Read ``runs_dir/<task>/calora`` for each task. All tasks must share one compressed backbone
     (same source, spec and fingerprint); each model is rebuilt and fingerprint-checked on load.
     `adapter_dtype`: how a swappable bundle stores the adapter files (None: the spec's default,
-    `AdapterDType.default_for`)."""
+    `AdapterDType.default_for`) or a shared one its programs' adapters (None: float32)."""
+    AdapterDType.check(Mode(mode), adapter_dtype)
     job = _load_job(runs_dir, tasks, Mode(mode), max_length)
-    dtype = AdapterDType.default_for(job.spec) if adapter_dtype is None else AdapterDType(adapter_dtype)
+    if adapter_dtype is not None:
+        dtype = AdapterDType(adapter_dtype)
+    else:
+        dtype = AdapterDType.FLOAT32 if job.mode == Mode.SHARED else AdapterDType.default_for(job.spec)
     return dataclasses.replace(job, adapter_dtype=dtype)
 
 

@@ -8,10 +8,14 @@ here). What calora does run is each artifact in its own runtime on Linux: see `m
 from __future__ import annotations
 
 def adapter_dtype_line(manifest: dict) -> str:
-    """One sentence on how the adapter files store their tensors (swappable bundles only)."""
+    """One sentence on how the adapter files (swappable) or task programs (shared) store the task's tensors."""
+    dtype = manifest.get("adapter_dtype", "float32")
+    if manifest["mode"] == "shared":
+        how = ("the trained float32 values" if dtype == "float32" else "int8 codes with one scale per rank component, "
+               "run as XNNPACK int8 linears with dynamic int8 activations, like the backbone's")
+        return f"\n\nEach task program holds its adapter as {how}; nothing to convert in the app."
     if manifest["mode"] != "swappable":
         return ""
-    dtype = manifest.get("adapter_dtype", "float32")
     how = {"onnx": "the backbone's adapter inputs have that dtype and it widens them to float32 itself",
            "executorch": "widen them to float32 once when loading a task; `forward` takes float32",
            "coreml": "each task function stores its adapter matrices so and widens them at load"}

@@ -49,6 +49,28 @@ class AdapterDType(str, enum.Enum):
     INT8 = "int8"
 
     @classmethod
+    def allowed_in(cls, mode: Mode) -> tuple["AdapterDType", ...]:
+        """The dtypes a bundle of `mode` can store its adapters in: any in swappable files; float32
+        or int8 in shared programs (XNNPACK runs float32 or int8 linears; a float16 constant would
+        be widened back to float32 when the program is built); none to choose baked."""
+        return {Mode.SWAPPABLE: tuple(cls), Mode.SHARED: (cls.FLOAT32, cls.INT8)}.get(mode, ())
+
+    @classmethod
+    def check(cls, mode: Mode, requested: "AdapterDType | str | None") -> None:
+        """One clear error, before any model is loaded, for an --adapter-dtype `mode` cannot store."""
+        from calora.train.errors import ConfigError
+
+        if requested is None or cls(requested) in cls.allowed_in(mode):
+            return
+        allowed = cls.allowed_in(mode)
+        if not allowed:
+            raise ConfigError(f"--adapter-dtype {cls(requested).value}: {mode.value} programs keep the trained float32 "
+                              "tensors in the graph. Drop the flag, or pass --mode swappable (adapter files) or --mode "
+                              "shared (ExecuTorch generative programs, float32 or int8)")
+        raise ConfigError(f"--adapter-dtype {cls(requested).value}: {mode.value} programs store the adapter as "
+                          f"{' or '.join(d.value for d in allowed)}")
+
+    @classmethod
     def default_for(cls, spec: Any) -> "AdapterDType":
         """float16, except over a backbone trained for per-tensor int8 activations (`act:tensor`):
         there one int8 step spans a whole example's range, and float16 rounding of the adapter
@@ -95,13 +117,14 @@ class ExportJob:
     smoke_prompts: tuple[tuple[int, ...], ...] = ()
     #: generative jobs: what an app needs to generate (chat template, special ids, max context, sampling)
     generation: dict | None = None
-    #: swappable mode: the dtype of the adapter files (baked artifacts keep the trained float32 values)
+    #: swappable mode: the dtype of the adapter files; shared mode: of the adapter in each task's
+    #: program (baked artifacts keep the trained float32 values)
     adapter_dtype: AdapterDType = AdapterDType.FLOAT16
 
     @property
     def deployed_adapter_dtype(self) -> AdapterDType:
-        """What the task tensors are stored as: `adapter_dtype` in swappable mode, float32 baked."""
-        return self.adapter_dtype if self.mode == Mode.SWAPPABLE else AdapterDType.FLOAT32
+        """What the task tensors are stored as: `adapter_dtype` in swappable and shared mode, float32 baked."""
+        return self.adapter_dtype if self.mode in (Mode.SWAPPABLE, Mode.SHARED) else AdapterDType.FLOAT32
 
 
 @dataclasses.dataclass(frozen=True)

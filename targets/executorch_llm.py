@@ -30,9 +30,8 @@ from calora.export.graph import adapter_tensors, check_same_layout
 
 from . import adapter_codec
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, step
+from .executorch_shared import BACKBONE_DATA, export_shared, external_tag, tag_backbone_constants
 from .generation import smoke as smoke_run
-
-BACKBONE_DATA = "backbone"  # shared mode: the external-data tag, and so the name of executorch/backbone.ptd
 
 
 def metadata(shape: DecoderShape, generation: dict) -> dict:
@@ -73,28 +72,12 @@ def _untie_head(model: nn.Module, trained: nn.Module, spec) -> dict[str, float]:
     return {"lm_head_max_abs": float((w.dequantize().float() - emb.weight.detach().float()).abs().max())}
 
 
-def _tag_backbone_constants(ep, keep: set[str]):
-    """`ep` decomposed, with every constant outside `keep` marked for the external file backbone.ptd.
-
-    XNNPACK reads the tag of each weight it packs from the weight's placeholder
-    (``meta["custom"]["delegate_constant_tag"]``, as ExecuTorch's own LoRA export sets it); the
-    program is decomposed first so the torchao weights are plain placeholders (codes, scales) by
-    then: a tag on a tensor subclass is lost when it is flattened, leaving the weight in the program."""
-    ep = ep.run_decompositions({})
-    sig = ep.graph_signature
-    fqn = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    for node in ep.graph.nodes:
-        if node.op == "placeholder" and node.name in fqn and fqn[node.name] not in keep:
-            node.meta.setdefault("custom", {})["delegate_constant_tag"] = BACKBONE_DATA
-    return ep
-
-
 def lower(module: nn.Module, example: tuple, shape: DecoderShape, meta: dict, n_extra: int = 0,
-          keep: set[str] | None = None) -> tuple[bytes, dict, bytes | None]:
+          keep: frozenset[str] | None = None) -> tuple[bytes, dict, bytes | None]:
     """torch.export with a dynamic prompt length -> XNNPACK -> (.pte bytes with the runner metadata,
-    graph stats, None). `keep` (shared mode): the fully qualified names of the constants that stay in
-    the program (the task's adapter); every other constant goes to the external data returned third,
-    the bytes of backbone.ptd."""
+    graph stats, None). `keep` (shared mode): the module paths of the task's adapter, whose constants
+    stay in the program; every other constant goes to the external data returned third, the bytes of
+    backbone.ptd (`executorch_shared`)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
@@ -112,7 +95,7 @@ def lower(module: nn.Module, example: tuple, shape: DecoderShape, meta: dict, n_
     with torch.no_grad():
         ep = torch.export.export(module.eval(), example, dynamic_shapes=dims, strict=False)
     if keep is not None:
-        ep = _tag_backbone_constants(ep, keep)
+        ep = tag_backbone_constants(ep, keep)
     # Swappable: the adapter linears have non-constant weights (method inputs); XNNPACK takes them only
     # when told to, else they run on portable kernels (as classification measured: 1.56x slower).
     partitioner = XnnpackPartitioner(force_non_static_weights_for_f32_linear=bool(n_extra))
@@ -124,7 +107,7 @@ def lower(module: nn.Module, example: tuple, shape: DecoderShape, meta: dict, n_
     if keep is not None:  # constants left outside the delegates (the int8 embedding table, norms) by name
         sig = edge.exported_program().graph_signature
         fqn = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-        external = lambda node: None if fqn.get(node.name) in keep else BACKBONE_DATA  # noqa: E731
+        external = external_tag(fqn, keep)
     et = edge.to_executorch(ExecutorchBackendConfig(passes=[InitializedMutableBufferPass(["k_cache", "v_cache"])],
                                                     sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
                                                     external_constants=external))
@@ -184,7 +167,7 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
         names: list[str] = []
     elif job.mode == Mode.SHARED:
         names = []
-        files, task_switch = _export_shared(job, sub, out_dir, shape, meta, example, prepared, smoke, notes,
+        files, task_switch = export_shared(job, sub, out_dir, shape, meta, example, prepared, smoke, notes,
                                             runtime_label)
     else:
         names = check_same_layout({t.name: t.model for t in job.tasks})
@@ -232,46 +215,3 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
                         runtime={"name": "executorch", "version": _runtime_version(),
                                  "activations": "int8-dynamic"}, weight_error=weight_error,
                         smoke=smoke, task_switch=task_switch, notes=notes)
-
-
-def _export_shared(job: ExportJob, sub: Path, out_dir: Path, shape: DecoderShape, meta: dict, example: tuple,
-                   prepared, smoke: dict, notes: list[str], runtime_label: str) -> tuple[list[ArtifactFile], str]:
-    """Shared mode: lower each task with its adapter kept in the program and every backbone constant
-    tagged out to one external data file, which must come out byte-identical for every task (it is
-    the one ``backbone.ptd`` they all load)."""
-    from calora.export.graph import adapter_names
-    from calora.train.errors import CaloraError
-
-    from .executorch import _check_delegation, _describe
-    from .executorch_llm_runtime import PteSession
-
-    ptd = sub / f"{BACKBONE_DATA}.ptd"
-    files: list[ArtifactFile] = []
-    backbone: bytes | None = None
-    for task in job.tasks:
-        model, info = prepared(task)
-        keep = {f"body.model.{n}" for n in adapter_names(model)}
-        with step(f"executorch: lowering {task.name}.pte against the shared {ptd.name} ({shape.layers} layers to "
-                  "XNNPACK; minutes on a phone-sized decoder)"):
-            data, stats, weights = lower(StaticCache(model, shape), example, shape, meta, keep=keep)
-        _check_delegation(stats, info, task.name)
-        if backbone is None:
-            backbone = weights
-            ptd.write_bytes(weights)
-        elif weights != backbone:  # the programs name backbone weights by content hash: all must match
-            raise CaloraError(f"shared export: {task.name}'s backbone weights differ from {job.tasks[0].name}'s; the "
-                              "tasks cannot share one backbone.ptd (were they trained on one compressed backbone?)")
-        path = sub / f"{task.name}.pte"
-        path.write_bytes(data)
-        files.append(ArtifactFile.of(out_dir, path, "model", task.name))
-        pte = PteSession(path, ptd)
-        smoke[task.name] = smoke_run(lambda p, n, e, s=pte: s.generate(p, n, e, []), task, job, runtime_label)
-        notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes (graph and adapter; "
-                     f"the backbone's weights are in {ptd.name})")
-    files.insert(0, ArtifactFile.of(out_dir, ptd, "backbone", None))
-    notes.append(f"{ptd.name}: {ptd.stat().st_size} bytes, every backbone weight (XNNPACK's packed-weight sources "
-                 "by content hash, the token embedding), shared by every task's program")
-    return files, ("Shared: one backbone.ptd on the device; each task's small .pte holds its graph and adapter and "
-                   "loads in ExecuTorch's LLM runner with backbone.ptd as its data file (TextLLMRunner data_path, "
-                   "LlmModule dataPath). A task switch loads that task's program (XNNPACK packs the weights at "
-                   "load, as for a baked model); decoding then runs at baked speed.")

@@ -81,7 +81,9 @@ class ExecuTorchRunner:
     def _shared_findings(self, programs: dict) -> list[Finding]:
         """Each task program's own weights (named data and constants) against backbone.ptd's: the
         backbone's live only in the shared file, so a program holds no more than its adapter's
-        float32 bytes (and none of the shared file's tensors)."""
+        bytes in the manifest's adapter dtype (and none of the shared file's tensors). int8 counts 3
+        bytes a parameter: 1 per code, and an up-projection's unit row scales (XNNPACK's int8 linears
+        take one float32 scale per output row) add 4 / rank per parameter, at most 2 from rank 2."""
         from executorch.exir._serialize._program import deserialize_pte_binary
         from executorch.extension.flat_tensor.serialize.serialize import _deserialize_to_flat_tensor
 
@@ -94,12 +96,14 @@ class ExecuTorchRunner:
             own = dict(stored.pte_data) if stored is not None else {}
             size = sum(len(stored.buffers[e.buffer_index]) for e in own.values()) + \
                 sum(len(b.storage) for b in pte.program.constant_buffer)
-            adapter = 4 * next(t for t in self.manifest["tasks"] if t["name"] == task)["adapter_parameters"]
+            dtype = self.manifest.get("adapter_dtype", "float32")
+            adapter = {"float32": 4, "float16": 2, "int8": 3}[dtype] * \
+                next(t for t in self.manifest["tasks"] if t["name"] == task)["adapter_parameters"]
             both = set(own) & shared
             # the slack: alignment padding and the few small constants (masks, rotary tables) kept inline
             ok = not both and size <= 1.1 * adapter + 65536
             out.append(Finding(Stage.STRUCTURE, f"{path.name}: backbone weights only in {self.data.name}", ok,
-                               f"the program's own weights: {size} bytes against its adapter's {adapter} float32 "
+                               f"the program's own weights: {size} bytes against its adapter's {adapter} {dtype} "
                                f"bytes; {len(both)} of its {len(own)} named tensors also in {self.data.name}", task))
         return out
 

@@ -240,11 +240,15 @@ def gen_runs(tiny_chat, gen_csv, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gen_runs_1layer(gen_csv, tmp_path_factory) -> Path:
+def tiny_chat_1layer(tmp_path_factory) -> str:
+    return make_tiny_chat(tmp_path_factory.mktemp("tiny-chat-1layer"), layers=1)
+
+
+@pytest.fixture(scope="session")
+def gen_runs_1layer(tiny_chat_1layer, gen_csv, tmp_path_factory) -> Path:
     """`gen_runs` on a 1-layer tiny chat model, for the ExecuTorch generative exports only: lowering
     to XNNPACK takes 25 s per program there against 42 s at 2 layers, and the default suite lowers
     four such programs. The per-layer cache buffers stay covered on 2 layers in PyTorch
     (test_static_cache_decodes_like_the_full_forward_on_every_layer) and by the ONNX and Core ML
     exports; the 30-layer SmolLM2 programs are validated in the benchmarks."""
-    chat = make_tiny_chat(tmp_path_factory.mktemp("tiny-chat-1layer"), layers=1)
-    return train_gen_runs(chat, gen_csv, tmp_path_factory.mktemp("gen-runs-1layer") / "runs")
+    return train_gen_runs(tiny_chat_1layer, gen_csv, tmp_path_factory.mktemp("gen-runs-1layer") / "runs")

@@ -148,11 +148,45 @@ def test_executorch_shared_bundle_runs_each_task_on_one_backbone_data_file(gen_b
         assert f.ok, f.detail
     text, ran = runner.stock_generate("gen_b", job.tokenizer.decode(prompts[0]), 4)
     assert text is not None and "data_path backbone.ptd" in ran, ran
-    # Shared programs hold the trained float32 adapter: there is no adapter file to store otherwise.
+    assert manifest["adapter_dtype"] == "float32"  # shared programs keep the trained values unless told int8
+    # XNNPACK runs float32 or int8 linears: a float16 adapter is refused, not silently widened back.
     assert export_main(["--target", "executorch", "--mode", "shared", "--task", "gen_a",
                         "--runs", str(gen_target_runs("executorch")), "--out", str(tmp_path / "x"),
-                        "--adapter-dtype", "int8"]) == 2
-    assert "--adapter-dtype int8" in capsys.readouterr().err and not (tmp_path / "x").exists()
+                        "--adapter-dtype", "float16"]) == 2
+    err = capsys.readouterr().err
+    assert "--adapter-dtype float16" in err and "float32 or int8" in err and not (tmp_path / "x").exists()
+
+
+def test_executorch_shared_int8_adapter_runs_as_int8_linears(tiny_chat_1layer, gen_csv, tmp_path):
+    """`--mode shared --adapter-dtype int8`: the task program holds the adapter's int8 codes (the
+    swappable int8 files' grid), at most half its float32 bytes, still none of backbone.ptd's
+    weights, and generates the task's tokens. A task with LoRA on q_proj and recovery on two
+    layers keeps this lowering short (each int8 linear adds about a second)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    from calora.export.cli import main as export_main
+    from calora.train.cli import main as train_main
+
+    from conftest import GEN_TRAIN
+
+    runs, out = tmp_path / "runs", tmp_path / "bundle"
+    args = GEN_TRAIN[:GEN_TRAIN.index("--lora-targets")] + ["--lora-targets", "q_proj"] + \
+        GEN_TRAIN[GEN_TRAIN.index("--lr"):]
+    assert train_main(["--backbone", tiny_chat_1layer, "--task", "gen_c", "--data", gen_csv, "--prompt-column",
+                       "review", "--response-column", "answer", "--out", str(runs), "--compression",
+                       "int4:g32+emb:int8", "--recovery-targets", "o_proj", "down_proj", *args]) == 0
+    assert export_main(["--target", "executorch", "--mode", "shared", "--adapter-dtype", "int8", "--task", "gen_c",
+                        "--runs", str(runs), "--out", str(out)]) == 0
+    runner, manifest = _runner(out)
+    assert manifest["adapter_dtype"] == "int8" and manifest["weight_error"]["adapter_max_abs"] > 0
+    task = manifest["tasks"][0]
+    assert task["smoke"]["identical_generations"] == 1.0, task["smoke"]
+    pte = deserialize_pte_binary((out / "executorch" / "gen_c.pte").read_bytes())
+    own = sum(len(pte.named_data.buffers[e.buffer_index]) for e in dict(pte.named_data.pte_data).values())
+    assert 0 < own <= 2 * task["adapter_parameters"], (own, task["adapter_parameters"])
+    found = {f.name: f for f in runner.findings()}
+    assert found["gen_c.pte: backbone weights only in backbone.ptd"].ok
+    assert "int8 linears" in " ".join(manifest["notes"])
 
 
 def test_load_benchmark_opens_each_executorch_layout(gen_bundle, tmp_path):
