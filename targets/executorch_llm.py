@@ -30,7 +30,7 @@ from calora.export.graph import adapter_tensors, check_same_layout
 
 from . import adapter_codec
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, step
-from .executorch_shared import BACKBONE_DATA, export_shared, external_tag, tag_backbone_constants
+from .executorch_shared import BACKBONE_DATA, export_shared, external_tag, int8_linear, tag_backbone_constants
 from .generation import smoke as smoke_run
 
 
@@ -60,15 +60,8 @@ def _untie_head(model: nn.Module, trained: nn.Module, spec) -> dict[str, float]:
         model.config.tie_word_embeddings = False
     if emb is None:
         return {}
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerAxis
-
-    quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)),
-              filter_fn=lambda mod, fqn: fqn == "lm_head")
+    model.lm_head = int8_linear(emb.codes.detach(), emb.scale.detach())
     w = model.lm_head.weight
-    w.qdata = emb.codes.detach().clone().to(torch.int8).contiguous()
-    w.scale = emb.scale.detach().clone().to(w.scale.dtype).reshape(w.scale.shape).contiguous()
-    w.zero_point = torch.zeros_like(w.zero_point)
     return {"lm_head_max_abs": float((w.dequantize().float() - emb.weight.detach().float()).abs().max())}
 
 

@@ -75,15 +75,16 @@ class _PreScale(nn.Module):
         return x * self.scale
 
 
-def _int8_linear(codes: torch.Tensor, scale: torch.Tensor) -> nn.Module:
+def int8_linear(codes: torch.Tensor, scale: torch.Tensor) -> nn.Linear:
     """An int8-weight, dynamic-int8-activation linear (XNNPACK 8da8w) computing codes * scale
-    per output row, with those exact codes (`scale`: [out, 1])."""
+    per output row, with those exact codes (`scale`: one per row, any shape of that size): the
+    adapter matrices of int8 shared programs, and the LM head over the tied int8 embedding table."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis
 
     lin = nn.Sequential(nn.Linear(codes.shape[1], codes.shape[0], bias=False))
     with torch.no_grad():
-        lin[0].weight.copy_(codes.float() * scale)
+        lin[0].weight.copy_(codes.float() * scale.reshape(-1, 1))
     quantize_(lin, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)))
     w = lin[0].weight
     w.qdata = codes.clone().to(torch.int8).contiguous()
@@ -108,9 +109,9 @@ def int8_adapter(model: nn.Module, names: list[str]) -> None:
         if getattr(owner, attr).bias is not None:
             raise RuntimeError(f"{name}: adapter matrices have no bias")
         if dim == 0:  # [rank, in]: one scale per output row
-            new: nn.Module = _int8_linear(codes, scale)
+            new: nn.Module = int8_linear(codes, scale)
         else:  # [out, rank]: one scale per input column
-            new = nn.Sequential(_PreScale(scale), _int8_linear(codes, torch.ones(codes.shape[0], 1)))
+            new = nn.Sequential(_PreScale(scale), int8_linear(codes, torch.ones(codes.shape[0], 1)))
         setattr(owner, attr, new)
 
 
