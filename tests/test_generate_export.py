@@ -187,6 +187,17 @@ def test_executorch_shared_int8_adapter_runs_as_int8_linears(tiny_chat_1layer, g
     found = {f.name: f for f in runner.findings()}
     assert found["gen_c.pte: backbone weights only in backbone.ptd"].ok
     assert "int8 linears" in " ".join(manifest["notes"])
+    # ExecuTorch's own LLM runner loads the int8 program with backbone.ptd and generates calora's greedy text
+    from calora.export.job import load_job
+
+    job = load_job(runs, ["gen_c"], "shared", adapter_dtype="int8")
+    prompt = list(job.smoke_prompts[0])
+    text, ran = runner.stock_generate("gen_c", job.tokenizer.decode(prompt), 4)
+    eos = manifest["generation"]["special_tokens"]["eos"]
+    want = job.tokenizer.decode(greedy(job.tasks[0].model, [prompt], 4, eos, eos, show=False)[0],
+                                skip_special_tokens=True)
+    assert "data_path backbone.ptd" in ran and text is not None  # the runner stops after printing EOS, as validation reads it
+    assert text.split(job.tokenizer.decode([eos]))[0].strip() == want.strip() != "", (text, want)
 
 
 def test_load_benchmark_opens_each_executorch_layout(gen_bundle, tmp_path):
