@@ -72,7 +72,7 @@ def _rotate(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-class _Decoder(nn.Module):
+class DecoderBody(nn.Module):
     """The shared body: embeddings -> layers (attention over a given key/value history) -> logits."""
 
     def __init__(self, model: nn.Module, shape: DecoderShape, shared_kv: bool = False) -> None:
@@ -150,7 +150,7 @@ class GrowingCache(nn.Module):
 
     def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
         super().__init__()
-        self.body = _Decoder(model, shape)
+        self.body = DecoderBody(model, shape)
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         s = input_ids.shape[1]
@@ -183,7 +183,7 @@ class StaticCache(nn.Module):
 
     def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
         super().__init__()
-        self.body = _Decoder(model, shape, shared_kv=True)
+        self.body = DecoderBody(model, shape, shared_kv=True)
         cache = (1, shape.kv_heads, shape.max_context, shape.head_dim)
         for i in range(shape.layers):
             self.register_buffer(f"k_cache_{i}", torch.zeros(cache), persistent=False)
@@ -217,7 +217,7 @@ class StateCache(nn.Module):
 
     def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
         super().__init__()
-        self.body = _Decoder(model, shape)
+        self.body = DecoderBody(model, shape)
         cache = (shape.layers, 1, shape.kv_heads, shape.max_context, shape.head_dim)
         self.register_buffer("k_cache", torch.zeros(cache, dtype=torch.float16), persistent=False)
         self.register_buffer("v_cache", torch.zeros(cache, dtype=torch.float16), persistent=False)

@@ -145,6 +145,10 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         notes.append("The tied int8 token embedding table is stored once as the trained codes: the lookup "
                      "dequantizes the gathered rows, the LM head is an 8-bit MatMulNBits over the same bytes with "
                      "accuracy_level 4 (int8 activations for the head only: 5.7x faster decoding on 2 x86 cores).")
+    notes.append("Attention and norms are ONNX Runtime's fused contrib ops, as onnxruntime-genai's builder writes "
+                 "Llama graphs: GroupQueryAttention (rotary embedding and cache append inside; positions from the "
+                 "attention mask) and SkipSimplifiedLayerNormalization; the projections, MLP and adapter "
+                 "branches are the trained modules' own ops.")
     notes.append("KV cache: growing (present = past + this step's keys/values, past_present_share_buffer "
                  f"false); maximum context {shape.max_context} tokens. genai_config.json names model.ort; "
                  "model.onnx is the same graph for desktop ONNX Runtime (set \"filename\" to use it).")

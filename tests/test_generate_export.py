@@ -5,11 +5,13 @@ calora-validate passes them and fails a broken KV cache."""
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -230,6 +232,17 @@ def test_onnx_bundle_is_an_onnxruntime_genai_model_folder(gen_bundle):
     for t in manifest["tasks"]:
         assert t["smoke"]["reference"] == "trained weights, float activations, int8-block64 LM head input"
         assert t["smoke"]["identical_generations"] == 1.0, t["smoke"]
+    # The graph is written with ONNX Runtime's fused ops, as onnxruntime-genai's builder writes it.
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    layers = cfg["model"]["decoder"]["num_hidden_layers"]
+    assert ops["GroupQueryAttention"] == layers and ops["SkipSimplifiedLayerNormalization"] == 2 * layers
+    assert not ops["Softmax"] and not ops["ReduceMean"], ops
+    # The body's MatMulNBits keep float activations (a prefill and token-by-token decoding agree:
+    # onnx_graph_gen.quantize); only the tied 8-bit head runs int8 ones.
+    levels = collections.Counter(next((a.i for a in n.attribute if a.name == "accuracy_level"), 0)
+                                 for n in graph.node if n.op_type == "MatMulNBits")
+    assert levels == {0: 7 * layers, 4: 1}, levels
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
     prompt = list(job.smoke_prompts[0])
@@ -283,17 +296,17 @@ def test_validate_passes_generative_bundles_and_reports_generation(gen_bundle, g
 def test_a_broken_kv_cache_fails_validation(gen_runs, gen_bundle, tmp_path, monkeypatch, capsys):
     """The growing cache hands back its past one position short (an off-by-one in the cache): the
     full prefill is still right, so only cached decoding is wrong, and calora-validate must say so."""
-    from calora.export import decoder
     from calora.export.bundle import export_bundle
     from calora.export.job import load_job
+    from calora.targets.onnx_fused import FusedGrowingCache
     from calora.validate.cli import main
 
-    class OffByOne(decoder.GrowingCache):
+    class OffByOne(FusedGrowingCache):
         def forward(self, input_ids, attention_mask, position_ids, *past):
             out = super().forward(input_ids, attention_mask, position_ids, *past)
             return (out[0], *[torch.cat([p[:, :, :1], p[:, :, :-1]], dim=2) for p in out[1:]])
 
-    monkeypatch.setattr("calora.targets.onnx_graph_gen.GrowingCache", OffByOne)
+    monkeypatch.setattr("calora.targets.onnx_graph_gen.FusedGrowingCache", OffByOne)
     broken = tmp_path / "broken"
     export_bundle(load_job(gen_runs, ["gen_a"], "baked"), "onnx", broken, ["--target", "onnx"])
     monkeypatch.undo()
@@ -343,7 +356,7 @@ def test_shared_kv_attention_equals_repeated_heads():
     the repeated-heads attention the other targets compute, for prefill and a one-token step."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from calora.export.decoder import _Decoder, decoder_shape
+    from calora.export.decoder import DecoderBody, decoder_shape
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=96, num_hidden_layers=1, num_attention_heads=6,
@@ -355,11 +368,11 @@ def test_shared_kv_attention_equals_repeated_heads():
         k, v = torch.randn(2, 1, 2, 9, shape.head_dim).unbind(0)
         bias = torch.randn(1, 1, s, 9)
         with torch.no_grad():
-            ref = _Decoder(model, shape).attend(attn, q, k, v, bias)
-            got = _Decoder(model, shape, shared_kv=True).attend(attn, q, k, v, bias)
+            ref = DecoderBody(model, shape).attend(attn, q, k, v, bias)
+            got = DecoderBody(model, shape, shared_kv=True).attend(attn, q, k, v, bias)
         assert torch.allclose(got, ref, atol=1e-6), (s, float((got - ref).abs().max()))
     with torch.no_grad():  # a head-order mistake would not be equal: the check can fail
-        wrong = _Decoder(model, shape).attend(attn, q, k.flip(1), v.flip(1), bias)
+        wrong = DecoderBody(model, shape).attend(attn, q, k.flip(1), v.flip(1), bias)
     assert not torch.allclose(got, wrong, atol=1e-3)
 
 
@@ -394,3 +407,51 @@ def test_static_cache_decodes_like_the_full_forward_on_every_layer(gen_runs):
         assert all(k.abs().sum() > 0 for k in keys) and not torch.equal(keys[0], keys[1])
         assert getattr(cache, "v_cache_1")[:, :, n:].abs().sum() == 0  # nothing written past the tokens
         torch.testing.assert_close(conversation(), first, atol=0, rtol=0)
+
+
+def test_fused_onnx_decoder_computes_what_the_op_by_op_decoder_computes(gen_runs):
+    """The graph written with GroupQueryAttention and SkipSimplifiedLayerNormalization (what the
+    bundles ship) gives, in ONNX Runtime, the logits and caches of the op-by-op GrowingCache run in
+    PyTorch: a prefill, a continued prefill of 3 tokens over that cache, and a 1-token decode, on the
+    trained task with its LoRA and recovery branches (float weights: no quantizer in between)."""
+    import onnxruntime as ort
+
+    from calora.export.decoder import GrowingCache, decoder_shape, empty_past
+    from calora.export.graph import deployable
+    from calora.targets.onnx_graph_gen import export_graph, io_names
+    from calora.train.artifacts import load_student
+
+    model = deployable(load_student(gen_runs / "gen_a" / "calora")[0])
+    shape = decoder_shape(model, 64)
+    proto = export_graph(model, shape, fused=True)
+    assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization"} <= {n.op_type for n in proto.graph.node}
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    reference = GrowingCache(model, shape).eval()
+    names = io_names(shape)[0]
+    past, total = empty_past(shape), 0
+    for ids in ([3, 17, 5, 9, 40, 11, 8], [21, 6, 30], [12]):
+        new = torch.tensor([ids])
+        total += len(ids)
+        args = (new, torch.ones(1, total, dtype=torch.long), torch.arange(total - len(ids), total).unsqueeze(0), *past)
+        with torch.no_grad():
+            want = [t.numpy() for t in reference(*args)]
+        got = session.run(None, {n: a.numpy() for n, a in zip(names, args)})
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, atol=1e-4)
+        past = [torch.from_numpy(g) for g in got[1:]]
+
+
+def test_decode_profile_counts_the_fused_graphs_kernels(gen_bundle, tmp_path):
+    """`benchmarks.ort_profile --decode` runs one decode step of a bundle's graph under ONNX
+    Runtime's profiler and writes the kernel time per op type: one GroupQueryAttention per layer."""
+    from benchmarks.ort_profile import main
+
+    bundle, _ = gen_bundle("onnx", "baked")
+    out = tmp_path / "profile.json"
+    assert main([str(bundle / "onnx" / "gen_a" / "model.onnx"), "--decode", "6", "--runs", "3", "--warmup", "1",
+                 "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    ops = {r["op"]: r for r in record["ops"]}
+    assert ops["GroupQueryAttention"]["nodes"] == 2 and ops["SkipSimplifiedLayerNormalization"]["nodes"] == 4
+    assert record["kernel_ms_per_run"] > 0 and record["decode_past"] == 6 and "command" in record
+    assert abs(sum(r["share"] for r in record["ops"]) - 1) < 1e-6
