@@ -24,8 +24,9 @@ onnxruntime-genai's Llama contract.
 from __future__ import annotations
 
 import torch
-from calora.export.decoder import DecoderBody, DecoderShape
 from torch import nn
+
+from calora.export.decoder import DecoderBody, DecoderShape
 
 #: com.microsoft contrib ops the fused graph uses (ONNX Runtime CPU EP, also in ORT Mobile builds).
 GQA = "com.microsoft::GroupQueryAttention"
