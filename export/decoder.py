@@ -104,21 +104,28 @@ class DecoderBody(nn.Module):
                bias: torch.Tensor) -> torch.Tensor:
         """Softmax attention of q [B,H,S,D] over k, v [B,KV,T,D] with an additive bias [B,1,S,T].
         Query head h reads key/value head h // groups (grouped-query attention). With `shared_kv`
-        member i of every group (heads i, i + groups, ...) attends over k and v as they are, the
-        same dot products without repeating k and v per head: that repeat copies the whole cache
-        `groups` times per layer and step, which ExecuTorch runs as portable expand_copy kernels
-        over max_context positions. The repeat stays for the other targets (validated as they are)."""
+        the `groups` query heads of each key/value head attend as one batch of groups x S rows
+        over k and v as they are: two 3-D batched products per layer, the same dot products
+        without repeating k and v per head. That repeat copies the whole cache `groups` times per
+        layer and step, and 4-D matmuls broadcast their operands, which ExecuTorch runs as
+        portable expand_copy kernels over max_context positions (12 per layer for SmolLM2 when
+        each group member attended separately). The repeat stays for the other targets
+        (validated as they are)."""
         # Head counts from the config, not q.shape: traced (Core ML) they must stay Python ints.
         h, d = self.shape.heads, self.shape.head_dim
-        groups = h // self.shape.kv_heads
+        kv = self.shape.kv_heads
+        groups = h // kv
         if self.shared_kv and groups > 1:
-            outs = []
-            for i in range(groups):
-                scores = torch.matmul(q[:, i::groups], k.transpose(-1, -2)) * self.scale + bias
-                outs.append(torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v))
-            # [B,KV,S,D] per member -> [B,KV,groups,S,D], whose head order is kv * groups + i
-            b, _, s, _ = outs[0].shape
-            out = torch.stack(outs, dim=2).view(b, h, s, d)
+            # Heads kv * groups .. kv * groups + groups - 1 share key/value head kv: as rows of one batch.
+            b, _, s, _ = q.shape
+            t = k.shape[2]
+            scores = torch.bmm(q.contiguous().view(b * kv, groups * s, d), k.reshape(b * kv, t, d).transpose(1, 2))
+            scores = scores.view(b, kv, groups, s, t) * self.scale + bias.unsqueeze(2)
+            probs = torch.softmax(scores.float(), dim=-1).to(q.dtype).view(b * kv, groups * s, t)
+            out = torch.bmm(probs, v.reshape(b * kv, t, d))  # [B*KV, groups*S, D], rows (head, position)
+            # -> [B, S, KV, groups, D] = [B, S, H, D]: a 5-D permute; a 4-D view of the merged rows makes
+            # torch.export guard on strides it cannot prove for a dynamic prompt length.
+            return attn.o_proj(out.view(b, kv, groups, s, d).permute(0, 3, 1, 2, 4).reshape(b, s, h * d))
         else:
             if groups > 1:
                 k = k.repeat_interleave(groups, dim=1)
