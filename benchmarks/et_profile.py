@@ -2,8 +2,8 @@
 
     python -m benchmarks.et_profile BUNDLE --task movie_dialog --decode-steps 8 --out profile.json
 
-Runs the bundle's program (a swappable backbone.pte with the task's adapter file, or the task's
-baked .pte) as the LLM runner drives it: one prefill of a `--prompt-tokens` prompt, then
+Runs the bundle's program (a swappable backbone.pte with the task's adapter file, the task's
+baked .pte, or its shared-mode .pte with backbone.ptd) as the LLM runner drives it: one prefill of a `--prompt-tokens` prompt, then
 `--decode-steps` one-token calls through the KV cache, with ExecuTorch's event tracer on. Prints
 and writes the top events: portable kernels (`native_call_*`), XNNPACK's own operators (inside
 `DELEGATE_CALL`) and `Method::execute`, the whole call; their share is of `Method::execute`.
@@ -21,16 +21,21 @@ from pathlib import Path
 from benchmarks.common import provenance, write_results
 
 
-def _program(bundle: Path, manifest: dict, task: str) -> tuple[Path, Path | None]:
-    """(the .pte, the adapter file or None) of `task` in an ExecuTorch bundle."""
+def _program(bundle: Path, manifest: dict, task: str) -> tuple[Path, Path | None, Path | None]:
+    """(the .pte, the adapter file or None, the backbone data file or None) of `task` in an
+    ExecuTorch bundle."""
     entry = next((t for t in manifest["tasks"] if t["name"] == task), None)
     if entry is None:
         raise SystemExit(f"--task {task}: not in {bundle} (tasks: {', '.join(t['name'] for t in manifest['tasks'])})")
     if manifest["mode"] == "swappable":
         backbone = next(f for f in manifest["backbone"]["files"] if f["path"].endswith(".pte"))
         adapter = next(f for f in entry["files"] if f["role"] == "adapter")
-        return bundle / backbone["path"], bundle / adapter["path"]
-    return bundle / next(f for f in entry["files"] if f["path"].endswith(".pte"))["path"], None
+        return bundle / backbone["path"], bundle / adapter["path"], None
+    program = bundle / next(f for f in entry["files"] if f["path"].endswith(".pte"))["path"]
+    if manifest["mode"] == "shared":  # the task's program reads every backbone weight from backbone.ptd
+        data = next(f for f in manifest["backbone"]["files"] if f["path"].endswith(".ptd"))
+        return program, None, bundle / data["path"]
+    return program, None, None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from calora.targets.executorch import read_adapter
 
     manifest = read_manifest(args.bundle)
-    pte, adapter = _program(args.bundle, manifest, args.task)
+    pte, adapter, data = _program(args.bundle, manifest, args.task)
     extra = read_adapter(adapter) if adapter is not None else []
-    module = portable_lib._load_for_executorch(str(pte), enable_etdump=True)
+    module = portable_lib._load_for_executorch(str(pte), data_path=str(data) if data else None, enable_etdump=True)
     prompt = list(range(100, 100 + args.prompt_tokens))  # timing only: any in-vocabulary ids
 
     def call(tokens: list[int], pos: int) -> float:
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "share_of_execute": round(ms / whole, 4), "count": count[name]}
            for name, ms in total_ms.most_common(args.top)]
     record = {**provenance("benchmarks.et_profile", argv), "program": str(pte), "adapter": str(adapter or ""),
+              "data": str(data or ""),
               "prompt_tokens": args.prompt_tokens, "decode_steps": args.decode_steps,
               "prefill_ms": round(prefill_s * 1e3, 1), "decode_ms_median": round(statistics.median(decode_s) * 1e3, 1),
               "events": top}

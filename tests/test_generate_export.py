@@ -455,3 +455,19 @@ def test_decode_profile_counts_the_fused_graphs_kernels(gen_bundle, tmp_path):
     assert ops["GroupQueryAttention"]["nodes"] == 2 and ops["SkipSimplifiedLayerNormalization"]["nodes"] == 4
     assert record["kernel_ms_per_run"] > 0 and record["decode_past"] == 6 and "command" in record
     assert abs(sum(r["share"] for r in record["ops"]) - 1) < 1e-6
+
+
+def test_executorch_shared_program_profiles_without_cache_broadcasts(gen_bundle, tmp_path):
+    """`benchmarks.et_profile` runs a shared-mode program with its backbone.ptd under ExecuTorch's
+    event tracer; grouped-query attention runs as batched products over the cache as it is, so no
+    portable expand_copy (a copy of the whole cache per head group) runs in a step."""
+    from benchmarks.et_profile import main
+
+    bundle, _ = gen_bundle("executorch", "shared")
+    out = tmp_path / "et.json"
+    assert main([str(bundle), "--task", "gen_a", "--prompt-tokens", "5", "--decode-steps", "2", "--top", "200",
+                 "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    events = {e["event"] for e in record["events"]}
+    assert record["data"].endswith("backbone.ptd") and "DELEGATE_CALL" in events, sorted(events)[:20]
+    assert not any("expand_copy" in e for e in events), sorted(events)
