@@ -3,10 +3,11 @@
     python -m benchmarks.et_profile BUNDLE --task movie_dialog --decode-steps 8 --out profile.json
 
 Runs the bundle's program (a swappable backbone.pte with the task's adapter file, the task's
-baked .pte, or its shared-mode .pte with backbone.ptd) as the LLM runner drives it: one prefill of a `--prompt-tokens` prompt, then
-`--decode-steps` one-token calls through the KV cache, with ExecuTorch's event tracer on. Prints
-and writes the top events: portable kernels (`native_call_*`), XNNPACK's own operators (inside
-`DELEGATE_CALL`) and `Method::execute`, the whole call; their share is of `Method::execute`.
+baked .pte, or its shared-mode .pte with backbone.ptd) as the LLM runner drives it: one prefill
+of a `--prompt-tokens` prompt, then `--decode-steps` one-token calls through the KV cache, with
+ExecuTorch's event tracer on. Prints and writes the top events: portable kernels
+(`native_call_*`), XNNPACK's own operators (inside `DELEGATE_CALL`) and `Method::execute`, the
+whole call; their share is of `Method::execute`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def _program(bundle: Path, manifest: dict, task: str) -> tuple[Path, Path | None
         return bundle / backbone["path"], bundle / adapter["path"], None
     program = bundle / next(f for f in entry["files"] if f["path"].endswith(".pte"))["path"]
     if manifest["mode"] == "shared":  # the task's program reads every backbone weight from backbone.ptd
-        data = next(f for f in manifest["backbone"]["files"] if f["path"].endswith(".ptd"))
+        data = next((f for f in manifest["backbone"]["files"] if f["path"].endswith(".ptd")), None)
+        if data is None:
+            raise SystemExit(f"{bundle}/manifest.json: a shared bundle without its backbone .ptd data file")
         return program, None, bundle / data["path"]
     return program, None, None
 

@@ -14,7 +14,9 @@ steps around a key/value cache, in one of two shapes:
 The attention is written out here (not transformers' cache classes) so each runtime sees plain
 tensor ops it can lower; the projections, norms, rotary embedding and MLP are the model's own
 modules, so LoRA and recovery run exactly as trained. `Swappable` variants take the task's adapter
-tensors as extra inputs, so one backbone graph serves every task.
+tensors as extra inputs, so one backbone graph serves every task. The ONNX target exports the
+growing contract with ONNX Runtime's fused attention and norm ops instead
+(`calora.targets.onnx_fused`); `GrowingCache` is its PyTorch reference.
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ _NEG = -1e9  # finite: a fully masked row (left padding) stays NaN-free in every
 
 
 class GrowingCache(nn.Module):
-    """onnxruntime-genai's decoder contract; see the module docstring."""
+    """onnxruntime-genai's decoder contract; see the module docstring. Run in PyTorch, it is the
+    reference of the fused graph the ONNX target exports (`calora.targets.onnx_fused`)."""
 
     def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
         super().__init__()

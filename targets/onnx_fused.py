@@ -3,10 +3,10 @@ own model builder writes Llama graphs: one ``GroupQueryAttention`` per layer (ro
 cache append, grouped-query softmax attention) and ``SkipSimplifiedLayerNormalization`` for every
 residual add + RMSNorm pair.
 
-Why: a decode step of SmolLM2-135M exported op by op is ~2,400 nodes (rotary, repeat, transpose,
-concat and softmax per layer; Pow/ReduceMean/Sqrt/Reciprocal/Mul per norm), and on 2 x86 cores
-ONNX Runtime spent about a third of the step in those small kernels and their dispatch
-(`benchmarks.ort_profile`, 2026-12-06). The projections, MLP and LoRA/recovery branches are still
+Why: a decode step of SmolLM2-135M exported op by op ran 2,769 nodes (rotary, repeat, transpose,
+concat and softmax per layer; Pow/ReduceMean/Sqrt/Reciprocal/Mul per norm); written this way it
+runs 1,394, and decodes 1.04-1.07x faster on 2 x86 cores (`benchmarks.ort_profile --decode`,
+`benchmarks.gen_decode`, 2026-12-06; docs/RESULTS.md section 5). The projections, MLP and LoRA/recovery branches are still
 the model's own modules, so the adapters run exactly as trained and stay swappable.
 
 The contrib ops are placed with `torch.onnx.ops.symbolic`, which only means something in the
@@ -35,7 +35,9 @@ NORM = "SimplifiedLayerNormalization"  # ONNX Runtime registers it in the defaul
 
 
 def _epsilon(norm: nn.Module) -> float:
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", None)
+    eps = getattr(norm, "variance_epsilon", None)
+    if eps is None:
+        eps = getattr(norm, "eps", None)
     if eps is None:
         raise TypeError(f"{type(norm).__name__} has no epsilon: not an RMSNorm")
     return float(eps)

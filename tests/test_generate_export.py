@@ -423,7 +423,7 @@ def test_fused_onnx_decoder_computes_what_the_op_by_op_decoder_computes(gen_runs
 
     model = deployable(load_student(gen_runs / "gen_a" / "calora")[0])
     shape = decoder_shape(model, 64)
-    proto = export_graph(model, shape, fused=True)
+    proto = export_graph(model, shape)
     assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization"} <= {n.op_type for n in proto.graph.node}
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     reference = GrowingCache(model, shape).eval()
