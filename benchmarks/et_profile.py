@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     from executorch.devtools import Inspector
     from executorch.extension.pybindings import portable_lib
 
+    from calora.export.decoder import load_llm_kernels
     from calora.export.manifest import read_manifest
     from calora.targets.executorch import read_adapter
 
+    load_llm_kernels()  # the programs' cache and attention kernels
     manifest = read_manifest(args.bundle)
     pte, adapter, data = _program(args.bundle, manifest, args.task)
     extra = read_adapter(adapter) if adapter is not None else []

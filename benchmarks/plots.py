@@ -114,8 +114,9 @@ def latency(path: Path, out: Path) -> Path:
 def decode(path: Path, out: Path) -> Path:
     record = json.loads(path.read_text())
     rows = record["rows"]
-    plt, fig, ax = _figure()
     names = [f"{r.get('bundle', r['runtime'])}: {r['variant']}" for r in rows][::-1]
+    longest = max(len(n) for n in names)
+    plt, fig, ax = _figure(width=max(8.0, 4.0 + 0.075 * longest))  # room for the bundle paths
     ax.barh(names, [r["decode_tokens_per_s"] for r in rows][::-1], color="#8172b3")
     for i, r in enumerate(rows[::-1]):
         ppl = f"  (perplexity {r['perplexity']:.1f})" if "perplexity" in r else ""
@@ -124,7 +125,7 @@ def decode(path: Path, out: Path) -> Path:
     ax.set_xlabel(f"decode tokens/s (median, batch 1, greedy, {record['new_tokens']} new tokens)")
     ax.set_title(f"{record['task']}: generation speed per runtime", fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
-    fig.subplots_adjust(left=0.4, bottom=0.26)
+    fig.subplots_adjust(left=min(0.6, 0.075 * longest / fig.get_figwidth() + 0.03), bottom=0.26)
     _footer(fig, record)
     dest = out / f"{path.stem}.png"
     fig.savefig(dest, dpi=130)

@@ -7,9 +7,9 @@ steps around a key/value cache, in one of two shapes:
 - `CacheStyle.GROWING` (onnxruntime-genai): ``forward(input_ids [B,S], attention_mask [B,P+S],
   position_ids [B,S], past.0.key, past.0.value, ...) -> (logits [B,S,V], present.0.key, ...)``
   where each present is the past with this step's keys appended ([B, kv_heads, P+S, head_dim]).
-- `CacheStyle.STATIC` (ExecuTorch's LLM runner, Core ML state): ``forward(tokens [1,S],
-  input_pos [1]) -> logits [1,S,V]`` with the cache held in mutable buffers of a fixed maximum
-  context, written in place at ``input_pos``.
+- `CacheStyle.STATIC` (ExecuTorch's LLM runner): ``forward(tokens [1,S], input_pos [1]) ->
+  logits [1,S,V]`` with the cache held in mutable buffers of a fixed maximum context, written in
+  place at ``input_pos`` by ExecuTorch's LLM cache and attention kernels.
 
 The attention is written out here (not transformers' cache classes) so each runtime sees plain
 tensor ops it can lower; the projections, norms, rotary embedding and MLP are the model's own
@@ -77,11 +77,10 @@ def _rotate(x: torch.Tensor) -> torch.Tensor:
 class DecoderBody(nn.Module):
     """The shared body: embeddings -> layers (attention over a given key/value history) -> logits."""
 
-    def __init__(self, model: nn.Module, shape: DecoderShape, shared_kv: bool = False) -> None:
+    def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
         super().__init__()
         self.model = model
         self.shape = shape
-        self.shared_kv = shared_kv
         self.scale = shape.head_dim ** -0.5
         head = model.lm_head
         # A tied head reads the embedding table itself, so the graph holds that table once.
@@ -93,60 +92,49 @@ class DecoderBody(nn.Module):
             return F.linear(hidden, self.model.get_input_embeddings().weight)
         return self.model.lm_head(hidden)
 
-    def project(self, attn: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    def project(self, attn: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                heads_first: bool = True):
+        """Rotary-embedded q, k and v: [B, heads, S, D] (`heads_first`) or [B, S, heads, D]."""
         b, s, _ = x.shape
         d = self.shape.head_dim
-        q = attn.q_proj(x).view(b, s, self.shape.heads, d).transpose(1, 2)
-        k = attn.k_proj(x).view(b, s, self.shape.kv_heads, d).transpose(1, 2)
-        v = attn.v_proj(x).view(b, s, self.shape.kv_heads, d).transpose(1, 2)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        q = attn.q_proj(x).view(b, s, self.shape.heads, d)
+        k = attn.k_proj(x).view(b, s, self.shape.kv_heads, d)
+        v = attn.v_proj(x).view(b, s, self.shape.kv_heads, d)
+        if heads_first:
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = cos.unsqueeze(1 if heads_first else 2), sin.unsqueeze(1 if heads_first else 2)
         return q * cos + _rotate(q) * sin, k * cos + _rotate(k) * sin, v
 
     def attend(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                bias: torch.Tensor) -> torch.Tensor:
         """Softmax attention of q [B,H,S,D] over k, v [B,KV,T,D] with an additive bias [B,1,S,T].
-        Query head h reads key/value head h // groups (grouped-query attention). With `shared_kv`
-        the `groups` query heads of each key/value head attend as one batch of groups x S rows
-        over k and v as they are: two 3-D batched products per layer, the same dot products
-        without repeating k and v per head. That repeat copies the whole cache `groups` times per
-        layer and step, and 4-D matmuls broadcast their operands, which ExecuTorch runs as
-        portable expand_copy kernels over max_context positions (12 per layer for SmolLM2 when
-        each group member attended separately). The repeat stays for the other targets
-        (validated as they are)."""
+        Query head h reads key/value head h // groups (grouped-query attention)."""
         # Head counts from the config, not q.shape: traced (Core ML) they must stay Python ints.
         h, d = self.shape.heads, self.shape.head_dim
-        kv = self.shape.kv_heads
-        groups = h // kv
-        if self.shared_kv and groups > 1:
-            # Heads kv * groups .. kv * groups + groups - 1 share key/value head kv: as rows of one batch.
-            b, _, s, _ = q.shape
-            t = k.shape[2]
-            scores = torch.bmm(q.contiguous().view(b * kv, groups * s, d), k.reshape(b * kv, t, d).transpose(1, 2))
-            scores = scores.view(b, kv, groups, s, t) * self.scale + bias.unsqueeze(2)
-            probs = torch.softmax(scores.float(), dim=-1).to(q.dtype).view(b * kv, groups * s, t)
-            out = torch.bmm(probs, v.reshape(b * kv, t, d))  # [B*KV, groups*S, D], rows (head, position)
-            # -> [B, S, KV, groups, D] = [B, S, H, D]: a 5-D permute; a 4-D view of the merged rows makes
-            # torch.export guard on strides it cannot prove for a dynamic prompt length.
-            return attn.o_proj(out.view(b, kv, groups, s, d).permute(0, 3, 1, 2, 4).reshape(b, s, h * d))
-        else:
-            if groups > 1:
-                k = k.repeat_interleave(groups, dim=1)
-                v = v.repeat_interleave(groups, dim=1)
-            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
-            out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
+        groups = h // self.shape.kv_heads
+        if groups > 1:
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
+        out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
         b, _, s, _ = out.shape
         return attn.o_proj(out.transpose(1, 2).reshape(b, s, h * d))
 
-    def run(self, input_ids: torch.Tensor, position_ids: torch.Tensor, history) -> torch.Tensor:
-        """`history(layer_index, k, v) -> (k_all, v_all, bias)` supplies each layer's cache."""
+    def run(self, input_ids: torch.Tensor, position_ids: torch.Tensor, history=None, attention=None) -> torch.Tensor:
+        """`history(layer_index, k, v) -> (k_all, v_all, bias)` supplies each layer's cache to the
+        attention written out here; or `attention(layer_index, attn, x, cos, sin) -> [B, S, hidden]`
+        replaces that attention whole (ExecuTorch's cache and attention kernels)."""
         base = self.model.model
         x = base.embed_tokens(input_ids)
         cos, sin = base.rotary_emb(x, position_ids)
         for i, layer in enumerate(base.layers):
             h = layer.input_layernorm(x)
-            q, k, v = self.project(layer.self_attn, h, cos, sin)
-            k_all, v_all, bias = history(i, k, v)
-            x = x + self.attend(layer.self_attn, q, k_all, v_all, bias)
+            if attention is not None:
+                x = x + attention(i, layer.self_attn, h, cos, sin)
+            else:
+                q, k, v = self.project(layer.self_attn, h, cos, sin)
+                k_all, v_all, bias = history(i, k, v)
+                x = x + self.attend(layer.self_attn, q, k_all, v_all, bias)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.logits(base.norm(x))
 
@@ -184,39 +172,57 @@ class GrowingCache(nn.Module):
 
 class StaticCache(nn.Module):
     """ExecuTorch's LLM runner contract (forward(tokens, input_pos) -> logits) with the cache in
-    mutable buffers of `shape.max_context` positions, written in place at `input_pos`.
+    mutable buffers of `shape.max_context` positions, written in place at `input_pos`, as ExecuTorch's
+    own Llama export writes it (`--use_sdpa_with_kv_cache`): one [1, max_context, kv_heads, head_dim]
+    buffer per layer, `llama::update_cache` writing the step's rows, and `llama::custom_sdpa`
+    attending causally over positions [0, input_pos + S) only, with grouped-query heads read in place.
 
-    One buffer per layer (`k_cache_0`, `v_cache_0`, ...), as ExecuTorch's own Llama export keeps
-    them: writing a layer's slice of one [layers, ...] buffer exports as a select_scatter of the
-    whole buffer, which ExecuTorch runs as a portable `where` over every layer's cache, twice per
-    layer: 77% of the program's time for SmolLM2 (`benchmarks.et_profile`, 2026-12-05)."""
+    Why these kernels (ExecuTorch's LLM custom ops; `benchmarks.et_profile`, 2026-12-06): the same
+    write as `cache.narrow(...).copy_(k)` exports as a portable slice_scatter of the whole buffer
+    plus a copy back, two full-cache copies per buffer and step (10% of a SmolLM2 step at 128
+    positions, growing with max_context); and attention written out in aten ops reads every one of
+    the max_context positions, masked. The kernels ship with ExecuTorch's LLM runtimes (Android's
+    executorch AAR, iOS `kernels_llm`); Python loads them from `executorch.extension.llm.custom_ops`.
+    One buffer per layer: a layer's slice of one [layers, ...] buffer exports as a select_scatter
+    of the whole buffer (77% of a SmolLM2 step, `benchmarks.et_profile`, 2026-12-05)."""
 
     def __init__(self, model: nn.Module, shape: DecoderShape) -> None:
         super().__init__()
-        self.body = DecoderBody(model, shape, shared_kv=True)
-        cache = (1, shape.kv_heads, shape.max_context, shape.head_dim)
+        load_llm_kernels()
+        self.body = DecoderBody(model, shape)
+        cache = (1, shape.max_context, shape.kv_heads, shape.head_dim)
         for i in range(shape.layers):
             self.register_buffer(f"k_cache_{i}", torch.zeros(cache), persistent=False)
             self.register_buffer(f"v_cache_{i}", torch.zeros(cache), persistent=False)
-        causal = torch.full((shape.max_context, shape.max_context), _NEG).triu(1)
-        self.register_buffer("mask", causal, persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         s = tokens.shape[1]
+        shape = self.body.shape
         start = input_pos[0].item()
         torch._check(start >= 0)
-        torch._check(start + s <= self.body.shape.max_context)
+        torch._check(start + s <= shape.max_context)
         positions = (torch.arange(s, device=tokens.device) + input_pos[0]).unsqueeze(0)
-        bias = self.mask.narrow(0, start, s).unsqueeze(0).unsqueeze(0)
 
-        def history(i, k, v):
-            # Writes land in the buffers; keys beyond start + s are masked out by `bias`.
+        def attention(i, attn, x, cos, sin):
+            q, k, v = self.body.project(attn, x, cos, sin, heads_first=False)  # [1, S, heads, D]
             k_cache, v_cache = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
-            k_cache.narrow(2, start, s).copy_(k)
-            v_cache.narrow(2, start, s).copy_(v)
-            return k_cache, v_cache, bias
+            torch.ops.llama.update_cache(k, k_cache, start)
+            torch.ops.llama.update_cache(v, v_cache, start)
+            # is_causal: query j (at start + j) sees positions <= start + j; nothing past them is read
+            out = torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0.0, True, self.body.scale)
+            return attn.o_proj(out.reshape(1, s, shape.heads * shape.head_dim))
 
-        return self.body.run(tokens, positions, history)
+        return self.body.run(tokens, positions, attention=attention)
+
+
+def load_llm_kernels() -> None:
+    """Register ExecuTorch's LLM kernels (`torch.ops.llama.*`, for export and eager runs, and their
+    ExecuTorch kernels in this process's runtime, for loading programs that use them)."""
+    try:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    except (ImportError, OSError) as exc:  # OSError: the kernels' shared library failed to load
+        raise ConfigError(f"ExecuTorch's LLM kernels (executorch.extension.llm.custom_ops) are not usable here: {exc}; "
+                          "install the executorch package pinned in pyproject.toml") from exc
 
 
 class StateCache(nn.Module):

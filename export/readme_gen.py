@@ -55,7 +55,7 @@ llm.generate(promptWithChatTemplate, MAX_CONTEXT, object : LlmCallback {
     override fun onStats(stats: String) {}
 })
 ```""", """```swift
-// Swift Package: executorch (ExecuTorchLLM, backend_xnnpack, kernels_quantized)
+// Swift Package: executorch (ExecuTorchLLM, backend_xnnpack, kernels_llm, kernels_quantized)
 let runner = TextRunner(modelPath: bundle + "/executorch/<task>.pte",
                         tokenizerPath: bundle + "/tokenizer/tokenizer.json")
 try runner.generate(promptWithChatTemplate, Config { $0.sequenceLength = maxContext }) { piece in onText(piece) }

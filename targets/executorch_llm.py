@@ -40,7 +40,7 @@ def metadata(shape: DecoderShape, generation: dict) -> dict:
     bos = special.get("bos") if special.get("bos") is not None else special["eos"]
     return {"get_max_seq_len": shape.max_context, "get_max_context_len": shape.max_context,
             "get_bos_id": int(bos), "get_eos_ids": [int(special["eos"])], "get_vocab_size": shape.vocab,
-            "get_n_layers": shape.layers, "use_kv_cache": True, "use_sdpa_with_kv_cache": False,
+            "get_n_layers": shape.layers, "use_kv_cache": True, "use_sdpa_with_kv_cache": True,
             "enable_dynamic_shape": True}
 
 
@@ -192,7 +192,12 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
                        "decode speed with them, with all-zero ones and baked).")
     notes.append(f"KV cache: static, {shape.max_context} positions in mutable buffers, written in place at "
                  "input_pos; prefill takes 1 to max_context-1 tokens (dynamic shape), decode one token per call. "
-                 "A new conversation starts at input_pos 0 (older cache entries are masked out, no reset needed).")
+                 "A new conversation starts at input_pos 0 (attention reads positions before input_pos + S only, "
+                 "no reset needed).")
+    notes.append("Cache writes and attention run ExecuTorch's LLM kernels llama::update_cache and llama::custom_sdpa, "
+                 "as ExecuTorch's own Llama export does: link them with the runtime (Android: the executorch AAR "
+                 "ships them; iOS: kernels_llm; C++: the custom_ops library); in Python import "
+                 "executorch.extension.llm.custom_ops.custom_ops before loading (calora's runners do).")
     if "embedding_max_abs" in weight_error:
         notes.append("Token embedding int8 per row (trained codes) through quantized_decomposed::embedding_byte: link "
                      "ExecuTorch's quantized kernels (quantized_ops_lib) with the runner; in Python import "

@@ -21,8 +21,11 @@ class PteSession:
     program's adapter tensors (empty when baked or shared)."""
 
     def __init__(self, path: Path, data: Path | None = None) -> None:
+        from calora.export.decoder import load_llm_kernels
+
         from .executorch import _load
 
+        load_llm_kernels()  # the program's cache and attention kernels (llama::update_cache, custom_sdpa)
         self.path, self.data = Path(path), data
         self.program, self.method = _load(self.path, data)
 
@@ -73,8 +76,11 @@ class ExecuTorchGenRunner:
     """`GenerativeRunner` over a generative ExecuTorch bundle."""
 
     def __init__(self, bundle: Path, manifest: dict) -> None:
+        from calora.export.decoder import load_llm_kernels
+
         from .executorch import _runtime_version, shared_data
 
+        load_llm_kernels()  # before any check loads a program: they use llama::update_cache and custom_sdpa
         self.bundle, self.manifest = Path(bundle), manifest
         self.swappable = manifest["mode"] == "swappable"
         # shared: every task's program loads the bundle's one backbone.ptd as its data file
@@ -206,4 +212,7 @@ def _expected_metadata(manifest: dict, metadata) -> dict:
     shape = DecoderShape(0, 0, 0, 0, 0, int(logits["shape"][-1]), int(g["max_context"]))
     want = metadata(shape, g)
     want.pop("get_n_layers")  # not recorded in the manifest; the program's own value is not checked
+    # Which attention kernels the program was exported with (False before 2026-12-06): the runner does
+    # not act on it, and loading the program already proves its kernels are there.
+    want.pop("use_sdpa_with_kv_cache")
     return want

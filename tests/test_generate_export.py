@@ -351,29 +351,46 @@ def test_export_cli_on_a_generative_task(gen_runs, gen_bundle, tmp_path, capsys)
     shutil.rmtree(out)
 
 
-def test_shared_kv_attention_equals_repeated_heads():
-    """ExecuTorch's decoder attends each query-group member over the shared k and v; the result is
-    the repeated-heads attention the other targets compute, for prefill and a one-token step."""
+def test_static_cache_reads_no_position_past_the_tokens_it_was_given():
+    """ExecuTorch's attention kernel (llama::custom_sdpa) reads the cache up to input_pos + S only,
+    as the runner relies on when a new conversation starts at 0 over an old one: NaN in every
+    other slot of every buffer leaves the logits finite and equal to a clean cache's. An attention
+    that read all max_context positions under a mask would turn them into NaN (0 * NaN)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from calora.export.decoder import DecoderBody, decoder_shape
+    from calora.export.decoder import StaticCache, decoder_shape
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=96, num_hidden_layers=1, num_attention_heads=6,
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=96, num_hidden_layers=2, num_attention_heads=6,
                                          num_key_value_heads=2, intermediate_size=32)).eval()
     shape = decoder_shape(model, 16)
-    attn = model.model.layers[0].self_attn
-    for s in (5, 1):
-        q = torch.randn(1, 6, s, shape.head_dim)
-        k, v = torch.randn(2, 1, 2, 9, shape.head_dim).unbind(0)
-        bias = torch.randn(1, 1, s, 9)
-        with torch.no_grad():
-            ref = DecoderBody(model, shape).attend(attn, q, k, v, bias)
-            got = DecoderBody(model, shape, shared_kv=True).attend(attn, q, k, v, bias)
-        assert torch.allclose(got, ref, atol=1e-6), (s, float((got - ref).abs().max()))
-    with torch.no_grad():  # a head-order mistake would not be equal: the check can fail
-        wrong = DecoderBody(model, shape).attend(attn, q, k.flip(1), v.flip(1), bias)
-    assert not torch.allclose(got, wrong, atol=1e-3)
+    clean, dirty = StaticCache(model, shape).eval(), StaticCache(model, shape).eval()
+    for name, buf in dirty.named_buffers():
+        if "_cache_" in name:  # k_cache_0 ... v_cache_1 (not the rotary frequencies)
+            buf.fill_(float("nan"))
+    with torch.no_grad():
+        for cache in (clean, dirty):
+            cache.logits = [cache(torch.tensor([[3, 7, 11, 2]]), torch.tensor([0]))[0],
+                            cache(torch.tensor([[5]]), torch.tensor([4]))[0]]
+        full = model(input_ids=torch.tensor([[3, 7, 11, 2, 5]])).logits[0]
+    got = torch.cat(dirty.logits)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, torch.cat(clean.logits), atol=0, rtol=0)
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    assert torch.isnan(dirty.k_cache_1[:, 5:]).all()  # the rest stays as it was: nothing written past the tokens
+
+
+def test_static_cache_without_executorchs_llm_kernels_is_one_clear_error(monkeypatch):
+    """Where ExecuTorch's LLM kernels cannot load, building the ExecuTorch decoder fails with one
+    ConfigError naming the package, not an AttributeError on torch.ops.llama deep in an export."""
+    import sys
+
+    from calora.export.decoder import load_llm_kernels
+    from calora.train.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "executorch.extension.llm.custom_ops.custom_ops", None)  # import fails
+    with pytest.raises(ConfigError, match="executorch.extension.llm.custom_ops"):
+        load_llm_kernels()
 
 
 def test_static_cache_decodes_like_the_full_forward_on_every_layer(gen_runs):
@@ -403,9 +420,9 @@ def test_static_cache_decodes_like_the_full_forward_on_every_layer(gen_runs):
         first = conversation()
         torch.testing.assert_close(first, full[len(prompt) - 1:], atol=1e-4, rtol=1e-4)
         n = len(ids)
-        keys = [getattr(cache, f"k_cache_{i}")[:, :, :n] for i in range(shape.layers)]
+        keys = [getattr(cache, f"k_cache_{i}")[:, :n] for i in range(shape.layers)]  # [1, positions, kv, D]
         assert all(k.abs().sum() > 0 for k in keys) and not torch.equal(keys[0], keys[1])
-        assert getattr(cache, "v_cache_1")[:, :, n:].abs().sum() == 0  # nothing written past the tokens
+        assert getattr(cache, "v_cache_1")[:, n:].abs().sum() == 0  # nothing written past the tokens
         torch.testing.assert_close(conversation(), first, atol=0, rtol=0)
 
 
@@ -457,10 +474,28 @@ def test_decode_profile_counts_the_fused_graphs_kernels(gen_bundle, tmp_path):
     assert abs(sum(r["share"] for r in record["ops"]) - 1) < 1e-6
 
 
-def test_executorch_shared_program_profiles_without_cache_broadcasts(gen_bundle, tmp_path):
+def test_generative_executorch_checks_load_the_programs_in_a_fresh_process(gen_bundle):
+    """A validating process registers ExecuTorch's LLM kernels before its first check loads a
+    program (in this test session an earlier test has registered them already, which would hide a
+    check that loads too early): the bundle's findings all pass in a new interpreter."""
+    import subprocess
+    import sys
+
+    bundle, _ = gen_bundle("executorch", "shared")
+    code = ("import sys; from pathlib import Path; from calora.export.manifest import read_manifest; "
+            "from calora.targets import get_target; b = Path(sys.argv[1]); m = read_manifest(b); "
+            "f = get_target(m['target']).open(b, m).findings(); bad = [x for x in f if x.ok is not True]; "
+            "print(len(f), 'findings', bad); sys.exit(1 if bad or not f else 0)")
+    done = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "findings []" in done.stdout
+
+
+def test_executorch_shared_program_profiles_without_cache_copies(gen_bundle, tmp_path):
     """`benchmarks.et_profile` runs a shared-mode program with its backbone.ptd under ExecuTorch's
-    event tracer; grouped-query attention runs as batched products over the cache as it is, so no
-    portable expand_copy (a copy of the whole cache per head group) runs in a step."""
+    event tracer; the cache is written and read by ExecuTorch's LLM kernels, so no portable kernel
+    copies a whole cache buffer in a step: no expand_copy (k and v repeated per head group), no
+    slice_scatter or copy_ (a write of S positions as a copy of the whole buffer)."""
     from benchmarks.et_profile import main
 
     bundle, _ = gen_bundle("executorch", "shared")
@@ -470,4 +505,6 @@ def test_executorch_shared_program_profiles_without_cache_broadcasts(gen_bundle,
     record = json.loads(out.read_text())
     events = {e["event"] for e in record["events"]}
     assert record["data"].endswith("backbone.ptd") and "DELEGATE_CALL" in events, sorted(events)[:20]
-    assert not any("expand_copy" in e for e in events), sorted(events)
+    copies = {e for e in events if "expand_copy" in e or "slice_scatter" in e or e == "native_call_copy_"}
+    assert not copies, sorted(events)
+    assert any("update_cache" in e for e in events) and any("custom_sdpa" in e for e in events), sorted(events)
