@@ -2,7 +2,7 @@
 
 A trained generative task is a Llama-family causal LM whose linear layers carry calora's LoRA and
 recovery branches. Runtimes' LLM tooling wants the decoder split into prefill and one-token decode
-steps around a key/value cache, in one of two shapes:
+steps around a key/value cache, in one of these shapes:
 
 - `CacheStyle.GROWING` (onnxruntime-genai): ``forward(input_ids [B,S], attention_mask [B,P+S],
   position_ids [B,S], past.0.key, past.0.value, ...) -> (logits [B,S,V], present.0.key, ...)``

@@ -94,8 +94,8 @@ def lower(module: nn.Module, example: tuple, shape: DecoderShape, meta: dict, n_
     partitioner = XnnpackPartitioner(force_non_static_weights_for_f32_linear=bool(n_extra))
     edge = to_edge_transform_and_lower(ep, partitioner=[partitioner], constant_methods=meta)
     quant_fusion_and_const_prop_pass(edge.exported_program())
-    # The cache buffers are saved as zeros: a mutable buffer's initial bytes are otherwise undefined, and a
-    # NaN in a never-written (masked) slot would still poison the attention (0 * NaN).
+    # The cache buffers are saved as zeros: a mutable buffer's initial bytes are otherwise undefined. custom_sdpa
+    # reads no slot past input_pos + S; zeros keep a never-written slot harmless (not NaN) should anything else read it.
     external = False
     if keep is not None:  # constants left outside the delegates (the int8 embedding table, norms) by name
         sig = edge.exported_program().graph_signature
