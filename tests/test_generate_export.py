@@ -320,6 +320,24 @@ def test_a_broken_kv_cache_fails_validation(gen_runs, gen_bundle, tmp_path, monk
     assert main([str(good), "--task", "gen_a", "--runs", str(gen_runs), "--max-examples", "4"]) == 0
 
 
+def test_an_adapter_left_active_without_a_task_fails_validation(gen_target_runs, gen_bundle, tmp_path, monkeypatch,
+                                                                capsys):
+    """The bare-backbone check (median over examples of each one's worst logit error) still catches
+    a swappable runtime whose "no adapter" run keeps a task's adapter active."""
+    from calora.targets.onnx_genai_runtime import OnnxGenaiRunner
+    from calora.validate.cli import main
+
+    bundle, _ = gen_bundle("onnx", "swappable")
+    monkeypatch.setattr(OnnxGenaiRunner, "bare_logits", lambda self, ids: self.forward_logits("gen_b", ids))
+    rc = main([str(bundle), "--task", "gen_a", "--runs", str(gen_target_runs("onnx")), "--report", str(tmp_path / "r"),
+               "--max-examples", "4"])
+    assert rc == 1, capsys.readouterr().err[-2000:]
+    checks = json.loads((tmp_path / "r" / "report.json").read_text())["checks"]
+    bare = next(c for c in checks if c["name"] == "no adapter leaves the backbone unchanged")
+    assert bare["status"] == "fail" and "median over 4 examples" in bare["detail"], bare
+    assert bare["measured"] > bare["threshold"]
+
+
 def test_coreml_program_keeps_the_cache_as_state_and_shares_the_backbone(gen_bundle):
     """The Core ML package is a stateful program (k_cache/v_cache states of the recorded shape) and,
     swappable, one function per task over backbone weights stored once."""
