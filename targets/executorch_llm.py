@@ -44,6 +44,37 @@ def metadata(shape: DecoderShape, generation: dict) -> dict:
             "enable_dynamic_shape": True}
 
 
+#: Kernel namespaces of ExecuTorch programs -> what an app links to have them (ExecuTorch's names).
+KERNEL_LIBRARIES = {
+    "aten": "portable (or optimized) kernels: every ExecuTorch runtime build",
+    "dim_order_ops": "portable kernels: every ExecuTorch runtime build",
+    "executorch_prim": "built into the runtime",
+    "llama": "ExecuTorch's LLM kernels: custom_ops (C++), the executorch AAR (Android), kernels_llm (iOS)",
+    "quantized_decomposed": "quantized kernels: quantized_ops_lib (C++), the executorch AAR, kernels_quantized (iOS)",
+}
+
+
+def program_requirements(paths: list[Path]) -> dict:
+    """What a runtime must provide to load these .pte programs, read from the programs themselves:
+    the operators their `forward` calls outside delegates (the list ExecuTorch's selective build
+    takes), the backends it delegates to, and the kernel libraries those operators live in."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    operators: set[str] = set()
+    backends: set[str] = set()
+    for path in paths:
+        program = deserialize_pte_binary(Path(path).read_bytes())
+        program = getattr(program, "program", program)  # newer releases wrap it with its named data
+        for plan in program.execution_plan:
+            if plan.name == "forward":
+                operators |= {f"{o.name}.{o.overload}" if o.overload else o.name for o in plan.operators}
+                backends |= {d.id for d in plan.delegates}
+    spaces = sorted({op.split("::")[0] for op in operators})
+    return {"operators": sorted(operators), "backends": sorted(backends),
+            "kernel_libraries": {ns: KERNEL_LIBRARIES.get(ns, "custom kernels: link the library defining them")
+                                 for ns in spaces}}
+
+
 def _untie_head(model: nn.Module, trained: nn.Module, spec) -> dict[str, float]:
     """XNNPACK runs linear layers, not a matmul against an embedding table: give the prepared model
     its own LM head holding the tied table, int8 per row with the embedding's trained codes (so it
@@ -208,8 +239,10 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
     inputs = [TensorSpec("tokens", "int64", (1, "sequence")), TensorSpec("input_pos", "int64", (1,))]
     if names:
         inputs += [TensorSpec(n, "float32", tuple(adapter_tensors(job.tasks[0].model)[n].shape)) for n in names]
+    # What an app's runtime must link (the manifest says it; the runtime refuses a program without them).
+    needs = program_requirements([out_dir / f.path for f in files if f.path.endswith(".pte")])
     return TargetResult(files=files, inputs=inputs,
                         outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab))],
                         runtime={"name": "executorch", "version": _runtime_version(),
-                                 "activations": "int8-dynamic"}, weight_error=weight_error,
+                                 "activations": "int8-dynamic", **needs}, weight_error=weight_error,
                         smoke=smoke, task_switch=task_switch, notes=notes)

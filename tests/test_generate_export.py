@@ -492,6 +492,21 @@ def test_decode_profile_counts_the_fused_graphs_kernels(gen_bundle, tmp_path):
     assert abs(sum(r["share"] for r in record["ops"]) - 1) < 1e-6
 
 
+@pytest.mark.parametrize("mode", ["baked", "swappable", "shared"])
+def test_executorch_manifest_lists_what_the_runtime_must_link(gen_bundle, mode):
+    """The manifest names the operators each program calls outside its delegates (read from the
+    written programs: the list ExecuTorch's selective build takes), its backends, and the kernel
+    library of each operator namespace, so an app build knows it needs ExecuTorch's LLM kernels."""
+    bundle, _ = gen_bundle("executorch", mode)
+    runtime = json.loads((bundle / "manifest.json").read_text())["runtime"]
+    ops = set(runtime["operators"])
+    assert {"llama::update_cache.out", "llama::custom_sdpa.out"} <= ops, sorted(ops)
+    assert not any("slice_scatter" in op or "expand_copy" in op for op in ops), sorted(ops)
+    assert runtime["backends"] == ["XnnpackBackend"]
+    assert "kernels_llm" in runtime["kernel_libraries"]["llama"]
+    assert set(runtime["kernel_libraries"]) == {op.split("::")[0] for op in ops}
+
+
 def test_generative_executorch_checks_load_the_programs_in_a_fresh_process(gen_bundle):
     """A validating process registers ExecuTorch's LLM kernels before its first check loads a
     program (in this test session an earlier test has registered them already, which would hide a
