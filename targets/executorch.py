@@ -280,8 +280,12 @@ class ExecuTorchTarget:
         notes.append(f"Fixed input shape [1, {job.max_length}]: apps pad to max_length and run one row per call.")
         notes.append("Re-exporting the same tasks gives byte-identical .pte files (checked on the tiny test model, "
                      "also across processes); safetensors adapter files are deterministic too.")
+        from .executorch_requirements import program_requirements
+
+        # What an app's runtime must link (the manifest says it; the runtime refuses a program without them).
+        needs = program_requirements([out_dir / f.path for f in files if f.path.endswith(".pte")])
         return TargetResult(files=files, inputs=inputs, outputs=outputs,
-                            runtime={"name": "executorch", "version": version}, weight_error=weight_error,
+                            runtime={"name": "executorch", "version": version, **needs}, weight_error=weight_error,
                             smoke=smoke, task_switch=task_switch, notes=notes)
 
 

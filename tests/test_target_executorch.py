@@ -97,6 +97,22 @@ def test_xnnpack_delegation(exported, mode):
         assert calls >= 1 and left == 0 and matmuls == 0, note
 
 
+@pytest.mark.parametrize("mode", ["baked", "swappable"])
+def test_manifest_lists_what_the_runtime_must_link(tiny_bundle, mode):
+    """The classification bundle's manifest names its programs' operators outside XNNPACK (read
+    from the .pte files), the backend, and each namespace's kernel library: int8 embeddings need
+    ExecuTorch's quantized kernels, and nothing needs the LLM kernels."""
+    import json
+
+    runtime = json.loads((tiny_bundle("executorch", mode) / "manifest.json").read_text())["runtime"]
+    ops = set(runtime["operators"])
+    assert runtime["backends"] == ["XnnpackBackend"] and ops, runtime
+    assert "quantized_decomposed::embedding_byte.out" in ops, sorted(ops)
+    assert "kernels_quantized" in runtime["kernel_libraries"]["quantized_decomposed"]
+    assert not any(op.startswith("llama::") for op in ops)
+    assert set(runtime["kernel_libraries"]) == {op.split("::")[0] for op in ops}
+
+
 def test_baked_pte_runs_in_runtime(exported):
     from calora.targets.executorch import _run_rows
 
