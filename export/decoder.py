@@ -10,9 +10,12 @@ steps around a key/value cache, in one of these shapes:
 - `CacheStyle.STATIC` (ExecuTorch's LLM runner): ``forward(tokens [1,S], input_pos [1]) ->
   logits [1,S,V]`` with the cache held in mutable buffers of a fixed maximum context, written in
   place at ``input_pos`` by ExecuTorch's LLM cache and attention kernels.
+- `CacheStyle.STATE` (Core ML stateful models): ``forward(input_ids [1,S], causal_mask [1,1,S,T])
+  -> logits [1,S,V]`` with float16 cache states written at [T-S, T) (`StateCache`).
 
-The attention is written out here (not transformers' cache classes) so each runtime sees plain
-tensor ops it can lower; the projections, norms, rotary embedding and MLP are the model's own
+The attention is written out here (not transformers' cache classes) so each runtime sees ops it
+can lower: plain tensor ops for Core ML and the ONNX reference, ExecuTorch's own LLM kernels for
+ExecuTorch; the projections, norms, rotary embedding and MLP are the model's own
 modules, so LoRA and recovery run exactly as trained. `Swappable` variants take the task's adapter
 tensors as extra inputs, so one backbone graph serves every task. The ONNX target exports the
 growing contract with ONNX Runtime's fused attention and norm ops instead
