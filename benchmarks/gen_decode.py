@@ -3,19 +3,30 @@
 For each runtime (one bundle per mode): the baked program, the swappable backbone with the task's
 adapter, and the same backbone with no adapter (onnxruntime-genai: no active adapter; ExecuTorch:
 all-zero adapter inputs); and PyTorch eager fp32 as the baseline (the uncompressed backbone with
-the task's teacher LoRA, Hugging Face's own KV cache). Configurations are interleaved round by
-round on the same prompts and the medians are reported, because the machine is shared and noisy.
-Greedy, batch 1.
+the task's teacher LoRA, Hugging Face's own KV cache). Greedy, batch 1.
 
-    python -m benchmarks.gen_decode --bundles B1 B2 ... --runs RUNS --task T --out results.json
+Each configuration runs in its own worker process (loaded once), and the configurations take turns
+round by round on the same prompts; the medians are reported, because the machine is shared and
+noisy. Separate processes because in one process the runtimes' thread pools share the cores:
+ONNX Runtime's and XNNPACK's workers keep spinning for a while after a run, into the next
+configuration's time. `--threads N` gives every runtime N intra-op threads; by default each keeps
+its own, and they differ: on 2 x86 cores onnxruntime-genai 0.18 ran one thread while ExecuTorch's
+XNNPACK and PyTorch ran two (docs/RESULTS.md, section 5).
+
+    python -m benchmarks.gen_decode --bundles B1 B2 ... --runs RUNS --task T --threads 2 --out results.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,33 +58,52 @@ def _runtime_bytes(bundle: Path, manifest: dict, task: str) -> int:
                if not (f["path"].endswith(".onnx") and Path(f["path"]).with_suffix("") in ort))
 
 
-def _configs(bundles: list[Path], task: str) -> list[Config]:
-    """Every bundle with the task's adapter, and swappable ones also without it (two bundles of
-    one runtime and mode, e.g. before and after a change, stay apart by folder name, or by
-    parent/folder where the folder names are the same)."""
+def _labels(bundles: list[Path]) -> list[str]:
+    """Two bundles of one runtime and mode (e.g. before and after a change) stay apart by folder
+    name, or by parent/folder where the folder names are the same."""
+    names = [b.name for b in bundles]
+    return [b.name if names.count(b.name) == 1 else f"{b.parent.name}/{b.name}" for b in bundles]
+
+
+def _variants(bundle: Path) -> list[str]:
+    """The configurations of one bundle: with the task's adapter; swappable ones also without it."""
+    from calora.export.manifest import read_manifest
+
+    return ["adapter", "no adapter"] if read_manifest(bundle)["mode"] == "swappable" else ["adapter"]
+
+
+def _bundle_config(bundle: Path, label: str, task: str, variant: str) -> Config:
     import torch
     from calora.export.manifest import read_manifest
     from calora.targets import get_target
 
-    out = []
-    names = [b.name for b in bundles]
-    for b in bundles:
-        m = read_manifest(b)
-        runner = get_target(m["target"]).open(b, m)
-        label = b.name if names.count(b.name) == 1 else f"{b.parent.name}/{b.name}"
-        out.append(Config(m["target"], label, f"{m['mode']} with adapter",
-                          lambda p, n, e, r=runner: r.generate(task, p, n, e),
-                          lambda ids, r=runner: r.forward_logits(task, ids), _runtime_bytes(b, m, task)))
-        if m["mode"] == "swappable":
-            session, extra = runner._session(task)
-            if m["target"] == "onnx":
-                out.append(Config(m["target"], label, "swappable, no adapter",
-                                  lambda p, n, e, s=session: s.generate(p, n, e, None)))
-            else:
-                zeros = [torch.zeros_like(t) for t in extra]
-                out.append(Config(m["target"], label, "swappable, zero adapter",
-                                  lambda p, n, e, s=session, z=zeros: s.generate(p, n, e, z)))
-    return out
+    m = read_manifest(bundle)
+    runner = get_target(m["target"]).open(bundle, m)
+    if variant == "adapter":
+        return Config(m["target"], label, f"{m['mode']} with adapter",
+                      lambda p, n, e, r=runner: r.generate(task, p, n, e),
+                      lambda ids, r=runner: r.forward_logits(task, ids), _runtime_bytes(bundle, m, task))
+    session, extra = runner._session(task)
+    if m["target"] == "onnx":
+        return Config(m["target"], label, "swappable, no adapter",
+                      lambda p, n, e, s=session: s.generate(p, n, e, None))
+    zeros = [torch.zeros_like(t) for t in extra]
+    return Config(m["target"], label, "swappable, zero adapter",
+                  lambda p, n, e, s=session, z=zeros: s.generate(p, n, e, z))
+
+
+def _set_threads(threads: int) -> None:
+    """Cap every runtime at `threads` intra-op threads (0: leave each runtime's default)."""
+    if not threads:
+        return
+    import torch
+    from calora.targets.onnx_genai_runtime import GenaiSession
+
+    torch.set_num_threads(threads)
+    GenaiSession.intra_op_threads = threads
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    _unsafe_reset_threadpool(threads)  # XNNPACK's threadpool
 
 
 def _alternative(folder: Path) -> Config:
@@ -130,73 +160,171 @@ def _perplexity(logits: Callable, held_out) -> float:
     return math.exp(total / max(count, 1))
 
 
+# ---- worker: one configuration in its own process ------------------------------------------------------
+def _worker_config(spec: dict) -> Config:
+    from calora.export.manifest import read_manifest
+    from calora.validate.references import References, find_task_dir
+
+    if spec["kind"] == "bundle":
+        return _bundle_config(Path(spec["bundle"]), spec["label"], spec["task"], spec["variant"])
+    m = read_manifest(Path(spec["manifest_of"]))
+    task_dir = find_task_dir(spec["task"], next(t for t in m["tasks"] if t["name"] == spec["task"]), spec["runs"])
+    if spec["kind"] == "alternative":
+        return _alternative(Path(spec["folder"]))
+    from calora.train.artifacts import read_json
+    from calora.validate.generative import _torch_logits
+
+    teacher = References().teacher(task_dir, read_json(task_dir / "calora_config.json"))
+    size = sum(t.numel() * t.element_size() for t in teacher.state_dict().values())
+    return Config("pytorch", "eager fp32", "uncompressed + teacher LoRA", _pytorch_eager(teacher),
+                  lambda ids: _torch_logits(teacher, ids), size)
+
+
+def worker(spec: dict) -> int:
+    """Serve one configuration: `round` generates every prompt once and answers its timings,
+    `perplexity` scores the held-out examples, `exit` ends. One JSON line per answer."""
+    from types import SimpleNamespace
+
+    _set_threads(spec["threads"])
+    config = _worker_config(spec)
+    data = json.loads(Path(spec["data"]).read_text())
+
+    def answer(obj: dict) -> None:
+        print("RESULT " + json.dumps(obj), flush=True)
+
+    answer({"runtime": config.runtime, "bundle": config.bundle, "variant": config.variant, "bytes": config.bytes,
+            "scored": config.logits is not None})
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "round":
+            gens = [config.generate(p, spec["new_tokens"], -1) for p in data["prompts"]]  # -1: never stop early
+            answer({"prefill": [g.prefill_tokens_per_s for g in gens], "decode": [g.decode_tokens_per_s for g in gens]})
+        elif command == "perplexity":
+            held_out = SimpleNamespace(prompts=data["held_out_prompts"], targets=data["held_out_targets"])
+            answer({"perplexity": _perplexity(config.logits, held_out)})
+        else:
+            return 0
+    return 0
+
+
+class _Worker:
+    """The driver's handle on one worker process."""
+
+    def __init__(self, spec: dict, log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.gen_decode", "--worker", json.dumps(spec)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+                                     env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                                     cwd=Path(__file__).resolve().parents[1])  # where `benchmarks` imports from
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT "):])
+        raise SystemExit(f"a gen_decode worker failed; its log {self.log}:\n{self.log.read_text()[-3000:]}")
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("exit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundles", nargs="+", required=True, type=Path)
-    ap.add_argument("--task", required=True)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--bundles", nargs="+", type=Path)
+    ap.add_argument("--task")
     ap.add_argument("--runs", default="calora_runs")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--work", type=Path,
                     help="build the do-it-yourself alternative here (benchmarks.gen_alternative) and time it too")
     ap.add_argument("--quality-examples", type=int, default=64,
                     help="held-out examples for each scored configuration's teacher-forced perplexity (0: none)")
     ap.add_argument("--no-pytorch", action="store_true",
                     help="leave out the PyTorch eager fp32 row (the uncompressed backbone with the teacher LoRA)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="run every runtime with this many intra-op threads (onnxruntime-genai's "
+                         "intra_op_num_threads, ExecuTorch's XNNPACK threadpool, torch.set_num_threads); 0: each "
+                         "runtime's default, which differ (onnxruntime-genai 0.18 ran one thread on 2 x86 cores)")
     args = ap.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker))
+    for flag in ("bundles", "task", "out"):
+        if not getattr(args, flag):
+            ap.error(f"--{flag} is required")
+    if args.threads < 0:
+        ap.error(f"--threads {args.threads}: must be 0 (each runtime's default) or a positive count")
 
     from calora.export.manifest import read_manifest
     from calora.train.artifacts import read_json
     from calora.train.backbones import load_tokenizer
-    from calora.validate.generative import _torch_logits, gen_examples
+    from calora.validate.generative import gen_examples
     from calora.validate.references import find_task_dir
 
     m = read_manifest(args.bundles[0])
     entry = next(t for t in m["tasks"] if t["name"] == args.task)
-    cfg = read_json(find_task_dir(args.task, entry, args.runs) / "calora_config.json")
+    task_dir = find_task_dir(args.task, entry, args.runs)
+    cfg = read_json(task_dir / "calora_config.json")
     tok = load_tokenizer(cfg["backbone"]["source"])
-    ex = gen_examples(args.task, cfg, tok, int(m["generation"]["max_context"]), args.prompts)
-    eos = -1  # never stop early: every run decodes exactly --new-tokens tokens
-    configs = _configs(args.bundles, args.task)
+    context = int(m["generation"]["max_context"])
+    ex = gen_examples(args.task, cfg, tok, context, args.prompts)
+    held_out = gen_examples(args.task, cfg, tok, context, args.quality_examples) if args.quality_examples else None
+    # Absolute paths: the workers run from the repository root.
+    common = {"task": args.task, "runs": str(Path(args.runs).resolve()), "threads": args.threads,
+              "new_tokens": args.new_tokens, "manifest_of": str(args.bundles[0].resolve())}
+    specs = []
     if not args.no_pytorch:
-        from calora.validate.references import References
-
-        teacher = References().teacher(find_task_dir(args.task, entry, args.runs), cfg)
-        if isinstance(teacher, str):
-            raise SystemExit(f"--runs {args.runs}: {teacher} (or pass --no-pytorch)")
-        size = sum(t.numel() * t.element_size() for t in teacher.state_dict().values())
-        configs.insert(0, Config("pytorch", "eager fp32", "uncompressed + teacher LoRA", _pytorch_eager(teacher),
-                                 lambda ids: _torch_logits(teacher, ids), size))
+        specs.append({**common, "kind": "pytorch"})
+    for b, label in zip(args.bundles, _labels(args.bundles)):
+        specs += [{**common, "kind": "bundle", "bundle": str(b.resolve()), "label": label, "variant": v} for v in _variants(b)]
     if args.work is not None:
         from benchmarks.gen_alternative import build
 
-        folder = build(find_task_dir(args.task, entry, args.runs), cfg, args.work / f"og-int4-{args.task}")
-        configs.append(_alternative(folder))
-    samples = {id(c): {"prefill": [], "decode": []} for c in configs}
-    for _ in range(args.rounds):
-        for c in configs:  # interleaved: each round runs every configuration once
-            for p in ex.prompts:
-                g = c.generate(p, args.new_tokens, eos)
-                samples[id(c)]["prefill"].append(g.prefill_tokens_per_s)
-                samples[id(c)]["decode"].append(g.decode_tokens_per_s)
-    held_out = gen_examples(args.task, cfg, tok, int(m["generation"]["max_context"]), args.quality_examples)
-    rows = []
-    for c in tqdm(configs, desc="held-out perplexity", unit="config"):
-        v = samples[id(c)]
-        row = {"runtime": c.runtime, "bundle": c.bundle, "variant": c.variant,
-               "prefill_tokens_per_s": statistics.median(v["prefill"]),
-               "decode_tokens_per_s": statistics.median(v["decode"]), "generations": len(v["decode"]),
-               "bytes": c.bytes}
-        if c.logits is not None and args.quality_examples:
-            row["perplexity"] = _perplexity(c.logits, held_out)
-        rows.append(row)
+        folder = build(task_dir, cfg, args.work / f"og-int4-{args.task}")
+        specs.append({**common, "kind": "alternative", "folder": str(Path(folder).resolve())})
+    with tempfile.TemporaryDirectory(prefix="gen_decode-") as tmp:
+        data = Path(tmp) / "data.json"
+        data.write_text(json.dumps({"prompts": ex.prompts,
+                                    "held_out_prompts": held_out.prompts if held_out else [],
+                                    "held_out_targets": held_out.targets if held_out else []}))
+        workers = []
+        try:
+            for i, spec in enumerate(tqdm(specs, desc="loading configurations", unit="config")):
+                workers.append(_Worker({**spec, "data": str(data)}, Path(tmp) / f"worker{i}.log"))
+            samples = [{"prefill": [], "decode": []} for _ in workers]
+            for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
+                for w, got in zip(workers, samples):  # interleaved: each round runs every configuration once
+                    r = w.ask("round")
+                    got["prefill"] += r["prefill"]
+                    got["decode"] += r["decode"]
+            rows = []
+            for w, got in zip(tqdm(workers, desc="held-out perplexity", unit="config"), samples):
+                row = {k: w.info[k] for k in ("runtime", "bundle", "variant")}
+                row.update({"prefill_tokens_per_s": statistics.median(got["prefill"]),
+                            "decode_tokens_per_s": statistics.median(got["decode"]),
+                            "generations": len(got["decode"]), "bytes": w.info["bytes"]})
+                if w.info["scored"] and held_out is not None:
+                    row["perplexity"] = w.ask("perplexity")["perplexity"]
+                rows.append(row)
+        finally:
+            for w in workers:
+                w.close()
     result = {**provenance("benchmarks.gen_decode", argv),
               "task": args.task, "prompts": len(ex.prompts),
               "median_prompt_tokens": statistics.median(len(p) for p in ex.prompts),
               "new_tokens": args.new_tokens, "rounds": args.rounds,
-              "perplexity_examples": len(held_out.prompts) if args.quality_examples else 0, "rows": rows}
+              "threads": args.threads or "each runtime's default", "processes": "one per configuration",
+              "perplexity_examples": len(held_out.prompts) if held_out else 0, "rows": rows}
     write_results(args.out, result)
     print(f"{'runtime':<9} {'bundle':<28} {'variant':<30} {'prefill tok/s':>13} {'decode tok/s':>12} "
           f"{'MB':>7} {'ppl':>8}")

@@ -123,7 +123,10 @@ def decode(path: Path, out: Path) -> Path:
         ax.text(r["decode_tokens_per_s"], i, f" {r['decode_tokens_per_s']:.1f}{ppl}", va="center", fontsize=8)
     ax.set_xlim(0, max(r["decode_tokens_per_s"] for r in rows) * 1.45)
     ax.set_xlabel(f"decode tokens/s (median, batch 1, greedy, {record['new_tokens']} new tokens)")
-    ax.set_title(f"{record['task']}: generation speed per runtime", fontsize=10)
+    threads = record.get("threads")  # recorded since 2026-12-06: runtimes' defaults differ
+    ax.set_title(f"{record['task']}: generation speed per runtime"
+                 + (f", {threads} intra-op threads each" if isinstance(threads, int) else
+                    f", {threads}" if threads else ""), fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
     fig.subplots_adjust(left=min(0.6, 0.075 * longest / fig.get_figwidth() + 0.03), bottom=0.26)
     _footer(fig, record)

@@ -7,6 +7,20 @@ the artifact in the runtime's own LLM tooling on Linux (see `manifest.json` and 
 
 from __future__ import annotations
 
+#: onnxruntime-genai reads its thread count from genai_config.json; calora cannot know the phone's.
+_OG_THREADS = """
+4. Threads (onnxruntime-genai): set `model.decoder.session_options.intra_op_num_threads` in each
+   `genai_config.json` to the device's performance-core count. Left unset, onnxruntime-genai 0.18
+   ran one intra-op thread on a 2-core x86 machine, 1.7-1.9x slower per decoded token than with
+   2 set (calora's docs/RESULTS.md, section 5); ExecuTorch and Core ML pick their threads
+   themselves."""
+
+
+def threads_step(manifest: dict) -> str:
+    """The README's thread step for targets whose runtime needs one (onnxruntime-genai)."""
+    return _OG_THREADS if manifest["target"] == "onnx" else ""
+
+
 _GEN_SNIPPETS = {
     ("onnx", "baked"): ("""```kotlin
 // build.gradle: implementation("com.microsoft.onnxruntime:onnxruntime-genai-android:<version>")
@@ -146,7 +160,7 @@ def generative_readme(manifest: dict, header: str, files_table: str) -> str:
    size); the tasks were trained with prompts of up to {g['max_prompt_tokens']} tokens and answers
    of up to {g['max_new_tokens']} new tokens.
 3. Decode greedily (the tasks were evaluated that way; sampling defaults in `manifest.json` under
-   `generation.sampling`), stop at EOS.
+   `generation.sampling`), stop at EOS.{threads_step(manifest)}
 
 ## Switching tasks
 

@@ -21,7 +21,16 @@ def og_version() -> str:
 
 
 class GenaiSession:
-    """One genai model folder: an og.Model, its loaded adapters, and calora's three ways of running it."""
+    """One genai model folder: an og.Model, its loaded adapters, and calora's three ways of running it.
+
+    `intra_op_threads` (class-wide, as `OnnxRunner.intra_op_threads`; None: the folder's config as
+    shipped) overrides the decoder's `session_options.intra_op_num_threads` when the model is
+    opened, which is what an app does in its genai_config.json. Benchmarks set it so every runtime
+    runs the same number of threads: onnxruntime-genai 0.18 left to its default ran one intra-op
+    thread on a 2-core x86 machine, 1.7-1.9x slower per decoded token than with 2 threads set
+    (docs/RESULTS.md, section 5), while ExecuTorch's XNNPACK and PyTorch use every core."""
+
+    intra_op_threads: int | None = None
 
     def __init__(self, folder: Path) -> None:
         import onnxruntime_genai as og
@@ -31,7 +40,11 @@ class GenaiSession:
         disable_ort_telemetry()
         og.disable_telemetry_events()
         self.folder = Path(folder)
-        self.model = og.Model(str(folder))
+        config = og.Config(str(folder))
+        if self.intra_op_threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+                "intra_op_num_threads": int(self.intra_op_threads)}}}}))
+        self.model = og.Model(config)
         self.config = json.loads((self.folder / "genai_config.json").read_text())
         self.context = int(self.config["model"]["context_length"])
         self.adapters = og.Adapters(self.model)

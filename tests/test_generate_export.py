@@ -363,6 +363,7 @@ def test_export_cli_on_a_generative_task(gen_runs, gen_bundle, tmp_path, capsys)
     assert cfg["model"]["context_length"] == 48
     readme = (out / "README.md").read_text()
     assert "Generator(model" in readme and "setActiveAdapter" not in readme  # baked: no adapters to set
+    assert "intra_op_num_threads" in readme  # og's default ran one thread: the app sets its count
     assert main(["--target", "onnx", "--task", "gen_a", "--runs", str(gen_runs), "--out", str(tmp_path / "c"),
                  "--max-length", "4"]) == 2
     assert "--max-length 4" in capsys.readouterr().err
@@ -442,6 +443,40 @@ def test_static_cache_decodes_like_the_full_forward_on_every_layer(gen_runs):
         assert all(k.abs().sum() > 0 for k in keys) and not torch.equal(keys[0], keys[1])
         assert getattr(cache, "v_cache_1")[:, n:].abs().sum() == 0  # nothing written past the tokens
         torch.testing.assert_close(conversation(), first, atol=0, rtol=0)
+
+
+def test_genai_session_sets_the_thread_count_the_benchmarks_compare_at(gen_bundle, monkeypatch):
+    """`GenaiSession.intra_op_threads` overrides the decoder's intra_op_num_threads through og's own
+    config overlay (a key og does not know is an error at og.Model), and the numbers do not change."""
+    pytest.importorskip("onnxruntime_genai")
+    from calora.targets.onnx_genai_runtime import GenaiSession
+
+    bundle, job = gen_bundle("onnx", "baked")
+    folder = bundle / "onnx" / "gen_a"
+    prompt = list(job.smoke_prompts[0])
+    default = GenaiSession(folder)
+    monkeypatch.setattr(GenaiSession, "intra_op_threads", 2)
+    two = GenaiSession(folder)
+    assert two.generate(prompt, 4, eos=-1).tokens == default.generate(prompt, 4, eos=-1).tokens
+    np.testing.assert_allclose(two.forward_logits(prompt), default.forward_logits(prompt), atol=1e-4)
+
+
+def test_decode_benchmark_runs_each_configuration_in_its_own_process(gen_bundle, gen_runs, tmp_path):
+    """benchmarks.gen_decode times every configuration in a worker process of its own (thread pools
+    of different runtimes never share one process) and reports each with its perplexity."""
+    from benchmarks.gen_decode import main
+
+    bundle, _ = gen_bundle("onnx", "swappable")
+    out = tmp_path / "decode.json"
+    assert main(["--bundles", str(bundle), "--runs", str(gen_runs), "--task", "gen_a", "--prompts", "2",
+                 "--new-tokens", "3", "--rounds", "2", "--quality-examples", "2", "--no-pytorch", "--threads", "1",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["processes"] == "one per configuration" and result["threads"] == 1
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"swappable with adapter", "swappable, no adapter"}
+    assert all(r["generations"] == 4 and r["decode_tokens_per_s"] > 0 for r in rows.values())
+    assert np.isfinite(rows["swappable with adapter"]["perplexity"]) and "perplexity" not in rows["swappable, no adapter"]
 
 
 def test_fused_onnx_decoder_computes_what_the_op_by_op_decoder_computes(gen_runs):
