@@ -11,6 +11,7 @@ from calora.train.errors import ConfigError
 
 from .onnx import OPSET, _strip_metadata
 from .onnx_fused import FusedGrowingCache
+from .onnx_pack import pack_shared_input_matmulnbits
 from .onnx_quant import quantize_backbone, quiet
 
 INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -69,6 +70,7 @@ def quantize(proto, model: torch.nn.Module, trained: torch.nn.Module, fmt: str, 
     step, cannot pass; the float body keeps that check exact (docs/RESULTS.md, section 5)."""
     proto, err, kept = quantize_backbone(proto, model, trained, fmt, group, adapter_inputs=adapter_inputs)
     err |= tied_int8_table(proto, trained)
+    pack_shared_input_matmulnbits(proto)  # q/k/v and gate/up as one product each (exact; `onnx_pack`)
     return proto, err, kept
 
 

@@ -239,10 +239,11 @@ def test_onnx_bundle_is_an_onnxruntime_genai_model_folder(gen_bundle):
     assert ops["GroupQueryAttention"] == layers and ops["SkipSimplifiedLayerNormalization"] == 2 * layers
     assert not ops["Softmax"] and not ops["ReduceMean"], ops
     # The body's MatMulNBits keep float activations (a prefill and token-by-token decoding agree:
-    # onnx_graph_gen.quantize); only the tied 8-bit head runs int8 ones.
+    # onnx_graph_gen.quantize); only the tied 8-bit head runs int8 ones. q/k/v and gate/up are
+    # packed (onnx_pack): 4 products per layer for its 7 linears.
     levels = collections.Counter(next((a.i for a in n.attribute if a.name == "accuracy_level"), 0)
                                  for n in graph.node if n.op_type == "MatMulNBits")
-    assert levels == {0: 7 * layers, 4: 1}, levels
+    assert levels == {0: 4 * layers, 4: 1}, levels
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
     prompt = list(job.smoke_prompts[0])
@@ -459,6 +460,35 @@ def test_genai_session_sets_the_thread_count_the_benchmarks_compare_at(gen_bundl
     two = GenaiSession(folder)
     assert two.generate(prompt, 4, eos=-1).tokens == default.generate(prompt, 4, eos=-1).tokens
     np.testing.assert_allclose(two.forward_logits(prompt), default.forward_logits(prompt), atol=1e-4)
+
+
+def test_packing_matmulnbits_that_share_an_input_is_exact():
+    """Three int4 MatMulNBits over one input (q/k/v) and one over another become one packed product
+    and a Split; ONNX Runtime gives bit-identical outputs, and the lone product is left as it was."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from calora.targets.onnx_pack import pack_shared_input_matmulnbits
+
+    rng = np.random.default_rng(0)
+    k, block = 64, 32
+    nodes, inits, outs = [], [], []
+    for i, (x, n) in enumerate([("x", 48), ("x", 16), ("x", 16), ("h", 24)]):
+        inits += [numpy_helper.from_array(rng.integers(0, 256, (n, k // block, block // 2), dtype=np.uint8), f"b{i}"),
+                  numpy_helper.from_array(rng.random(n * (k // block), dtype=np.float32), f"s{i}")]
+        nodes.append(helper.make_node("MatMulNBits", [x, f"b{i}", f"s{i}"], [f"y{i}"], name=f"mm{i}",
+                                      domain="com.microsoft", K=k, N=n, bits=4, block_size=block))
+        outs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, 3, k])
+                                           for v in ("x", "h")], outs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    feeds = {"x": rng.standard_normal((1, 3, k), dtype=np.float32), "h": rng.standard_normal((1, 3, k), dtype=np.float32)}
+    before = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert pack_shared_input_matmulnbits(proto) == 2
+    assert [n.op_type for n in proto.graph.node] == ["MatMulNBits", "Split", "MatMulNBits"]
+    after = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_decode_benchmark_runs_each_configuration_in_its_own_process(gen_bundle, gen_runs, tmp_path):
