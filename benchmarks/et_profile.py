@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=40)
     ap.add_argument("--decode-steps", type=int, default=8)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="XNNPACK threadpool size (0: ExecuTorch's default, every core here)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     from calora.targets.executorch import read_adapter
 
     load_llm_kernels()  # the programs' cache and attention kernels
+    if args.threads:
+        portable_lib._unsafe_reset_threadpool(args.threads)
     manifest = read_manifest(args.bundle)
     pte, adapter, data = _program(args.bundle, manifest, args.task)
     extra = read_adapter(adapter) if adapter is not None else []
@@ -78,20 +82,24 @@ def main(argv: list[str] | None = None) -> int:
         dump = Path(tmp) / "run.etdp"
         module.write_etdump_result_to_file(str(dump), str(Path(tmp) / "debug.bin"))
         inspector = Inspector(etdump_path=str(dump))
-    total_ms, count = collections.Counter(), collections.Counter()
+    calls = 1 + args.decode_steps
+    total_ms, count, decode_ms = collections.Counter(), collections.Counter(), collections.Counter()
     for block in inspector.event_blocks:
         if block.name != "Execute":
             continue
         for event in block.events:
             if event.perf_data is not None:
-                total_ms[event.name] += sum(event.perf_data.raw)
-                count[event.name] += len(event.perf_data.raw)
+                raw = event.perf_data.raw
+                total_ms[event.name] += sum(raw)
+                count[event.name] += len(raw)
+                if len(raw) == calls:  # one time per call: [0] is the prefill, the rest decode steps
+                    decode_ms[event.name] += sum(raw[1:])
     whole = total_ms.get("Method::execute") or sum(total_ms.values())
-    calls = 1 + args.decode_steps
     top = [{"event": name, "ms_total": round(ms, 2), "ms_per_call": round(ms / calls, 3),
+            "ms_per_decode_step": round(decode_ms[name] / max(args.decode_steps, 1), 3),
             "share_of_execute": round(ms / whole, 4), "count": count[name]}
            for name, ms in total_ms.most_common(args.top)]
-    record = {**provenance("benchmarks.et_profile", argv), "program": str(pte), "adapter": str(adapter or ""),
+    record = {**provenance("benchmarks.et_profile", argv), "threads": args.threads or "default", "program": str(pte), "adapter": str(adapter or ""),
               "data": str(data or ""),
               "prompt_tokens": args.prompt_tokens, "decode_steps": args.decode_steps,
               "prefill_ms": round(prefill_s * 1e3, 1), "decode_ms_median": round(statistics.median(decode_s) * 1e3, 1),
@@ -99,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, record)
     print(f"prefill {record['prefill_ms']} ms ({args.prompt_tokens} tokens), decode median "
           f"{record['decode_ms_median']} ms per token")
-    print(f"{'event':<48} {'ms/call':>9} {'share':>7} {'count':>7}")
+    print(f"{'event':<48} {'ms/call':>9} {'ms/decode':>10} {'share':>7} {'count':>7}")
     for row in top:
-        print(f"{row['event'][:48]:<48} {row['ms_per_call']:>9.2f} {row['share_of_execute']:>7.1%} {row['count']:>7}")
+        print(f"{row['event'][:48]:<48} {row['ms_per_call']:>9.2f} {row['ms_per_decode_step']:>10.3f} "
+              f"{row['share_of_execute']:>7.1%} {row['count']:>7}")
     return 0
 
 

@@ -606,3 +606,6 @@ def test_executorch_shared_program_profiles_without_cache_copies(gen_bundle, tmp
     copies = {e for e in events if "expand_copy" in e or "slice_scatter" in e or e == "native_call_copy_"}
     assert not copies, sorted(events)
     assert any("update_cache" in e for e in events) and any("custom_sdpa" in e for e in events), sorted(events)
+    # Decode steps are reported apart from the prefill: per step, less than the whole run.
+    execute = next(e for e in record["events"] if e["event"] == "Method::execute")
+    assert 0 < execute["ms_per_decode_step"] * 2 < execute["ms_total"] and record["threads"] == "default", execute
