@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -210,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     steps.run("gen-decode", gen_decode,
               [sys.executable, "-m", "benchmarks.gen_decode", "--bundles", *map(str, gen_bundles), "--runs",
                str(gen_runs), "--task", GEN_TASK, "--prompts", "4", "--new-tokens", "16", "--rounds", "3",
-               "--work", str(work / "gen-alternative"), "--out", str(gen_decode)])
+               "--work", str(work / "gen-alternative"), "--out", str(gen_decode),
+               # every runtime at the machine's core count: their defaults differ (og ran one thread)
+               "--threads", str(len(os.sched_getaffinity(0)))])
     et_gen = [b for b in gen_bundles if b.name.startswith("executorch")]
     profiled = [b for b in et_gen if b.name == "executorch-swappable"] or et_gen
     if profiled:
