@@ -12,7 +12,7 @@ runs. Each branch output is added to a constant standing in for its base project
 
     python branch_layouts.py v0   # ... v4; prints nodes and median ms
 """
-import numpy as np, onnx, onnxruntime as ort, time, statistics, sys
+import numpy as np, onnxruntime as ort, time, statistics, sys
 from onnx import helper, TensorProto, numpy_helper
 H, I, r, rr, L = 576, 1536, 8, 8, 30
 rng = np.random.default_rng(0)
