@@ -212,10 +212,11 @@ class _Worker:
 
     def __init__(self, spec: dict, log: Path) -> None:
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.gen_decode", "--worker", json.dumps(spec)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-                                     env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                                     cwd=Path(__file__).resolve().parents[1])  # where `benchmarks` imports from
+        with log.open("w") as err:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.gen_decode", "--worker", json.dumps(spec)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                         env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                                         cwd=Path(__file__).resolve().parents[1])  # where `benchmarks` imports from
         self.info = self._read()
 
     def _read(self) -> dict:
@@ -230,10 +231,15 @@ class _Worker:
         return self._read()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("exit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
+        """End the worker; a worker that already failed is reaped, never allowed to hide that failure."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write("exit\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     from calora.validate.references import find_task_dir
 
     m = read_manifest(args.bundles[0])
-    entry = next(t for t in m["tasks"] if t["name"] == args.task)
+    entry = next((t for t in m["tasks"] if t["name"] == args.task), None)
+    if entry is None:
+        ap.error(f"--task {args.task}: not in {args.bundles[0]} (tasks: {', '.join(t['name'] for t in m['tasks'])})")
     task_dir = find_task_dir(args.task, entry, args.runs)
     cfg = read_json(task_dir / "calora_config.json")
     tok = load_tokenizer(cfg["backbone"]["source"])
