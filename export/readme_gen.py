@@ -11,7 +11,7 @@ from __future__ import annotations
 _OG_THREADS = """
 4. Threads (onnxruntime-genai): set `model.decoder.session_options.intra_op_num_threads` in each
    `genai_config.json` to the device's performance-core count. Left unset, onnxruntime-genai 0.18
-   ran one intra-op thread on a 2-core x86 machine, 1.7-1.9x slower per decoded token than with
+   ran one intra-op thread on a 2-core x86 machine, 1.5-1.6x slower per decoded token than with
    2 set (calora's docs/RESULTS.md, section 5); ExecuTorch and Core ML pick their threads
    themselves."""
 

@@ -27,7 +27,7 @@ class GenaiSession:
     shipped) overrides the decoder's `session_options.intra_op_num_threads` when the model is
     opened, which is what an app does in its genai_config.json. Benchmarks set it so every runtime
     runs the same number of threads: onnxruntime-genai 0.18 left to its default ran one intra-op
-    thread on a 2-core x86 machine, 1.7-1.9x slower per decoded token than with 2 threads set
+    thread on a 2-core x86 machine, 1.5-1.6x slower per decoded token than with 2 threads set
     (docs/RESULTS.md, section 5), while ExecuTorch's XNNPACK and PyTorch use every core."""
 
     intra_op_threads: int | None = None
