@@ -167,10 +167,10 @@ def _worker_config(spec: dict) -> Config:
 
     if spec["kind"] == "bundle":
         return _bundle_config(Path(spec["bundle"]), spec["label"], spec["task"], spec["variant"])
-    m = read_manifest(Path(spec["manifest_of"]))
-    task_dir = find_task_dir(spec["task"], next(t for t in m["tasks"] if t["name"] == spec["task"]), spec["runs"])
     if spec["kind"] == "alternative":
         return _alternative(Path(spec["folder"]))
+    m = read_manifest(Path(spec["manifest_of"]))
+    task_dir = find_task_dir(spec["task"], next(t for t in m["tasks"] if t["name"] == spec["task"]), spec["runs"])
     from calora.train.artifacts import read_json
     from calora.validate.generative import _torch_logits
 

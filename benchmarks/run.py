@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                str(gen_runs), "--task", GEN_TASK, "--prompts", "4", "--new-tokens", "16", "--rounds", "3",
                "--work", str(work / "gen-alternative"), "--out", str(gen_decode),
                # every runtime at the machine's core count: their defaults differ (og ran one thread)
-               "--threads", str(len(os.sched_getaffinity(0)))])
+               "--threads", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                else os.cpu_count() or 1)])  # sched_getaffinity: Linux only
     et_gen = [b for b in gen_bundles if b.name.startswith("executorch")]
     profiled = [b for b in et_gen if b.name == "executorch-swappable"] or et_gen
     if profiled:
