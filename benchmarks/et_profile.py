@@ -7,7 +7,8 @@ baked .pte, or its shared-mode .pte with backbone.ptd) as the LLM runner drives 
 of a `--prompt-tokens` prompt, then `--decode-steps` one-token calls through the KV cache, with
 ExecuTorch's event tracer on. Prints and writes the top events: portable kernels
 (`native_call_*`), XNNPACK's own operators (inside `DELEGATE_CALL`) and `Method::execute`, the
-whole call; their share is of `Method::execute`.
+whole call; their share is of `Method::execute`. `ms_per_decode_step` leaves the prefill out;
+`--threads N` sizes XNNPACK's threadpool (default: ExecuTorch's own, every core here).
 """
 
 from __future__ import annotations
