@@ -6,7 +6,8 @@ numbers, read from the results file itself.
     python -m benchmarks.plots --out docs/figures \\
         --ablation train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8.json \\
         --latency benchmarks/results/classify_latency_minilm_rt_cpu.json \\
-        --decode benchmarks/results/gen_decode_smollm2_cpu.json
+        --decode benchmarks/results/gen_decode_smollm2_cpu.json \\
+        --tradeoff benchmarks/results/gen_decode_smollm2_cpu.json
 """
 
 from __future__ import annotations
@@ -136,6 +137,91 @@ def decode(path: Path, out: Path) -> Path:
     return dest
 
 
+def _group(row: dict) -> str:
+    """A calora bundle is named after its runtime (executorch-..., onnx-...): those group by runtime;
+    every other row (PyTorch eager, the do-it-yourself model) is its own group."""
+    bundle = row.get("bundle", row["runtime"])
+    return row["runtime"] if bundle.startswith(row["runtime"]) else bundle
+
+
+def _labels(rows: list[dict]) -> list[str]:
+    """Short point labels: within one group, each bundle name without the prefix the group's
+    bundles share ("base" for the bundle that is the prefix itself)."""
+    import os
+
+    names: dict[str, list[str]] = {}
+    for r in rows:
+        names.setdefault(_group(r), []).append(r.get("bundle", r["runtime"]))
+    labels = []
+    for r in rows:
+        mine, name = names[_group(r)], r.get("bundle", r["runtime"])
+        prefix = os.path.commonprefix(mine) if len(mine) > 1 else ""
+        labels.append(f"{name[len(prefix):].lstrip('-') or 'base'}" if prefix else name)
+    return labels
+
+
+def tradeoff(path: Path, out: Path) -> Path:
+    """Generation speed against quality: decode tokens/s (x) and held-out perplexity (y, lower is
+    better) of every configuration in one benchmarks.gen_decode file that was scored, one line per
+    runtime through calora's configurations, and an inset that spreads calora's cluster out; the
+    marker area is the bytes the runtime loads. Rows without a perplexity are left out."""
+    record = json.loads(path.read_text())
+    rows = [r for r in record["rows"] if "perplexity" in r]
+    if not rows:
+        raise ValueError(f"{path}: no row has a perplexity (run benchmarks.gen_decode with --quality-examples)")
+    plt, fig, ax = _figure(width=9.0, height=6.0)
+    palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+    groups = list(dict.fromkeys(_group(r) for r in rows))
+    color = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
+    labels = dict(zip(map(id, rows), _labels(rows)))
+    biggest = max(r["bytes"] for r in rows)
+    calora = [r for r in rows if _group(r) == r["runtime"]]
+    inset = ax.inset_axes([0.05, 0.45, 0.5, 0.5]) if len(calora) > 2 else None
+
+    def draw(axes, mine_rows, annotate):
+        for g in groups:
+            mine = sorted((r for r in mine_rows if _group(r) == g), key=lambda r: r["decode_tokens_per_s"])
+            if not mine:
+                continue
+            xs, ys = [r["decode_tokens_per_s"] for r in mine], [r["perplexity"] for r in mine]
+            if len(mine) > 1:
+                axes.plot(xs, ys, color=color[g], alpha=0.4, linewidth=1)
+            axes.scatter(xs, ys, s=[40 + 260 * r["bytes"] / biggest for r in mine], color=color[g], alpha=0.8,
+                         edgecolors="black", linewidths=0.5, label=g if axes is ax else None)
+            for k, r in enumerate(mine if annotate else []):
+                # alternate above/below so neighbouring configurations stay readable
+                axes.annotate(f"{labels[id(r)]}, {r['bytes'] / 1e6:.0f} MB", (r["decode_tokens_per_s"], r["perplexity"]),
+                              textcoords="offset points", xytext=(5, 6 if k % 2 else -10), fontsize=6.5)
+
+    outside = [r for r in rows if inset is None or r not in calora]
+    draw(ax, rows, annotate=False)
+    for r in outside:
+        ax.annotate(f"{labels[id(r)]}, {r['bytes'] / 1e6:.0f} MB", (r["decode_tokens_per_s"], r["perplexity"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=7)
+    if inset is not None:
+        draw(inset, calora, annotate=True)
+        xs, ys = [r["decode_tokens_per_s"] for r in calora], [r["perplexity"] for r in calora]
+        inset.set_xlim(min(xs) - 0.08 * (max(xs) - min(xs)) - 1, max(xs) + 0.35 * (max(xs) - min(xs)) + 1)
+        inset.set_ylim(min(ys) - 0.12 * (max(ys) - min(ys)) - 0.05, max(ys) + 0.12 * (max(ys) - min(ys)) + 0.05)
+        inset.tick_params(labelsize=7)
+        inset.set_title("calora's configurations", fontsize=8)
+        ax.indicate_inset_zoom(inset, edgecolor="0.5")
+    ax.legend(fontsize=8, loc="center right", markerscale=0.5)
+    ax.set_xlim(0, max(r["decode_tokens_per_s"] for r in rows) * 1.35)
+    ax.set_xlabel(f"decode tokens/s (median, batch 1, greedy, {record['new_tokens']} new tokens; right is faster)")
+    ax.set_ylabel(f"perplexity, {record.get('perplexity_examples', '?')} held-out (lower is better)")
+    threads = record.get("threads")
+    ax.set_title(f"{record['task']}: speed against quality" + (f", {threads} intra-op threads each"
+                                                               if isinstance(threads, int) else ""), fontsize=10)
+    footer_lines = len(textwrap.wrap(f"{record.get('command', '')}", 150)) + 1
+    fig.subplots_adjust(bottom=0.1 + 0.018 * footer_lines)
+    _footer(fig, record)
+    dest = out / f"{path.stem}_tradeoff.png"
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
 def task_switch(path: Path, out: Path) -> Path:
     """Per runtime: switching tasks on a swappable bundle (adapter file read, or already in memory)
     against loading the other task's baked model, log scale."""
@@ -245,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", nargs="*", type=Path, default=[])
     ap.add_argument("--latency", nargs="*", type=Path, default=[])
     ap.add_argument("--decode", nargs="*", type=Path, default=[])
+    ap.add_argument("--tradeoff", nargs="*", type=Path, default=[],
+                    help="benchmarks.gen_decode files: decode speed against perplexity")
     ap.add_argument("--task-switch", nargs="*", type=Path, default=[])
     ap.add_argument("--train-step", nargs="*", type=Path, default=[])
     ap.add_argument("--levels", nargs="*", default=[], metavar="LABEL=ABLATION_JSON,METRICS_JSON",
@@ -254,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.levels:
         print(levels(args.levels, args.out, args.levels_name))
-    for fn, paths in ((ablation, args.ablation), (latency, args.latency), (decode, args.decode),
+    for fn, paths in ((ablation, args.ablation), (latency, args.latency), (decode, args.decode), (tradeoff, args.tradeoff),
                       (task_switch, args.task_switch), (train_step, args.train_step)):
         for p in paths:
             print(fn(p, args.out))

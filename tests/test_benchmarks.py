@@ -15,6 +15,7 @@ def test_figures_are_drawn_from_the_committed_results(tmp_path):
                "--ablation", str(ROOT / "train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8.json"),
                "--latency", str(ROOT / "docs/results/classify_latency_minilm_rt_cpu_2.json"),
                "--decode", str(ROOT / "docs/results/2026-12-05/gen/gen_decode_smollm2.json"),
+               "--tradeoff", str(ROOT / "docs/results/2026-12-06/threads/gen_decode_recovery_cost_threads2.json"),
                "--levels", "4.7x=" + ",".join(str(ROOT / p) for p in (
                    "train/results/ablation_minilm_rotten_tomatoes_int4g32_sparse0.5_embint8_cpu.json",
                    "docs/results/train_rotten_tomatoes_4.7x_metrics.json")),
@@ -26,7 +27,7 @@ def test_figures_are_drawn_from_the_committed_results(tmp_path):
                "--train-step", str(ROOT / "docs/results/2026-12-05/train_step_rotten_tomatoes.json")])
     assert rc == 0
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert len(pngs) == 6 and all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 7 and all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
 def test_latency_benchmark_reads_every_artifact_file_of_a_manifest():
