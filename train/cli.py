@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "compression residual W - C(W), LoftQ's one-step init for a fixed compressed backbone")
     ca.add_argument("--recovery-rank", type=int, default=_C.recovery_rank)
     ca.add_argument("--recovery-activation", default=_C.recovery_activation.value, choices=[a.value for a in Activation])
-    ca.add_argument("--recovery-targets", nargs="+", help="layer name suffixes (default: every compressed linear)")
+    ca.add_argument("--recovery-targets", nargs="+",
+                    help="layer name suffixes (default: every compressed linear); fewer layers run faster "
+                         "after export, e.g. dense (BERT) or gate_proj up_proj down_proj (Llama's MLP; "
+                         "measured in docs/RESULTS.md)")
     ca.add_argument("--distill-alpha", type=float, default=_C.distill_alpha,
                     help="weight of the hidden-state MSE (per-element mean over real tokens) (default: %(default)s)")
     ca.add_argument("--distill-logits", action="store_true", help="also match the teacher's logits (MSE)")
