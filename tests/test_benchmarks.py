@@ -87,3 +87,17 @@ def test_gpu_run_sizes_its_schedule_from_the_probe_to_fit_the_budget():
     assert _choose(a, 400.0, 5_000, probe, 45.0)[0] is None  # the whole (small) split fits
     with pytest.raises(SystemExit, match="--budget-s 420"):
         _choose(a, 100.0, 47_781, probe, 45.0)
+
+
+def test_tradeoff_figure_labels_calora_bundles_by_what_differs():
+    """The speed-against-quality figure groups calora's bundles by runtime and labels each by the
+    part of its name the group does not share; other rows keep their own names."""
+    from benchmarks.plots import _group, _labels
+
+    rows = [{"runtime": "executorch", "bundle": "executorch-baked-dense"},
+            {"runtime": "executorch", "bundle": "executorch-baked-dense-recmlp"},
+            {"runtime": "onnx", "bundle": "onnx-baked-dense"},
+            {"runtime": "onnx", "bundle": "alternative"},
+            {"runtime": "pytorch", "bundle": "eager fp32"}]
+    assert [_group(r) for r in rows] == ["executorch", "executorch", "onnx", "alternative", "eager fp32"]
+    assert _labels(rows) == ["base", "recmlp", "onnx-baked-dense", "alternative", "eager fp32"]
