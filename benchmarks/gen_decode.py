@@ -162,19 +162,18 @@ def _perplexity(logits: Callable, held_out) -> float:
 
 # ---- worker: one configuration in its own process ------------------------------------------------------
 def _worker_config(spec: dict) -> Config:
-    from calora.export.manifest import read_manifest
-    from calora.validate.references import References, find_task_dir
-
     if spec["kind"] == "bundle":
         return _bundle_config(Path(spec["bundle"]), spec["label"], spec["task"], spec["variant"])
     if spec["kind"] == "alternative":
         return _alternative(Path(spec["folder"]))
-    m = read_manifest(Path(spec["manifest_of"]))
-    task_dir = find_task_dir(spec["task"], next(t for t in m["tasks"] if t["name"] == spec["task"]), spec["runs"])
     from calora.train.artifacts import read_json
     from calora.validate.generative import _torch_logits
+    from calora.validate.references import References
 
+    task_dir = Path(spec["task_dir"])  # resolved once by the driver
     teacher = References().teacher(task_dir, read_json(task_dir / "calora_config.json"))
+    if isinstance(teacher, str):
+        raise SystemExit(f"--runs {spec['runs']}: {teacher} (or pass --no-pytorch)")
     size = sum(t.numel() * t.element_size() for t in teacher.state_dict().values())
     return Config("pytorch", "eager fp32", "uncompressed + teacher LoRA", _pytorch_eager(teacher),
                   lambda ids: _torch_logits(teacher, ids), size)
@@ -288,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ex = gen_examples(args.task, cfg, tok, context, args.prompts)
     held_out = gen_examples(args.task, cfg, tok, context, args.quality_examples) if args.quality_examples else None
     # Absolute paths: the workers run from the repository root.
-    common = {"task": args.task, "runs": str(Path(args.runs).resolve()), "threads": args.threads,
-              "new_tokens": args.new_tokens, "manifest_of": str(args.bundles[0].resolve())}
+    common = {"task": args.task, "runs": str(args.runs), "task_dir": str(Path(task_dir).resolve()),
+              "threads": args.threads, "new_tokens": args.new_tokens}
     specs = []
     if not args.no_pytorch:
         specs.append({**common, "kind": "pytorch"})

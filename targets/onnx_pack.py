@@ -84,7 +84,8 @@ def pack_shared_input_matmulnbits(proto) -> int:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    keep = [i for i in graph.initializer if i.name not in drop_inits]
+    still_read = {name for node in nodes for name in node.input}  # an initializer another node shares stays
+    keep = [i for i in graph.initializer if i.name not in drop_inits or i.name in still_read]
     del graph.initializer[:]
     graph.initializer.extend(keep + new_inits)
     return fewer
