@@ -34,6 +34,14 @@ def _footer(fig, record: dict) -> None:
     fig.text(0.01, 0.01, "\n".join(textwrap.wrap(text, 150)), fontsize=6, va="bottom", color="0.35")
 
 
+def _save(plt, fig, record: dict, dest: Path) -> Path:
+    """Footer (command, machine, date of the results file), write the PNG, free the figure."""
+    _footer(fig, record)
+    fig.savefig(dest, dpi=130)
+    plt.close(fig)
+    return dest
+
+
 def _test_values(metrics, key: str) -> list[float]:
     """Test-split values of one row: the current format (a list of metric dicts per row) and the
     first ablation files' format (a dict of per-seed lists)."""
@@ -74,11 +82,7 @@ def ablation(path: Path, out: Path) -> Path:
     ax.set_title(f"{cfg.get('backbone', '')} on {cfg.get('task', '')}, compression {spec}", fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
     fig.subplots_adjust(left=0.36, bottom=0.2)
-    _footer(fig, record)
-    dest = out / f"{path.stem}.png"
-    fig.savefig(dest, dpi=130)
-    plt.close(fig)
-    return dest
+    return _save(plt, fig, record, out / f"{path.stem}.png")
 
 
 def latency(path: Path, out: Path) -> Path:
@@ -105,11 +109,7 @@ def latency(path: Path, out: Path) -> Path:
     fig.suptitle(f"{record['task']}: latency and size per artifact", fontsize=10)
     ax1.tick_params(axis="y", labelsize=8)
     fig.subplots_adjust(left=0.3, bottom=1.15 / height, wspace=0.05)  # room for the axis label and the footer
-    _footer(fig, record)
-    dest = out / f"{path.stem}.png"
-    fig.savefig(dest, dpi=130)
-    plt.close(fig)
-    return dest
+    return _save(plt, fig, record, out / f"{path.stem}.png")
 
 
 def decode(path: Path, out: Path) -> Path:
@@ -130,11 +130,7 @@ def decode(path: Path, out: Path) -> Path:
                     f", {threads}" if threads else ""), fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
     fig.subplots_adjust(left=min(0.6, 0.075 * longest / fig.get_figwidth() + 0.03), bottom=0.26)
-    _footer(fig, record)
-    dest = out / f"{path.stem}.png"
-    fig.savefig(dest, dpi=130)
-    plt.close(fig)
-    return dest
+    return _save(plt, fig, record, out / f"{path.stem}.png")
 
 
 def _group(row: dict) -> str:
@@ -215,11 +211,7 @@ def tradeoff(path: Path, out: Path) -> Path:
                                                                if isinstance(threads, int) else ""), fontsize=10)
     footer_lines = len(textwrap.wrap(f"{record.get('command', '')}", 150)) + 1
     fig.subplots_adjust(bottom=0.1 + 0.018 * footer_lines)
-    _footer(fig, record)
-    dest = out / f"{path.stem}_tradeoff.png"
-    fig.savefig(dest, dpi=130)
-    plt.close(fig)
-    return dest
+    return _save(plt, fig, record, out / f"{path.stem}_tradeoff.png")
 
 
 def task_switch(path: Path, out: Path) -> Path:
@@ -246,11 +238,7 @@ def task_switch(path: Path, out: Path) -> Path:
     ax.set_title(f"task switch vs model reload (reload / adapter switch: {ratios})", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.subplots_adjust(left=0.42, bottom=0.25)
-    _footer(fig, record)
-    dest = out / f"{path.stem}.png"
-    fig.savefig(dest, dpi=130)
-    plt.close(fig)
-    return dest
+    return _save(plt, fig, record, out / f"{path.stem}.png")
 
 
 def train_step(path: Path, out: Path) -> Path:
@@ -267,11 +255,7 @@ def train_step(path: Path, out: Path) -> Path:
     ax.set_xlabel(f"ms per optimizer step (median; batch {record['batch_size']}, length {record['max_length']})")
     ax.set_title(f"training-step cost on {record['task']} ({record['compression']})", fontsize=10)
     fig.subplots_adjust(left=0.22, bottom=0.27)
-    _footer(fig, record)
-    dest = out / f"{path.stem}.png"
-    fig.savefig(dest, dpi=130)
-    plt.close(fig)
-    return dest
+    return _save(plt, fig, record, out / f"{path.stem}.png")
 
 
 def levels(specs: list[str], out: Path, name: str = "quality_by_level") -> Path:
@@ -317,12 +301,9 @@ def levels(specs: list[str], out: Path, name: str = "quality_by_level") -> Path:
     cfg = records[0].get("config", {})
     ax.set_title(f"{cfg.get('backbone', '')} on {cfg.get('task', '')}: accuracy by compression level", fontsize=10)
     fig.subplots_adjust(bottom=0.36)
-    _footer(fig, {"command": " ; ".join(r["command"] for r in records) + " ; CA-LoRA seed 0: calora-train (metrics.json)",
-                  "machine": records[0].get("machine", ""), "date": records[0].get("started", "")})
-    dest = out / f"{name}.png"
-    fig.savefig(dest, dpi=130)
-    plt.close(fig)
-    return dest
+    record = {"command": " ; ".join(r["command"] for r in records) + " ; CA-LoRA seed 0: calora-train (metrics.json)",
+              "machine": records[0].get("machine", ""), "date": records[0].get("started", "")}
+    return _save(plt, fig, record, out / f"{name}.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from calora.targets import get_target
-from calora.targets.base import AdapterDType, ExportJob, TargetResult, step
+from calora.targets.base import AdapterDType, ExportJob, TargetResult, keep_worst, step
 from calora.train.artifacts import write_json
 from calora.train.errors import ConfigError
 from calora.train.outputs import AtomicDir, OutputKind
@@ -106,8 +106,7 @@ def adapter_rounding(job: ExportJob) -> dict[str, float]:
         rows = [example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)]
     out: dict[str, float] = {}
     for t in job.tasks:  # one deployable copy per task, every row through it
-        for k, v in adapter_rounding_error(t.model, dtype, rows).items():
-            out[k] = max(out.get(k, 0.0), v)
+        keep_worst(out, adapter_rounding_error(t.model, dtype, rows))
     return out
 
 

@@ -79,6 +79,13 @@ class AdapterDType(str, enum.Enum):
         return cls.FLOAT32 if spec.per_tensor_activations else cls.FLOAT16
 
 
+def keep_worst(into: dict[str, float], errors: dict[str, float]) -> None:
+    """Merge `errors` into `into`, keeping each key's largest value: a bundle reports the worst weight
+    or rounding error over its tasks."""
+    for k, v in errors.items():
+        into[k] = max(into.get(k, 0.0), v)
+
+
 def refuse_per_tensor_activations(spec: Any, target: str, runs_as: str) -> None:
     """A backbone trained for per-tensor int8 activations (`act:tensor`, ONNX Runtime's scheme) on a
     target that computes activations otherwise would not run what the adapters were trained

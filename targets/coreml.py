@@ -27,7 +27,7 @@ import torch
 
 from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, adapter_tensors, backbone_linears,
                                  check_same_layout, deployable, example_inputs, round_adapter, smoke_stats)
-from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, keep_worst
 from calora.targets.coreml_mil import QuantWeight, adapter_consts, constexpr_name, evaluate, quantize_consts
 from calora.train.errors import ConfigError
 from calora.train.quant import QuantEmbedding, QuantLinear, quantize_weight
@@ -284,8 +284,7 @@ class CoreMLTarget:
             if job.mode == Mode.BAKED:
                 for t in tasks:
                     files.append(ArtifactFile.of(out_dir, paths[t.name], "model", t.name))
-                    for k, v in weight_error(paths[t.name], "main", weights_of[t.name]).items():
-                        werr[k] = max(werr.get(k, 0.0), v)
+                    keep_worst(werr, weight_error(paths[t.name], "main", weights_of[t.name]))
                     smoke[t.name] = _smoke(paths[t.name], "main", t, job, ct)
                 task_switch = ("Each task is its own .mlpackage: switching tasks loads another model "
                                "(the backbone weights are stored once per task).")
@@ -308,8 +307,7 @@ class CoreMLTarget:
                                  "weights (the task's float LoRA/recovery/head tensors; the backbone is deduplicated), "
                                  "the rest is the function's program text in model.mlmodel.")
                 for t in tasks:
-                    for k, v in weight_error(pkg, t.name, weights_of[t.name]).items():
-                        werr[k] = max(werr.get(k, 0.0), v)
+                    keep_worst(werr, weight_error(pkg, t.name, weights_of[t.name]))
                     smoke[t.name] = _smoke(pkg, t.name, t, job, ct)
                 task_switch = ("One multifunction .mlpackage, one function per task (function name = task name): "
                                "load a task with MLModelConfiguration.functionName (coremltools: "

@@ -23,7 +23,7 @@ import torch
 from calora.export.decoder import StateCache, causal_mask, decoder_shape
 from calora.export.graph import adapter_tensors, check_same_layout, deployable
 
-from .base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from .base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, keep_worst
 from .generation import smoke as smoke_run
 
 STATES = ("k_cache", "v_cache")
@@ -123,8 +123,7 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                            "Load a task with MLModelConfiguration.functionName, then model.makeState().")
         for t in tasks:
             path, function = where[t.name]
-            for k, v in weight_error(path, function, weights_of[t.name]).items():
-                werr[k] = max(werr.get(k, 0.0), v)
+            keep_worst(werr, weight_error(path, function, weights_of[t.name]))
             program = StatefulProgram(path, function)  # the evaluator runs op by op in numpy: 2 prompts
             smoke[t.name] = smoke_run(program.generate, t, job, program_runtime(), limit=2)
     notes = [

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from calora.targets import adapter_codec
-from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, keep_worst
 from calora.train.errors import ConfigError
 
 ADAPTER_ORDER_KEY = "calora.input_order"
@@ -196,8 +196,7 @@ class ExecuTorchTarget:
             weight_error: dict[str, float] = {}
             for task in job.tasks:
                 model, werr, info = self._prepare(task.model, job.spec)
-                for k, v in werr.items():
-                    weight_error[k] = max(weight_error.get(k, 0.0), v)
+                keep_worst(weight_error, werr)
                 data, stats = self._lower(Baked(model), example)
                 _check_delegation(stats, info, task.name)
                 path = sub / f"{task.name}.pte"

@@ -29,7 +29,7 @@ from calora.export.decoder import DecoderShape, StaticCache, Swappable, decoder_
 from calora.export.graph import adapter_tensors, check_same_layout
 
 from . import adapter_codec
-from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, step
+from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, keep_worst, step
 from .executorch_requirements import program_requirements
 from .executorch_shared import BACKBONE_DATA, export_shared, external_tag, int8_linear, tag_backbone_constants
 from .generation import smoke as smoke_run
@@ -139,8 +139,7 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
     def prepared(task) -> tuple[nn.Module, dict]:
         model, werr, info = target._prepare(task.model, job.spec)
         werr |= _untie_head(model, task.model, job.spec)
-        for k, v in werr.items():
-            weight_error[k] = max(weight_error.get(k, 0.0), v)
+        keep_worst(weight_error, werr)
         return model, info
 
     if job.mode == Mode.BAKED:
@@ -204,8 +203,14 @@ def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:
                      "ExecuTorch's quantized kernels (quantized_ops_lib) with the runner; in Python import "
                      "executorch.kernels.quantized before loading (calora's TextLLMRunner check does).")
     if "lm_head_max_abs" in weight_error:
-        notes.append("LM head: the tied int8 embedding table as an 8da8w linear with the trained codes (XNNPACK); "
-                     "the table is stored twice (embedding_byte lookup and head), as ExecuTorch's own Llama export does.")
+        # One .pte cannot hold the table once: the head's copy is XNNPACK named data, the lookup's a plain constant, and
+        # the runtime resolves a constant by name only from an external data file (Method::parse_external_constants).
+        stored = ("stored once in backbone.ptd, which dedups the lookup's and the head's copies by content"
+                  if job.mode == Mode.SHARED else
+                  "stored twice (embedding_byte lookup and head), as ExecuTorch's own Llama export does; --mode shared "
+                  "stores it once, in backbone.ptd")
+        notes.append(f"LM head: the tied int8 embedding table as an 8da8w linear with the trained codes (XNNPACK); the "
+                     f"table is {stored}.")
     inputs = [TensorSpec("tokens", "int64", (1, "sequence")), TensorSpec("input_pos", "int64", (1,))]
     if names:
         inputs += [TensorSpec(n, "float32", tuple(adapter_tensors(job.tasks[0].model)[n].shape)) for n in names]

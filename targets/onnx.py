@@ -39,7 +39,7 @@ from calora.targets import adapter_codec
 from calora.targets.onnx_adapter_inputs import INT8_NOTE, adapters_as_defaulted_inputs
 from calora.targets.onnx_quant import quantize_backbone, store_trained_embedding
 from calora.targets.base import (AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec,
-                                 fingerprint_version)
+                                 fingerprint_version, keep_worst)
 from calora.train.errors import ConfigError
 
 OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo exporter and ORT 1.32 both handle
@@ -106,18 +106,14 @@ class OnnxTarget:
         notes: list[str] = []
         info: dict = {}
 
-        def merge_error(err: dict[str, float]) -> None:
-            for k, v in err.items():
-                weight_error[k] = max(weight_error.get(k, 0.0), v)
-
         if job.mode == Mode.BAKED:
             for task in job.tasks:
                 model = deployable(task.model)
                 trimmed = trim_positions(model, job.max_length)
                 proto, info = _export(Baked(model), (ids, mask), list(INPUT_NAMES), job.max_length, model)
                 proto, err, kept = quantize_backbone(proto, model, task.model, fmt, group, accuracy_level=INT4_ACCURACY_LEVEL)
-                merge_error(err)
-                merge_error(store_trained_embedding(proto, task.model))
+                keep_worst(weight_error, err)
+                keep_worst(weight_error, store_trained_embedding(proto, task.model))
                 onnx_path, ort_path = onnx_dir / f"{task.name}.onnx", onnx_dir / f"{task.name}.ort"
                 _save(proto, onnx_path)
                 _to_ort(onnx_path, ort_path)
@@ -140,8 +136,8 @@ class OnnxTarget:
             adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
             proto, err, kept = quantize_backbone(proto, model, first.model, fmt, group, adapter_inputs=set(names),
                                          accuracy_level=INT4_ACCURACY_LEVEL)
-            merge_error(err)
-            merge_error(store_trained_embedding(proto, first.model))
+            keep_worst(weight_error, err)
+            keep_worst(weight_error, store_trained_embedding(proto, first.model))
             onnx_path, ort_path = onnx_dir / "backbone.onnx", onnx_dir / "backbone.ort"
             _save(proto, onnx_path)
             _to_ort(onnx_path, ort_path)

@@ -20,7 +20,7 @@ from calora.export.decoder import DecoderShape, decoder_shape, round_head_input
 from calora.export.graph import adapter_tensors, check_same_layout, deployable
 
 from . import adapter_codec
-from .base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec
+from .base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, keep_worst
 from .generation import FLOAT_ACTIVATIONS
 from .generation import smoke as smoke_run
 from .onnx import _save, _to_ort, deploy_format, write_adapter
@@ -88,16 +88,12 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
     runtime_str = f"onnxruntime-genai {og_version()} (onnxruntime {ort.__version__} CPU), .ort"
     shape = decoder_shape(job.tasks[0].model, job.max_length)
 
-    def merge(err: dict[str, float]) -> None:
-        for k, v in err.items():
-            weight_error[k] = max(weight_error.get(k, 0.0), v)
-
     if job.mode == Mode.BAKED:
         for task in job.tasks:
             model = deployable(task.model)
             proto = export_graph(model, shape)
             proto, err, kept = quantize(proto, model, task.model, fmt, group)
-            merge(err)
+            keep_worst(weight_error, err)
             folder = out_dir / "onnx" / task.name
             paths = _write_folder(folder, proto, shape, job)
             files += [ArtifactFile.of(out_dir, p, "model", task.name) for p in paths]
@@ -114,7 +110,7 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         proto = export_graph(model, shape, {n: example[n] for n in names})
         adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
         proto, err, kept = quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
-        merge(err)
+        keep_worst(weight_error, err)
         folder = out_dir / "onnx" / "genai"
         paths = _write_folder(folder, proto, shape, job)
         files += [ArtifactFile.of(out_dir, p, "backbone", None) for p in paths]

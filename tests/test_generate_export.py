@@ -572,6 +572,26 @@ def test_executorch_manifest_lists_what_the_runtime_must_link(gen_bundle, mode):
     assert set(runtime["kernel_libraries"]) == {op.split("::")[0] for op in ops}
 
 
+def test_executorch_shared_backbone_stores_the_tied_embedding_table_once(gen_bundle):
+    """The LM head reads the tied int8 embedding table as an XNNPACK weight and the lookup reads it as
+    a program constant: a baked .pte must store it twice (the stock runtime resolves named constants
+    from an external data file only), backbone.ptd once (its named data dedup by content). The
+    manifests' notes say which, and the file sizes show it."""
+    baked, job = gen_bundle("executorch", "baked")
+    shared, _ = gen_bundle("executorch", "shared")
+    cfg = job.tasks[0].model.config
+    table = cfg.vocab_size * cfg.hidden_size  # int8 codes, one byte each
+    shared_bytes = sum((shared / "executorch" / n).stat().st_size for n in ("backbone.ptd", "gen_a.pte"))
+    assert (baked / "executorch" / "gen_a.pte").stat().st_size - shared_bytes > 0.9 * table
+
+    def head_note(bundle):
+        notes = json.loads((bundle / "manifest.json").read_text())["notes"]
+        return next(n for n in notes if n.startswith("LM head"))
+
+    assert "stored twice" in head_note(baked) and "--mode shared" in head_note(baked)
+    assert "stored once in backbone.ptd" in head_note(shared)
+
+
 def test_generative_executorch_checks_load_the_programs_in_a_fresh_process(gen_bundle):
     """A validating process registers ExecuTorch's LLM kernels before its first check loads a
     program (in this test session an earlier test has registered them already, which would hide a
