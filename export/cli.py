@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from calora.targets import TARGETS
-from calora.targets.base import AdapterDType, Mode
+from calora.targets.base import Activations, AdapterDType, Mode
 from calora.train.cli_support import add_common_flags, run_cli
 from calora.train.config import MAX_LENGTH
 from calora.train.errors import CaloraError, ConfigError
@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "scale per rank component, the head float16, about a quarter of the float32 bytes). "
                         f"Shared mode (ExecuTorch): the adapter inside each task program, {AdapterDType.FLOAT32.value} "
                         f"(default) or {AdapterDType.INT8.value} (those int8 codes run as XNNPACK int8 linears)")
+    p.add_argument("--activations", choices=[a.value for a in Activations],
+                   help="ONNX, generative tasks over an int4 backbone: how MatMulNBits computes the backbone "
+                        f"linears' activations. {Activations.FLOAT32.value} (default): float, exact against a float "
+                        f"reference; {Activations.INT8.value}: int8 per block (accuracy_level 4, as onnxruntime-genai's "
+                        "builder emits, what training simulated): faster decoding, validated with the gates for "
+                        "int8 activations that ExecuTorch's programs get. ExecuTorch always runs int8, Core ML float32")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CaloraError(f"--mode {args.mode}: target {args.target} supports "
                               f"{', '.join(sorted(m.value for m in target.modes))}")
         AdapterDType.check(Mode(args.mode), args.adapter_dtype)  # a dtype the mode cannot store: refused, not ignored
+        Activations.check(args.target, args.activations)
         if not Path(args.runs).is_dir():
             raise CaloraError(f"--runs {args.runs}: no such folder (where calora-train wrote the tasks)")
         # Before minutes of lowering: never over a user's folder, the runs, or an unwritable place.
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         from .bundle import export_bundle
         from .job import load_job
 
-        job = load_job(args.runs, tasks, args.mode, args.max_length, args.adapter_dtype)
+        job = load_job(args.runs, tasks, args.mode, args.max_length, args.adapter_dtype, args.activations)
         manifest = export_bundle(job, args.target, out, argv)
         print(f"[calora] wrote {out} ({args.target}, {args.mode}, tasks: {', '.join(tasks)})")
         for task in manifest["tasks"]:

@@ -79,6 +79,33 @@ class AdapterDType(str, enum.Enum):
         return cls.FLOAT32 if spec.per_tensor_activations else cls.FLOAT16
 
 
+class Activations(str, enum.Enum):
+    """How the runtime computes the backbone linears' activations, where a target can choose
+    (`--activations`): only ONNX Runtime's int4 MatMulNBits in generative bundles can. float32 is
+    its default (accuracy_level unset); int8 is accuracy_level 4, as onnxruntime-genai's builder
+    emits: MLAS rounds each block of inputs to int8 and multiplies in integers. ExecuTorch always
+    runs int8 (XNNPACK 8da kernels), Core ML always float32. The manifest records the result as
+    `runtime.activations` ("float32" / "int8-dynamic"), which picks validation's reference and gates."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"
+
+    @property
+    def manifest_value(self) -> str:
+        return {Activations.FLOAT32: "float32", Activations.INT8: "int8-dynamic"}[self]
+
+    @staticmethod
+    def check(target: str, requested: "Activations | str | None") -> None:
+        """One clear error, before any model is loaded, for --activations on a target that cannot choose."""
+        from calora.train.errors import ConfigError
+
+        if requested is not None and target != "onnx":
+            fixed = {"executorch": "int8 (XNNPACK's 8-bit dynamic activations)", "coreml": "float32"}.get(target, "fixed")
+            raise ConfigError(f"--activations {Activations(requested).value}: --target {target} always runs the "
+                              f"backbone's activations as {fixed}; only --target onnx (generative tasks, int4 backbone) "
+                              "can choose. Drop the flag")
+
+
 def keep_worst(into: dict[str, float], errors: dict[str, float]) -> None:
     """Merge `errors` into `into`, keeping each key's largest value: a bundle reports the worst weight
     or rounding error over its tasks."""
@@ -127,6 +154,8 @@ class ExportJob:
     #: swappable mode: the dtype of the adapter files; shared mode: of the adapter in each task's
     #: program (baked artifacts keep the trained float32 values)
     adapter_dtype: AdapterDType = AdapterDType.FLOAT16
+    #: `--activations` where the target can choose (ONNX generative int4); None: the target's own
+    activations: Activations | None = None
 
     @property
     def deployed_adapter_dtype(self) -> AdapterDType:

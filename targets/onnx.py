@@ -38,8 +38,8 @@ from calora.export.graph import (INPUT_NAMES, OUTPUT_NAMES, Baked, Swappable, ad
 from calora.targets import adapter_codec
 from calora.targets.onnx_adapter_inputs import INT8_NOTE, adapters_as_defaulted_inputs
 from calora.targets.onnx_quant import quantize_backbone, store_trained_embedding
-from calora.targets.base import (AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec,
-                                 fingerprint_version, keep_worst)
+from calora.targets.base import (Activations, AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult,
+                                 TensorSpec, fingerprint_version, keep_worst)
 from calora.train.errors import ConfigError
 
 OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo exporter and ORT 1.32 both handle
@@ -51,6 +51,27 @@ OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo expor
 #: sdot/i8mm, AVX-VNNI) level 4 may win, which this machine cannot show. The generative LM head is
 #: the exception (8-bit B has no fast float path: onnx_graph_gen.py).
 INT4_ACCURACY_LEVEL: int | None = None
+
+
+def body_accuracy_level(job: ExportJob, fmt: str) -> int | None:
+    """MatMulNBits' accuracy_level for the int4 backbone linears from `--activations` (None: float
+    activations), or one clear error for a choice this bundle cannot make."""
+    requested = job.activations
+    if requested is None:
+        return None
+    flag = f"--activations {requested.value}"
+    if fmt == "int8" and requested == Activations.FLOAT32:
+        raise ConfigError(f"{flag}: this backbone is int8 (--compression {job.spec}), which ONNX Runtime runs with "
+                          "int8 activations (DynamicQuantizeLinear); drop the flag")
+    if requested == Activations.INT8 and fmt != "int8":
+        if fmt != "int4":
+            raise ConfigError(f"{flag}: only an int4 backbone's MatMulNBits can run int8 activations; this one is "
+                              f"{fmt} (--compression {job.spec})")
+        if job.kind != "generate":
+            raise ConfigError(f"{flag}: generative tasks only; classification bundles keep float activations "
+                              "(accuracy_level 4 measured no faster per example, docs/RESULTS.md section 3)")
+        return 4
+    return None
 
 
 def deploy_format(spec: Any) -> tuple[str, int | None]:
@@ -91,10 +112,11 @@ class OnnxTarget:
         fmt, group = deploy_format(job.spec)
         if job.mode not in self.modes:
             raise ConfigError(f"--mode {job.mode.value}: the onnx target supports {sorted(m.value for m in self.modes)}")
+        level = body_accuracy_level(job, fmt)  # refuses what this bundle cannot run, before any lowering
         if job.kind == "generate":
             from calora.targets.onnx_genai import export_generative
 
-            return export_generative(job, out_dir)
+            return export_generative(job, out_dir, level)
         out_dir = Path(out_dir)
         onnx_dir = out_dir / "onnx"
         onnx_dir.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,8 @@ def _write_folder(folder: Path, proto, shape: DecoderShape, job: ExportJob) -> l
     return [folder / n for n in ("model.onnx", MODEL_FILE, GENAI_CONFIG, "tokenizer.json", "tokenizer_config.json")]
 
 
-def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
+def export_generative(job: ExportJob, out_dir: Path, accuracy_level: int | None = None) -> TargetResult:
+    """`accuracy_level`: the int4 body's MatMulNBits activations (None: float; 4: int8, `--activations int8`)."""
     import onnxruntime as ort
 
     from .onnx_genai_runtime import GenaiSession, og_version
@@ -87,19 +88,20 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
     notes: list[str] = []
     runtime_str = f"onnxruntime-genai {og_version()} (onnxruntime {ort.__version__} CPU), .ort"
     shape = decoder_shape(job.tasks[0].model, job.max_length)
+    int8_acts = fmt == "int8" or accuracy_level is not None  # the body computes int8 activations
 
     if job.mode == Mode.BAKED:
         for task in job.tasks:
             model = deployable(task.model)
             proto = export_graph(model, shape)
-            proto, err, kept = quantize(proto, model, task.model, fmt, group)
+            proto, err, kept = quantize(proto, model, task.model, fmt, group, accuracy_level=accuracy_level)
             keep_worst(weight_error, err)
             folder = out_dir / "onnx" / task.name
             paths = _write_folder(folder, proto, shape, job)
             files += [ArtifactFile.of(out_dir, p, "model", task.name) for p in paths]
             session = GenaiSession(folder)
             smoke[task.name] = smoke_run(lambda p, n, e, s=session: s.generate(p, n, e), task, job, runtime_str,
-                                         **_smoke_reference(task, shape, fmt, "embedding_max_abs" in weight_error))
+                                         **_smoke_reference(task, shape, int8_acts, "embedding_max_abs" in weight_error))
         task_switch = ("Baked: each task is its own onnxruntime-genai folder; switching tasks means creating "
                        "another og.Model (or keeping one per task in memory).")
     else:
@@ -109,7 +111,8 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         example = adapter_tensors(model)
         proto = export_graph(model, shape, {n: example[n] for n in names})
         adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
-        proto, err, kept = quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names))
+        proto, err, kept = quantize(proto, model, first.model, fmt, group, adapter_inputs=set(names),
+                                    accuracy_level=accuracy_level)
         keep_worst(weight_error, err)
         folder = out_dir / "onnx" / "genai"
         paths = _write_folder(folder, proto, shape, job)
@@ -122,7 +125,7 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                           adapter_codec.stored_names(names, job.adapter_dtype), path, job.fingerprint)
             files.append(ArtifactFile.of(out_dir, path, "adapter", task.name))
             session.load_adapter(task.name, path)
-            reference = _smoke_reference(task, shape, fmt, "embedding_max_abs" in weight_error)
+            reference = _smoke_reference(task, shape, int8_acts, "embedding_max_abs" in weight_error)
             smoke[task.name] = smoke_run(lambda p, n, e, a=task.name: session.generate(p, n, e, a), task, job,
                                          runtime_str, **reference)
         load_ms = _adapter_load_ms(session, out_dir / "onnx" / "adapters" / f"{job.tasks[-1].name}.onnx_adapter")
@@ -134,6 +137,13 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
                      f"{INT8_NOTE if job.adapter_dtype == AdapterDType.INT8 else ''} (widened to float32 "
                      "inside the graph) whose defaults are empty along the rank dimension; a generator with no "
                      "active adapter runs the bare compressed backbone.")
+    if accuracy_level is not None:
+        notes.append(f"--activations int8: the int4 MatMulNBits run with accuracy_level {accuracy_level}, as "
+                     f"onnxruntime-genai's builder emits: ONNX Runtime rounds each block of {group} inputs to int8 "
+                     "and multiplies in integers (training simulated int8 activations per token). A prompt's logits "
+                     "then differ slightly between one prefill and token-by-token decoding (a kernel whose rounding "
+                     "depends on the row count), so calora-validate applies the gates for int8 activations that "
+                     "ExecuTorch's programs get, against the trained model.")
     notes.append(f"Backbone linear layers stored as {fmt}"
                  + (f" (MatMulNBits, block {group}, the trained int4 codes copied bit-for-bit)" if fmt == "int4"
                     else "") + f"; kept float32: {kept}.")
@@ -159,17 +169,18 @@ def export_generative(job: ExportJob, out_dir: Path) -> TargetResult:
         outputs=[TensorSpec("logits", "float32", (1, "sequence", shape.vocab)),
                  *[TensorSpec(n, "float32", kv[:2] + ("total_sequence",) + kv[3:]) for n in io_names(shape)[1][1:]]],
         runtime={"name": "onnxruntime-genai", "version": og_version(),
-                 "activations": "int8-dynamic" if fmt == "int8" else "float32",
+                 "activations": "int8-dynamic" if int8_acts else "float32",
+                 **({"backbone_activations": f"int8-block{group}"} if accuracy_level is not None else {}),
                  **({"lm_head_activations": f"int8-block{head_block(shape.hidden)}"}
                     if "embedding_max_abs" in weight_error else {})},
         weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
 
 
-def _smoke_reference(task, shape: DecoderShape, fmt: str, int8_head: bool) -> dict:
+def _smoke_reference(task, shape: DecoderShape, int8_acts: bool, int8_head: bool) -> dict:
     """The smoke's reference, as validation's: where the decoder body runs MatMulNBits with float
     activations, the trained weights with float activations (and the tied int8 head's input rounded
     to int8 blocks, as accuracy_level 4 does); the trained model where it runs int8 activations."""
-    if fmt == "int8":
+    if int8_acts:
         return {}
     model = deployable(task.model)
     block = head_block(shape.hidden) if int8_head else None

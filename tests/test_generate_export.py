@@ -371,6 +371,37 @@ def test_export_cli_on_a_generative_task(gen_runs, gen_bundle, tmp_path, capsys)
     shutil.rmtree(out)
 
 
+def test_onnx_int8_activations_run_accuracy_level_4_and_validate_with_the_int8_gates(gen_runs, tmp_path, capsys):
+    """--activations int8: every int4 MatMulNBits of the decoder body runs accuracy_level 4 (int8
+    activations, as onnxruntime-genai's builder emits), the manifest says so, and calora-validate
+    checks it against the trained model with the int8-activation gates, naming where they came from.
+    The flag is refused, by name and before any model is loaded, where the target cannot choose."""
+    import onnx
+
+    from calora.export.cli import main as export_main
+    from calora.validate.cli import main as validate_main
+
+    out = tmp_path / "b"
+    assert export_main(["--target", "onnx", "--task", "gen_a", "--runs", str(gen_runs), "--out", str(out),
+                        "--activations", "int8"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runtime"]["activations"] == "int8-dynamic" and manifest["runtime"]["backbone_activations"] == \
+        "int8-block32"
+    proto = onnx.load(str(out / "onnx" / "gen_a" / "model.onnx"), load_external_data=False)
+    attrs = [{a.name: a.i for a in n.attribute} for n in proto.graph.node if n.op_type == "MatMulNBits"]
+    body = [a for a in attrs if a["bits"] == 4]
+    assert body and all(a.get("accuracy_level") == 4 for a in body), attrs
+    rc = validate_main([str(out), "--runs", str(gen_runs), "--report", str(tmp_path / "r"), "--max-examples", "6"])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    bundle = json.loads((tmp_path / "r" / "report.json").read_text())["bundles"][0]
+    assert bundle["threshold_sources"]["cache_steps"] == "default (onnx, int8 activations)"
+    capsys.readouterr()
+    assert export_main(["--target", "executorch", "--task", "gen_a", "--runs", str(gen_runs),
+                        "--out", str(tmp_path / "c"), "--activations", "float32"]) == 2
+    err = capsys.readouterr().err
+    assert "--activations float32" in err and "--target executorch" in err and not (tmp_path / "c").exists()
+
+
 def test_static_cache_reads_no_position_past_the_tokens_it_was_given():
     """ExecuTorch's attention kernel (llama::custom_sdpa) reads the cache up to input_pos + S only,
     as the runner relies on when a new conversation starts at 0 over an old one: NaN in every

@@ -41,6 +41,29 @@ def test_overrides_file_then_flags(tmp_path):
         parse_overrides([], str(bad), TARGETS)
 
 
+def test_int8_activation_gates_follow_the_runtime_not_the_target():
+    """A generative runtime computing int8 activations gets the looser cache and generation gates
+    whatever the target (ExecuTorch always; ONNX Runtime with --activations int8); a float one keeps
+    the exact KV-cache check; an override still wins; classification gates are the same either way."""
+    from calora.validate.thresholds import INT8_ACTIVATIONS, runtime_activations
+
+    exact, _ = resolve("onnx", {})
+    loose, src = resolve("onnx", {}, "int8-dynamic")
+    assert exact.cache_steps == 0.5 and exact.cache_min_agreement == 1.0
+    assert loose.cache_steps == INT8_ACTIVATIONS["cache_steps"] > exact.cache_steps
+    assert src["cache_steps"] == "default (onnx, int8 activations)"
+    assert (loose.min_agreement, loose.logit_steps, loose.min_sqnr_db) == \
+        (exact.min_agreement, exact.logit_steps, exact.min_sqnr_db)
+    assert resolve("executorch", {}, "int8-dynamic")[0] == loose
+    pinned, src = resolve("onnx", {"onnx": {"cache_steps": 2.0}}, "int8-dynamic")
+    assert pinned.cache_steps == 2.0 and src["cache_steps"] == "override (onnx)"
+    spec = {"quant": "int4", "group_size": 32}
+    old = {"target": "executorch", "runtime": {}, "backbone": {"compression": {"spec": spec}}}
+    assert runtime_activations(old) == "int8-dynamic"  # recorded before the manifest said
+    assert runtime_activations({**old, "target": "onnx"}) == "float32"
+    assert runtime_activations({**old, "target": "onnx", "runtime": {"activations": "int8-dynamic"}}) == "int8-dynamic"
+
+
 def test_logit_tolerance_in_quantization_steps():
     th = Thresholds(logit_steps=4, logit_atol=1e-3)
     tol, how = th.logit_tolerance(True, 12.7)

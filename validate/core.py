@@ -27,7 +27,7 @@ from calora.train.spec import CompressionSpec, QuantScheme
 
 from .checks import Check, ParityError, Status, compare, error_histogram, ordered, primary_metric, task_metrics
 from .references import EvalData, References, encode, eval_data, find_task_dir, tokenizer_checks
-from .thresholds import parse_overrides, resolve
+from .thresholds import parse_overrides, resolve, runtime_activations
 
 REPORT_SCHEMA_VERSION = 1
 _CHUNK = 32  # rows per runtime call, so long evaluations show progress
@@ -153,7 +153,7 @@ def _validate_bundle(bundle: Path, config: ValidateConfig, overrides: dict, refs
     if unknown:
         raise ConfigError(f"--task {','.join(unknown)}: not in bundle {bundle} (its tasks: {', '.join(in_bundle)})")
     entries = [t for t in manifest["tasks"] if not config.tasks or t["name"] in config.tasks]
-    thresholds, sources = resolve(target_name, overrides)
+    thresholds, sources = resolve(target_name, overrides, runtime_activations(manifest))
     label = str(bundle)
     checks: list[Check] = []
 

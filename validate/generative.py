@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from calora.targets.base import Stage
 
 from .checks import compare
+from .thresholds import runtime_activations
 
 DEFAULT_EXAMPLES = 64  # free-running generation is the slow part; --max-examples changes it
 
@@ -56,21 +57,6 @@ def gen_examples(name: str, cfg: dict, tokenizer, max_context: int, max_examples
     prompts = [p[-budget:] for p in enc.prompt_ids]
     targets = [ids[len(p):] for ids, p in zip(enc.input_ids, enc.prompt_ids)]
     return GenExamples(prompts, targets, list(enc.responses), str(data.record.get("source")), "test")
-
-
-def runtime_activations(manifest: dict) -> str:
-    """"float32" or "int8-dynamic": how the bundle's runtime computes the backbone's activations. The
-    exporter records it; for bundles exported before it did, it follows from the target and format
-    (XNNPACK 8da kernels and ONNX dynamic int8 quantize activations; MatMulNBits and Core ML do not)."""
-    recorded = manifest["runtime"].get("activations")
-    if recorded:
-        return recorded
-    from calora.train.spec import CompressionSpec, QuantScheme
-
-    quant = CompressionSpec.from_dict(manifest["backbone"]["compression"]["spec"]).deployed()[0]
-    if manifest["target"] == "executorch" or (manifest["target"] == "onnx" and quant == QuantScheme.INT8):
-        return "int8-dynamic"
-    return "float32"
 
 
 def _bare(student: torch.nn.Module) -> torch.nn.Module:
