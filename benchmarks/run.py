@@ -19,16 +19,16 @@ Profiles:
   quantize_dynamic alternative (and rotten_tomatoes trained for ONNX Runtime's int8 kernels,
   ``int8+act:tensor+sparse:0.5+emb:int4``, exported to ONNX baked and swappable); task switch against a model reload; CA-LoRA's training-step cost;
   the training stage under ``accelerate launch --num_processes 2`` against one process; SmolLM2-135M
-  on movie_dialog (320 training examples), ONNX Runtime baked and swappable and ExecuTorch
-  swappable and shared bundles (shared with its float32 and its int8 adapter; the int8 export
+  on movie_dialog (320 training examples), ONNX Runtime baked and swappable (and baked with
+  ``--activations int8``) and ExecuTorch swappable and shared bundles (shared with its float32 and its int8 adapter; the int8 export
   takes about 28 min) validated on 8 held-out prompts, prefill/decode tokens per second, and an
   ExecuTorch profile (ETDump) of the generative program, and what opening a task costs in each
   ExecuTorch layout (``benchmarks.gen_load``).
 - ``full``: the same for rotten_tomatoes, sms_spam and question_type with seeds 0 1 2 and the three
   single ablations, plus Core ML bundles; the generative task on its whole training split
   (``benchmarks.gpu_generative``: teacher, CA-LoRA and LoRA from scratch, batch 32, with training
-  throughput), all eight generative bundles (three targets baked and swappable, ExecuTorch shared
-  with a float32 and with an int8 adapter),
+  throughput), all nine generative bundles (three targets baked and swappable, ONNX Runtime baked
+  with int8 activations, ExecuTorch shared with a float32 and with an int8 adapter),
   full validation.
 """
 
@@ -60,9 +60,9 @@ class Profile:
     variants: tuple[str, ...]
     targets: tuple[str, ...]
     rounds: int
-    #: generative bundles (target, mode, --adapter-dtype or None for the mode's default) of GEN_TASK
-    #: on SmolLM2-135M
-    gen_bundles: tuple[tuple[str, str, str | None], ...]
+    #: generative bundles (target, mode, --adapter-dtype or None for the mode's default, --activations
+    #: or None for the target's own) of GEN_TASK on SmolLM2-135M
+    gen_bundles: tuple[tuple[str, str, str | None, str | None], ...]
     #: training examples of the generative task (None: the whole split)
     gen_train_examples: int | None
     #: held-out prompts per generative validation (None: calora-validate's default)
@@ -71,12 +71,14 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(("rotten_tomatoes", "sms_spam"), (0,), tuple(BASELINES), ("onnx", "executorch"), 5,
-                     (("onnx", "baked", None), ("onnx", "swappable", None), ("executorch", "swappable", None),
-                      ("executorch", "shared", None), ("executorch", "shared", "int8")), 320, 8),
+                     (("onnx", "baked", None, None), ("onnx", "swappable", None, None),
+                      ("onnx", "baked", None, "int8"), ("executorch", "swappable", None, None),
+                      ("executorch", "shared", None, None), ("executorch", "shared", "int8", None)), 320, 8),
     "full": Profile(("rotten_tomatoes", "sms_spam", "question_type"), (0, 1, 2),
                     (*BASELINES, "compressed + CA-LoRA", *ABLATIONS), ("onnx", "executorch", "coreml"), 7,
-                    (*((t, m, None) for t in ("onnx", "executorch", "coreml") for m in ("baked", "swappable")),
-                     ("executorch", "shared", None), ("executorch", "shared", "int8")),
+                    (*((t, m, None, None) for t in ("onnx", "executorch", "coreml") for m in ("baked", "swappable")),
+                     ("onnx", "baked", None, "int8"), ("executorch", "shared", None, None),
+                     ("executorch", "shared", "int8", None)),
                     None, None),
 }
 
@@ -105,12 +107,13 @@ def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> tuple
                   [sys.executable, "-m", "benchmarks.gpu_generative", "--task", GEN_TASK, "--work", str(gen),
                    "--results", str(results)])
     bundles = []
-    for target, mode, dtype in prof.gen_bundles:
-        name = f"{target}-{mode}" + (f"-{dtype}" if dtype else "")
+    for target, mode, dtype, acts in prof.gen_bundles:
+        name = f"{target}-{mode}" + (f"-{dtype}" if dtype else "") + (f"-{acts}act" if acts else "")
         b = work / "bundles-gen" / name
         steps.run(f"export-gen-{name}", b / "manifest.json",
                   [_bin("calora-export"), "--target", target, "--mode", mode, "--task", GEN_TASK,
-                   "--runs", str(runs), "--out", str(b), *(["--adapter-dtype", dtype] if dtype else [])])
+                   "--runs", str(runs), "--out", str(b), *(["--adapter-dtype", dtype] if dtype else []),
+                   *(["--activations", acts] if acts else [])])
         report = results / f"parity-gen-{name}"
         steps.run(f"validate-gen-{name}", report,
                   [_bin("calora-validate"), str(b), "--runs", str(runs), "--report", str(report),

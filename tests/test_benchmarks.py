@@ -101,3 +101,28 @@ def test_tradeoff_figure_labels_calora_bundles_by_what_differs():
             {"runtime": "pytorch", "bundle": "eager fp32"}]
     assert [_group(r) for r in rows] == ["executorch", "executorch", "onnx", "alternative", "eager fp32"]
     assert _labels(rows) == ["base", "recmlp", "onnx-baked-dense", "alternative", "eager fp32"]
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_benchmark_profiles_export_each_generative_bundle_with_flags_the_cli_takes(profile):
+    """`benchmarks.run`'s generative steps, recorded instead of run: one export and one validation
+    per configured bundle, the ONNX int8-activation bundle among them with --activations int8 (and
+    no other with it), and every export command parses with calora-export's own parser."""
+    from benchmarks import run
+    from calora.export.cli import build_parser
+
+    calls: list[tuple[str, list[str]]] = []
+
+    class Recorder:
+        def run(self, name, done, cmd, ok=(0, 1)):
+            calls.append((name, cmd))
+            return 0
+
+    bundles, _ = run._generative(Recorder(), run.PROFILES[profile], Path("w"), Path("r"))
+    exports = {name: cmd for name, cmd in calls if name.startswith("export-gen-")}
+    assert len(exports) == len(run.PROFILES[profile].gen_bundles) == \
+        len([n for n, _ in calls if n.startswith("validate-gen-")])
+    assert Path("w/bundles-gen/onnx-baked-int8act") in bundles
+    for name, cmd in exports.items():
+        args = build_parser().parse_args(cmd[1:])
+        assert (args.activations == "int8") == name.endswith("-int8act"), name

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from calora.targets.base import Stage
 from calora.validate.checks import ParityError, Status
