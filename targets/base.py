@@ -90,10 +90,6 @@ class Activations(str, enum.Enum):
     FLOAT32 = "float32"
     INT8 = "int8"
 
-    @property
-    def manifest_value(self) -> str:
-        return {Activations.FLOAT32: "float32", Activations.INT8: "int8-dynamic"}[self]
-
     @staticmethod
     def check(target: str, requested: "Activations | str | None") -> None:
         """One clear error, before any model is loaded, for --activations on a target that cannot choose."""
