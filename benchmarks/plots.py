@@ -156,10 +156,20 @@ def _labels(rows: list[dict]) -> list[str]:
     return labels
 
 
+def _frontier(rows: list[dict]) -> list[dict]:
+    """The rows no other row beats on both decode speed and perplexity, slowest first."""
+    best, front = float("inf"), []
+    for r in sorted(rows, key=lambda r: -r["decode_tokens_per_s"]):
+        if r["perplexity"] < best:
+            best = r["perplexity"]
+            front.append(r)
+    return front[::-1]
+
+
 def tradeoff(path: Path, out: Path) -> Path:
     """Generation speed against quality: decode tokens/s (x) and held-out perplexity (y, lower is
     better) of every configuration in one benchmarks.gen_decode file that was scored, one line per
-    runtime through calora's configurations, and an inset that spreads calora's cluster out; the
+    runtime through its best trade-offs (no other of its configurations is both faster and better), an inset that spreads calora's cluster out; the
     marker area is the bytes the runtime loads. Rows without a perplexity are left out."""
     record = json.loads(path.read_text())
     rows = [r for r in record["rows"] if "perplexity" in r]
@@ -174,20 +184,29 @@ def tradeoff(path: Path, out: Path) -> Path:
     calora = [r for r in rows if _group(r) == r["runtime"]]
     inset = ax.inset_axes([0.05, 0.45, 0.5, 0.5]) if len(calora) > 2 else None
 
+    # Labels point away from the neighbouring runtime: the slowest runtime's to the left, the others' to the right.
+    speed = {g: statistics.mean(r["decode_tokens_per_s"] for r in calora if _group(r) == g)
+             for g in dict.fromkeys(_group(r) for r in calora)}
+    slowest = min(speed, key=speed.get) if len(speed) > 1 else None
+
     def draw(axes, mine_rows, annotate):
         for g in groups:
             mine = sorted((r for r in mine_rows if _group(r) == g), key=lambda r: r["decode_tokens_per_s"])
             if not mine:
                 continue
             xs, ys = [r["decode_tokens_per_s"] for r in mine], [r["perplexity"] for r in mine]
-            if len(mine) > 1:
-                axes.plot(xs, ys, color=color[g], alpha=0.4, linewidth=1)
+            front = _frontier(mine)
+            if len(front) > 1:  # the runtime's best trade-offs; a line through every point would zigzag
+                axes.plot([r["decode_tokens_per_s"] for r in front], [r["perplexity"] for r in front], color=color[g],
+                          alpha=0.4, linewidth=1)
             axes.scatter(xs, ys, s=[40 + 260 * r["bytes"] / biggest for r in mine], color=color[g], alpha=0.8,
                          edgecolors="black", linewidths=0.5, label=g if axes is ax else None)
+            side = -1 if g == slowest else 1
             for k, r in enumerate(mine if annotate else []):
                 # alternate above/below so neighbouring configurations stay readable
                 axes.annotate(f"{labels[id(r)]}, {r['bytes'] / 1e6:.0f} MB", (r["decode_tokens_per_s"], r["perplexity"]),
-                              textcoords="offset points", xytext=(5, 6 if k % 2 else -10), fontsize=6.5)
+                              textcoords="offset points", xytext=(7 * side, 6 if k % 2 else -10), fontsize=6.5,
+                              ha="left" if side > 0 else "right")
 
     outside = [r for r in rows if inset is None or r not in calora]
     draw(ax, rows, annotate=False)
@@ -197,7 +216,7 @@ def tradeoff(path: Path, out: Path) -> Path:
     if inset is not None:
         draw(inset, calora, annotate=True)
         xs, ys = [r["decode_tokens_per_s"] for r in calora], [r["perplexity"] for r in calora]
-        inset.set_xlim(min(xs) - 0.08 * (max(xs) - min(xs)) - 1, max(xs) + 0.35 * (max(xs) - min(xs)) + 1)
+        inset.set_xlim(min(xs) - 0.35 * (max(xs) - min(xs)) - 1, max(xs) + 0.35 * (max(xs) - min(xs)) + 1)  # labels both sides
         inset.set_ylim(min(ys) - 0.12 * (max(ys) - min(ys)) - 0.05, max(ys) + 0.12 * (max(ys) - min(ys)) + 0.05)
         inset.tick_params(labelsize=7)
         inset.set_title("calora's configurations", fontsize=8)

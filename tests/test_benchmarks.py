@@ -103,6 +103,17 @@ def test_tradeoff_figure_labels_calora_bundles_by_what_differs():
     assert _labels(rows) == ["base", "recmlp", "onnx-baked-dense", "alternative", "eager fp32"]
 
 
+def test_tradeoff_line_joins_only_the_configurations_nothing_beats():
+    """The figure's line per runtime runs through its best trade-offs: a configuration that another
+    one beats on both decode speed and perplexity is drawn as a point but left off the line."""
+    from benchmarks.plots import _frontier
+
+    rows = [{"name": n, "decode_tokens_per_s": v, "perplexity": q} for n, v, q in
+            [("slow-best", 100, 34.9), ("beaten", 120, 36.5), ("mid", 130, 35.5), ("fast", 160, 36.4)]]
+    assert [r["name"] for r in _frontier(rows)] == ["slow-best", "mid", "fast"]
+    assert _frontier(rows[:1]) == rows[:1]
+
+
 @pytest.mark.parametrize("profile", ["quick", "full"])
 def test_benchmark_profiles_export_each_generative_bundle_with_flags_the_cli_takes(profile):
     """`benchmarks.run`'s generative steps, recorded instead of run: one export and one validation
