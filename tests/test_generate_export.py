@@ -395,6 +395,8 @@ def test_onnx_int8_activations_run_accuracy_level_4_and_validate_with_the_int8_g
     assert rc == 0, capsys.readouterr().err[-3000:]
     bundle = json.loads((tmp_path / "r" / "report.json").read_text())["bundles"][0]
     assert bundle["threshold_sources"]["cache_steps"] == "default (onnx, int8 activations)"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| 12 (int8) |" in md and "INT8_ACTIVATIONS" in md  # the human-readable report says why
     capsys.readouterr()
     assert export_main(["--target", "executorch", "--task", "gen_a", "--runs", str(gen_runs),
                         "--out", str(tmp_path / "c"), "--activations", "float32"]) == 2

@@ -82,10 +82,17 @@ def markdown(report) -> str:
               "|---|" + "---|" * (len(report.bundles[0].thresholds) if report.bundles else 0)]
     for b in report.bundles:
         lines.append(f"| {b.target}-{b.mode} | " + " | ".join(
-            f"{v:g}" + (" (override)" if b.threshold_sources[k].startswith("override") else "")
+            f"{v:g}" + (" (override)" if b.threshold_sources[k].startswith("override") else
+                        " (int8)" if "int8 activations" in b.threshold_sources[k] else "")
             for k, v in b.thresholds.items()) + " |")
     lines += ["", "Quantized backbones: max |logit error| tolerance = logit_steps x (max |reference logit| / 127), "
-              "at least logit_atol; float backbones: logit_atol.", ""]
+              "at least logit_atol; float backbones: logit_atol."]
+    if any("int8 activations" in src for b in report.bundles for src in b.threshold_sources.values()):
+        lines.append("(int8): the generative default for a runtime that computes the backbone's activations in int8 "
+                     "(manifest runtime.activations int8-dynamic), checked against the trained model: its int8 rounding "
+                     "and training's simulated one differ, and a one-token decode step can round unlike a prefill "
+                     "(calora.validate.thresholds.INT8_ACTIVATIONS).")
+    lines.append("")
     for title, items in (("Failures", report.failures), ("Skipped (could not run here; not passed)", report.skipped)):
         lines += [f"## {title}", ""]
         lines += [f"- {c.line()}" for c in items] or ["- none"]
