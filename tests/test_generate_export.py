@@ -225,6 +225,9 @@ def test_onnx_bundle_is_an_onnxruntime_genai_model_folder(gen_bundle):
     folder = bundle / "onnx" / "genai"
     cfg = json.loads((folder / "genai_config.json").read_text())
     assert cfg["model"]["decoder"]["filename"] == "model.ort" and (folder / "model.onnx").is_file()
+    # One cache buffer per layer that GroupQueryAttention writes in place, as the builder sets it (the
+    # generation below runs on it and must give the PyTorch model's tokens).
+    assert cfg["search"]["past_present_share_buffer"] is True
     # The tied int8 head runs int8 activations per block (accuracy_level 4): recorded for validation.
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["runtime"]["lm_head_activations"] == "int8-block64"
