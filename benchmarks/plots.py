@@ -169,8 +169,9 @@ def _frontier(rows: list[dict]) -> list[dict]:
 def tradeoff(path: Path, out: Path) -> Path:
     """Generation speed against quality: decode tokens/s (x) and held-out perplexity (y, lower is
     better) of every configuration in one benchmarks.gen_decode file that was scored, one line per
-    runtime through its best trade-offs (no other of its configurations is both faster and better), an inset that spreads calora's cluster out; the
-    marker area is the bytes the runtime loads. Rows without a perplexity are left out."""
+    runtime through its best trade-offs (no other of its configurations is both faster and better),
+    and an inset that spreads calora's cluster out; the marker area is the bytes the runtime loads.
+    Rows without a perplexity are left out."""
     record = json.loads(path.read_text())
     rows = [r for r in record["rows"] if "perplexity" in r]
     if not rows:
@@ -216,7 +217,8 @@ def tradeoff(path: Path, out: Path) -> Path:
     if inset is not None:
         draw(inset, calora, annotate=True)
         xs, ys = [r["decode_tokens_per_s"] for r in calora], [r["perplexity"] for r in calora]
-        inset.set_xlim(min(xs) - 0.35 * (max(xs) - min(xs)) - 1, max(xs) + 0.35 * (max(xs) - min(xs)) + 1)  # labels both sides
+        span = max(xs) - min(xs)  # room for labels on both sides
+        inset.set_xlim(min(xs) - 0.35 * span - 1, max(xs) + 0.35 * span + 1)
         inset.set_ylim(min(ys) - 0.12 * (max(ys) - min(ys)) - 0.05, max(ys) + 0.12 * (max(ys) - min(ys)) + 0.05)
         inset.tick_params(labelsize=7)
         inset.set_title("calora's configurations", fontsize=8)

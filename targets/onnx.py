@@ -49,7 +49,8 @@ OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo expor
 #: x86 cores without VNNI): 13.24 ms against 12.83 ms per example at level 0, with the same parity
 #: (docs/RESULTS.md). So float stays the default; on CPUs with int8 dot-product instructions (ARM
 #: sdot/i8mm, AVX-VNNI) level 4 may win, which this machine cannot show. The generative LM head is
-#: the exception (8-bit B has no fast float path: onnx_graph_gen.py).
+#: the exception (8-bit B has no fast float path: onnx_graph_gen.py), and generative bundles take
+#: level 4 in the body too with `--activations int8` (`body_accuracy_level`).
 INT4_ACCURACY_LEVEL: int | None = None
 
 

@@ -94,7 +94,8 @@ class Thresholds:
 #: int8 dynamic activations and training's simulated ones round independently in 30 layers, noise
 #: of the size of the quantization itself (the ONNX float-activation artifact is as far from the
 #: trained model). Free-running greedy
-#: generations then diverge early on open dialogue, so ExecuTorch's generative gates are set below
+#: generations then diverge early on open dialogue, so the int8-activation generative gates
+#: (`INT8_ACTIVATIONS`, below: every ExecuTorch program, ONNX Runtime with int8 activations) are set below
 #: those measurements and the task metric (exact match, perplexity ratio) carries the accuracy claim.
 #
 #: KV cache: float-activation runtimes must reproduce the full prefill (0.5 steps, no argmax flip).
