@@ -231,9 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     steps.run("train-step", results / f"train_step_{first}.json",
               [sys.executable, "-m", "benchmarks.train_step", "--runs", str(work / "runs-4.7x"), "--task", first,
                "--rounds", "3", "--out", str(results / f"train_step_{first}.json")])
+    # the generative step too: its teacher pass is the larger share (SmolLM2 steps take seconds on CPU)
+    steps.run("train-step-gen", results / f"train_step_{GEN_TASK}.json",
+              [sys.executable, "-m", "benchmarks.train_step", "--runs", str(gen_runs), "--task", GEN_TASK,
+               "--steps", "4", "--warmup", "1", "--rounds", "3", "--out", str(results / f"train_step_{GEN_TASK}.json")])
     abl_json = sorted(str(p) for p in results.glob("ablation_*.json"))
     extra = (["--task-switch", str(results / "task_switch.json")] if switch_pairs else []) + \
-        ["--train-step", str(results / f"train_step_{first}.json"), "--decode", str(gen_decode)]
+        ["--train-step", str(results / f"train_step_{first}.json"), str(results / f"train_step_{GEN_TASK}.json"),
+         "--decode", str(gen_decode)]
     steps.run("plots", figures / ".done", [sys.executable, "-m", "benchmarks.plots", "--out", str(figures),
                                             "--ablation", *abl_json, "--latency", str(latency), *extra])
     print(f"[bench] results in {results}, figures in {figures}")

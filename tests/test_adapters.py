@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -74,6 +76,57 @@ def test_distillation_term_zero_iff_student_equals_teacher():
     assert masked_mse(h, other, MASK).item() == 0.0
     other[0, 0, 0] += 1.0
     assert masked_mse(h, other, MASK).item() == pytest.approx(1.0 / (MASK.sum().item() * 16))
+
+
+def test_bf16_teacher_precision_rounds_the_targets_and_only_the_targets(tiny_bert, tmp_path):
+    from types import SimpleNamespace
+
+    from calora.train.config import CALoRASettings
+    from calora.train.errors import ConfigError
+    from calora.train.teacher_targets import TeacherTargets
+    from calora.train.trainer import _distill_settings
+
+    teacher = _teacher(tiny_bert, tmp_path).eval()
+    acc = SimpleNamespace(device=torch.device("cpu"), is_main_process=True, autocast=contextlib.nullcontext)
+    batch = {"input_ids": IDS, "attention_mask": MASK}
+    default, bf16 = CALoRASettings(), CALoRASettings(teacher_precision="bf16")
+    exact_h, exact_lg = TeacherTargets.build(teacher, default, acc)(batch)
+    h, lg = TeacherTargets.build(teacher, bf16, acc)(batch)
+    assert torch.equal(exact_lg, _logits(teacher))  # the default is the plain float32 forward
+    # The matmuls ran in bfloat16 (the final LayerNorm stays float32 under autocast): rounded by
+    # about bfloat16's precision, not more.
+    rel = ((h.float() - exact_h).norm() / exact_h.norm()).item()
+    assert 0 < rel < 0.03, rel
+    assert masked_mse(exact_h, h, MASK).item() > 0
+    assert torch.equal(_logits(teacher), exact_lg)  # the teacher itself is left in float32
+    assert {p.dtype for p in teacher.parameters()} == {torch.float32}
+
+    # A checkpoint records the choice; the default leaves the record as it was before the flag.
+    assert len(_distill_settings(default)) == 6 and _distill_settings(bf16)[:6] == _distill_settings(default)
+    with pytest.raises(ConfigError, match="--teacher-precision: unknown value 'fp8'"):
+        CALoRASettings(teacher_precision="fp8")
+
+
+def test_bf16_twin_computes_what_autocast_computes_and_keeps_a_tied_embedding_float32():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from calora.train.teacher_targets import bf16_twin
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=64, max_position_embeddings=32, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    twin = bf16_twin(model)
+    ids = torch.randint(0, 40, (2, 9))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = model(input_ids=ids).logits, twin(input_ids=ids).logits
+    assert torch.equal(want, got)
+    assert twin.lm_head.weight.dtype == torch.bfloat16 and twin.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    # shared, not copied: the embedding table (float32, so the residual stream stays float32) and the norms
+    assert twin.model.embed_tokens.weight is model.model.embed_tokens.weight
+    assert twin.model.norm.weight is model.model.norm.weight
+    assert model.lm_head.weight is model.model.embed_tokens.weight and model.lm_head.weight.dtype == torch.float32
 
 
 def test_peft_alone_loads_the_lora_dir(tiny_bert, tmp_path):

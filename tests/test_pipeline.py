@@ -40,6 +40,16 @@ def test_cli_trains_teacher_and_calora_and_saves_everything(tiny_bert, sentiment
     assert not list(task.glob(".work-*/checkpoint.pt"))  # finished runs leave no checkpoint
 
 
+def test_cli_bf16_teacher_trains_and_is_recorded(tiny_bert, sentiment_csv, tmp_path):
+    rc = main(["--backbone", tiny_bert, "--task", "toy", "--data", sentiment_csv, "--out", str(tmp_path), *FAST,
+               "--teacher-precision", "bf16"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "toy/calora/calora_config.json").read_text())
+    assert cfg["calora"]["teacher_precision"] == "bf16" and cfg["train"]["mixed_precision"] == "no"
+    metrics = json.loads((tmp_path / "toy/calora/metrics.json").read_text())
+    assert metrics["student"]["test"]["accuracy"] > 0.8
+
+
 @pytest.mark.parametrize("flags, label", [
     ({}, "compressed + CA-LoRA"), ({"recover": False}, "CA-LoRA without recover"),
     ({"recover": False, "distill": False}, "CA-LoRA without recover / distill"),

@@ -31,6 +31,16 @@ def test_activation_fake_quant_is_close_and_straight_through():
     assert not torch.equal(y, x)
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+    # the written-out form of the same grid (scale, zero point, codes rounded half to even), value for value
+    xd = x.detach()
+    lo, hi = xd.amin(-1, keepdim=True).clamp(max=0), xd.amax(-1, keepdim=True).clamp(min=0)
+    scale = (hi - lo) / 255
+    zero = torch.clamp(torch.round(-128 - lo / scale), -128, 127)
+    assert torch.equal(y.detach(), (torch.clamp(torch.round(xd / scale) + zero, -128, 127) - zero) * scale)
+    before = xd.clone()
+    fake_quant_activation(xd)
+    assert torch.equal(xd, before)  # computed in place, but never in the input's own storage
+    assert fake_quant_activation(xd.bfloat16()).dtype == torch.bfloat16
 
 
 def test_quant_linear_matches_its_dequantized_weight():

@@ -77,3 +77,8 @@ class Collator:
         return {"input_ids": ids, "attention_mask": mask,
                 "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
                 "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+
+
+def forward_batch(model, batch, hidden: bool):
+    """`model` on a collated batch (ids and mask only: the index and labels stay out of its call)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=hidden)

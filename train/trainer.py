@@ -18,16 +18,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .config import CALoRASettings, TeacherOutputs, TrainSettings, flag
+from .config import CALoRASettings, TeacherOutputs, TeacherPrecision, TrainSettings, flag
 from .errors import ArtifactError, CheckpointMismatchError, TrainingDivergedError
-from .data import Collator, Encoded, LengthGroupedBatches
+from .data import Collator, Encoded, LengthGroupedBatches, forward_batch
+from .teacher_targets import TeacherTargets
 
 CHECKPOINT = "checkpoint.pt"
 #: How the checkpoint settings that are not TrainSettings fields are named in messages (the fields
 #: themselves are named by their CLI flag, from config's field metadata).
 _OTHER_SETTINGS = {"processes": "number of processes (accelerate launch)",
                    "trainable": "trainable tensors (ranks, targets, --lora-rank/--recovery-rank)",
-                   "calora": "CA-LoRA switches and --distill-* settings", "train_data": "training data (--data, --task)"}
+                   "calora": "CA-LoRA switches, --distill-* and --teacher-* settings",
+                   "train_data": "training data (--data, --task)"}
 
 @dataclasses.dataclass
 class FitResult:
@@ -48,46 +50,13 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _forward(model, batch, hidden: bool):
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=hidden)
-
-
-class TeacherTargets:
-    """Final hidden states (and logits) of the teacher, computed per step or cached once."""
-
-    def __init__(self, teacher: nn.Module, mode: TeacherOutputs, device, autocast) -> None:
-        self.teacher, self.mode, self.device, self.autocast = teacher, mode, device, autocast
-        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @torch.no_grad()
-    def fill(self, dataset: Encoded, batch_size: int, show: bool) -> None:
-        # Batches of similar length (as training and `predict` use): in dataset order, every batch
-        # was padded to its longest text, which made the fill cost several online teacher passes.
-        order = sorted(range(len(dataset)), key=lambda i: len(dataset.input_ids[i]))
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=Collator(dataset.pad_id))
-        for batch in tqdm(loader, desc="teacher cache", disable=not show, leave=False):
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with self.autocast():
-                out = _forward(self.teacher, batch, True)
-            for row, idx in enumerate(batch["index"].tolist()):
-                n = int(batch["attention_mask"][row].sum())
-                self.cache[idx] = (out.hidden_states[-1][row, :n].float().cpu(), out.logits[row].float().cpu())
-
-    @torch.no_grad()
-    def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == TeacherOutputs.ONLINE:
-            with self.autocast():
-                out = _forward(self.teacher, batch, True)
-            return out.hidden_states[-1], out.logits
-        width = batch["input_ids"].shape[1]
-        hid = torch.zeros(batch["input_ids"].shape[0], width, self.cache[0][0].shape[-1])
-        logits = []
-        for row, idx in enumerate(batch["index"].tolist()):
-            h, lg = self.cache[idx]
-            hid[row, : h.shape[0]] = h
-            logits.append(lg)
-        return hid.to(self.device), torch.stack(logits).to(self.device)
+def _distill_settings(calora: CALoRASettings) -> tuple:
+    out = (calora.distill, calora.distill_alpha, calora.distill_logits, calora.teacher_outputs.value,
+           calora.kl_temperature, calora.distill_hidden)
+    # appended only when not the default, so checkpoints written before the flag existed still resume
+    if calora.teacher_precision != TeacherPrecision.TRAINING:
+        out += (calora.teacher_precision.value,)
+    return out
 
 
 def run_settings(model: nn.Module, train_set: Encoded, settings: TrainSettings, calora: CALoRASettings | None,
@@ -102,9 +71,7 @@ def run_settings(model: nn.Module, train_set: Encoded, settings: TrainSettings, 
     out = {k: getattr(settings, k) for k in keys}
     out |= {"mixed_precision": settings.mixed_precision.value, "processes": processes, "trainable": trainable,
             "train_data": data,
-            "calora": None if calora is None else repr((calora.distill, calora.distill_alpha, calora.distill_logits,
-                                                        calora.teacher_outputs.value, calora.kl_temperature,
-                                                        calora.distill_hidden))}
+            "calora": None if calora is None else repr(_distill_settings(calora))}
     return out
 
 
@@ -161,7 +128,7 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
         teacher.to(accelerator.device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        targets = TeacherTargets(teacher, calora.teacher_outputs, accelerator.device, accelerator.autocast)
+        targets = TeacherTargets.build(teacher, calora, accelerator)
         if calora.teacher_outputs == TeacherOutputs.CACHE:
             targets.fill(train_set, settings.eval_batch_size, show)
 
@@ -199,7 +166,7 @@ def fit(model: nn.Module, train_set: Encoded, settings: TrainSettings, run_dir: 
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in batches:
             with accelerator.autocast():
-                out = _forward(model, batch, targets is not None and objective.needs_hidden(calora))
+                out = forward_batch(model, batch, targets is not None and objective.needs_hidden(calora))
                 loss = ce = objective.task_loss(out, batch)
                 mse = torch.zeros(())
                 if targets is not None:
