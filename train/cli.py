@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--distill-alpha", type=float, default=_C.distill_alpha,
                     help="weight of the hidden-state MSE (per-element mean over real tokens) (default: %(default)s)")
     ca.add_argument("--distill-logits", action="store_true", help="also match the teacher's logits (MSE)")
-    ca.add_argument("--teacher-outputs", default=_C.teacher_outputs.value, choices=[t.value for t in TeacherOutputs])
+    ca.add_argument("--teacher-outputs", default=_C.teacher_outputs.value, choices=[t.value for t in TeacherOutputs],
+                    help="online: a teacher forward pass every step; cache: one pass over the training set kept in "
+                         "memory (its final hidden states; classification only), cheaper from the second epoch "
+                         "(default: %(default)s)")
     ca.add_argument("--teacher-precision", default=_C.teacher_precision.value,
                     choices=[t.value for t in TeacherPrecision],
                     help="what the teacher's forward pass for the distillation targets computes in: training (as "
