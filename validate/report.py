@@ -11,6 +11,7 @@ from calora.export.bundle import versions
 from calora.train.outputs import AtomicDir, OutputKind
 
 from .checks import Status
+from .thresholds import INT8_SOURCE
 
 _VERSIONED = ("calora", "torch", "transformers", "executorch", "onnxruntime", "coremltools", "pytorch_tokenizers")
 
@@ -83,11 +84,11 @@ def markdown(report) -> str:
     for b in report.bundles:
         lines.append(f"| {b.target}-{b.mode} | " + " | ".join(
             f"{v:g}" + (" (override)" if b.threshold_sources[k].startswith("override") else
-                        " (int8)" if "int8 activations" in b.threshold_sources[k] else "")
+                        " (int8)" if INT8_SOURCE in b.threshold_sources[k] else "")
             for k, v in b.thresholds.items()) + " |")
     lines += ["", "Quantized backbones: max |logit error| tolerance = logit_steps x (max |reference logit| / 127), "
               "at least logit_atol; float backbones: logit_atol."]
-    if any("int8 activations" in src for b in report.bundles for src in b.threshold_sources.values()):
+    if any(INT8_SOURCE in src for b in report.bundles for src in b.threshold_sources.values()):
         lines.append("(int8): the generative default for a runtime that computes the backbone's activations in int8 "
                      "(manifest runtime.activations int8-dynamic), checked against the trained model: its int8 rounding "
                      "and training's simulated one differ, and a one-token decode step can round unlike a prefill "

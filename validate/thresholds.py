@@ -118,6 +118,8 @@ DEFAULTS: dict[str, Thresholds] = {
 #: the runtime (ONNX Runtime's MatMulNBits at accuracy_level 4 on SmolLM2 against the trained model:
 #: max |logit error| 2.62, SQNR 28.3 dB, agreement 0.94, KV cache 1.14 logits with 0.957 agreement;
 #: XNNPACK 2.6, 29.4 dB, 0.94). Classification gates do not change.
+#: How `resolve` names those gates' source ("default (<target>, int8 activations)"); the report marks them by it.
+INT8_SOURCE = "int8 activations"
 INT8_ACTIVATIONS: dict[str, float] = {"min_token_agreement": 0.85, "gen_logit_steps": 20.0, "gen_min_sqnr_db": 20.0,
                                       "min_generation_agreement": 0.3, "cache_steps": 12.0,
                                       "cache_min_agreement": 0.9}
@@ -189,7 +191,7 @@ def resolve(target: str, overrides: dict[str, dict[str, float]],
     values, source = base.to_dict(), {k: f"default ({target})" for k in FIELDS}
     if activations == "int8-dynamic":
         for k, v in INT8_ACTIVATIONS.items():
-            values[k], source[k] = v, f"default ({target}, int8 activations)"
+            values[k], source[k] = v, f"default ({target}, {INT8_SOURCE})"
     for scope in ("*", target):
         for k, v in overrides.get(scope, {}).items():
             values[k], source[k] = v, f"override ({scope})"
