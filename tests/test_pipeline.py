@@ -122,6 +122,35 @@ def test_ablation_switches_change_what_is_trained(tiny_bert, sentiment_csv, tmp_
     assert "inherited_untrained" in info_full and "inherited_untrained" not in info_plain
 
 
+def test_ablation_scores_the_inherited_lora_alone_without_training(tiny_bert, sentiment_csv, tmp_path, monkeypatch):
+    """`--variants 'compressed + inherited LoRA, untrained'` evaluates the teacher's LoRA on the
+    compressed backbone and trains nothing but the teacher."""
+    from calora.train import ablation, pipeline
+
+    trained = []
+    real_fit = pipeline.fit
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: trained.append(k["desc"]) or real_fit(*a, **k))
+
+    common = ["--backbone", tiny_bert, "--task", "toy", "--data", sentiment_csv, "--out", str(tmp_path / "runs"),
+              *FAST, "--seeds", "0"]
+    assert ablation.main([*common, "--results", str(tmp_path / "alone"), "--variants", ablation.INHERITED]) == 0
+    record = json.loads(next((tmp_path / "alone").glob("ablation_*.json")).read_text())
+    assert list(record["rows"]) == ["uncompressed + LoRA (teacher)", ablation.INHERITED]
+    assert [(r["variant"], r["train_steps"]) for r in record["runs"]] == [(ablation.INHERITED, 0)]
+    assert trained == ["teacher"]
+    assert "| compressed + inherited LoRA, untrained |" in next((tmp_path / "alone").glob("*.md")).read_text()
+
+
+def test_inherited_score_is_the_one_a_calora_run_records(tiny_bert, sentiment_csv, tmp_path):
+    from calora.train.pipeline import score_inherited
+
+    ctx = prepare(_cfg(tiny_bert, sentiment_csv, tmp_path))
+    alone = score_inherited(ctx)
+    _, info = fit_student(ctx, CALoRASettings(recovery_rank=4), eval_inherited=True)[0:3:2]
+    assert alone["student"] == info["inherited_untrained"] and alone["train_steps"] == 0
+    assert alone["compression"]["fingerprint"] == info["fingerprint"]
+
+
 def test_loftq_baseline_trains_from_the_compression_residual(tiny_bert, sentiment_csv, tmp_path):
     ctx = prepare(_cfg(tiny_bert, sentiment_csv, tmp_path))
     settings = CALoRASettings(inherit=False, recover=False, distill=False, loftq=True)

@@ -15,6 +15,7 @@ import pytest
 from calora.targets.base import Stage
 from calora.validate.checks import ParityError, Status
 from calora.validate.core import ValidateConfig, validate
+from calora.validate.references import FLOAT_REFERENCE, TRAINED_REFERENCE
 
 pytest.importorskip("executorch")
 
@@ -46,6 +47,11 @@ def test_good_swappable_bundle_passes(tiny_bundle, tiny_runs, tmp_path, target):
     for t in res.tasks:
         assert t.values["agreement"] >= 0.99 and t.metrics["artifact"]["examples"] == t.examples > 10
         assert t.metrics["teacher"]["accuracy"] > 0.5  # the uncompressed teacher was evaluated too
+        # Values against what the runtime computes: XNNPACK's int8 activations as training simulated
+        # them; float activations (MatMulNBits, Core ML) against the same weights run float, near-exactly.
+        floats = target != "executorch"
+        assert t.values["reference"] == (FLOAT_REFERENCE if floats else TRAINED_REFERENCE)
+        assert not floats or t.values["sqnr_db"] > 60  # float16 adapter files: about 85 dB here
     stages = [c.stage.order for c in report.checks]
     assert stages == sorted(stages), "checks are reported in the fixed stage order"
     structure = {c.name: c for c in report.checks if c.stage == Stage.STRUCTURE}

@@ -32,6 +32,9 @@ VARIANTS = {
     "CA-LoRA without recover": dict(inherit=True, recover=False, distill=True),
     "CA-LoRA without distill": dict(inherit=True, recover=True, distill=False),
 }
+#: Scored, not trained: the teacher's LoRA on the compressed backbone as inherited. Every variant
+#: that inherits scores it on the way; naming it alone evaluates it without training anything.
+INHERITED = "compressed + inherited LoRA, untrained"
 
 
 def _machine() -> str:
@@ -66,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.prog = "python -m calora.train.ablation"
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, INHERITED], default=list(VARIANTS),
+                        help=f"rows to train (default: all but '{INHERITED}', which every inheriting variant "
+                             "scores on the way; name it to score it alone, without training)")
     parser.add_argument("--results", default="train/results", help="folder for the .json and .md results")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    from .pipeline import prepare, train_student
+    from .pipeline import prepare, score_inherited, train_student
 
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     ctx = prepare(cfg)
@@ -78,19 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict]] = {"uncompressed + LoRA (teacher)": [ctx.teacher_metrics]}
     runs = []
     for name in args.variants:
+        if name == INHERITED:
+            if INHERITED not in rows:
+                out = score_inherited(ctx)
+                runs.append({"variant": name, "seed": None, **out})
+                rows[INHERITED] = [out["student"]]
+            continue
         for seed in args.seeds:
             settings = dataclasses.replace(cfg.calora, **VARIANTS[name])
             # The inherited, untrained LoRA is the same model for every variant: score it once.
-            once = seed == args.seeds[0] and "compressed + inherited LoRA, untrained" not in rows
+            once = seed == args.seeds[0] and INHERITED not in rows
             out = train_student(ctx, settings, seed=seed, eval_inherited=once)
             runs.append({"variant": name, "seed": seed, **out})
             rows.setdefault(name, []).append(out["student"])
             if out.get("inherited_untrained") and once:
-                rows.setdefault("compressed + inherited LoRA, untrained", [out["inherited_untrained"]])
+                rows.setdefault(INHERITED, [out["inherited_untrained"]])
             print(f"[ablation] {name} seed {seed}: " + ", ".join(
                 f"{h} {_value(out['student'], split, key, pct)}" for h, split, key, pct in columns), flush=True)
     order = ["uncompressed + LoRA (teacher)", "compressed + LoRA from scratch", "compressed + LoftQ-initialised LoRA",
-             "compressed + inherited LoRA, untrained", *[v for v in VARIANTS if v not in ("compressed + LoRA from scratch",
+             INHERITED, *[v for v in VARIANTS if v not in ("compressed + LoRA from scratch",
                                                            "compressed + LoftQ-initialised LoRA")]]
     command = "python -m calora.train.ablation " + shlex.join(argv if argv is not None else sys.argv[1:])
     table = ["| model | " + " | ".join(h for h, *_ in columns) + " | runs |", "|---|" + "---|" * (len(columns) + 1)]

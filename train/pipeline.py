@@ -289,6 +289,16 @@ def fit_student(ctx: Context, settings: CALoRASettings, seed: int | None = None,
     return model, out, info, lora_config
 
 
+def score_inherited(ctx: Context) -> dict:
+    """The teacher's LoRA and head on the compressed backbone before any training: what compression
+    alone costs the inherited adapter (an ablation row). Nothing is trained and nothing random is
+    drawn (recovery starts at zero, so it is left off), so one evaluation serves every seed."""
+    settings = dataclasses.replace(ctx.cfg.calora, inherit=True, recover=False, distill=False, loftq=False)
+    _, info, _ = build_student(ctx, settings, ctx.cfg.train.seed, eval_inherited=True)
+    return {"student": info["inherited_untrained"], "train_seconds": 0.0, "train_steps": 0,
+            "teacher": ctx.teacher_metrics, "compression": {"fingerprint": info["fingerprint"], "size": info["size"]}}
+
+
 def train_student(ctx: Context, settings: CALoRASettings, out_dir: Path | None = None, seed: int | None = None,
                   eval_inherited: bool = False) -> dict:
     """Train one variant and, if `out_dir` is given, save it as a task directory. Returns metrics."""

@@ -99,16 +99,8 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
     max_new = int(gen["max_new_tokens"])
     ex = gen_examples(name, cfg, tok, int(gen["max_context"]), max_examples)
     student, _ = refs.student(task_dir)
-    # Parity is checked against what this runtime computes: the trained model where it runs int8
-    # dynamic activations as training simulated them (XNNPACK), the same trained weights with float
-    # activations where it runs float (MatMulNBits int4, Core ML). The task metric is compared with
-    # the trained model either way, so the accuracy effect of that choice is measured, not hidden.
-    float_acts = runtime_activations(manifest) == "float32" and bool(cfg["compression"]["spec"].get("act_quant"))
-    head_acts = manifest["runtime"].get("lm_head_activations")
-    reference = refs.deployable(task_dir, head_acts) if float_acts else student
-    ref_label = ("PyTorch, trained weights, float activations" + (f" ({head_acts} LM head input, as the runtime)"
-                                                                  if head_acts else "")) \
-        if float_acts else "PyTorch compressed model"
+    reference, ref_label = refs.parity(task_dir, cfg, runtime_activations(manifest),
+                                       manifest["runtime"].get("lm_head_activations"))
     bare = _bare(reference)
     teacher = refs.teacher(task_dir, cfg)
     n = len(ex.prompts)

@@ -103,7 +103,9 @@ here and is never counted as passed). Command <code>{_e(report.command)}</code>;
 started {_e(report.started)}, {report.seconds} s.</p>
 <h2>Task metric per target and task</h2>{_metric_bars(report)}
 <h2>Parity per artifact</h2>
-<p>Logit comparisons are against the compressed PyTorch model with CA-LoRA on the same texts.</p>
+<p>Logit comparisons are against what each artifact's runtime computes, in PyTorch on the same texts: the compressed
+model with CA-LoRA where the runtime runs int8 dynamic activations as training simulated them, the same trained weights
+with float activations where it runs float (each check's detail names it). Task metrics are the trained model's.</p>
 <table><tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}</tr>{''.join(rows)}</table>
 <h2>Thresholds applied</h2>
 <p>Quantized backbones: max |logit error| tolerance = logit_steps &times; (max |reference logit| / 127), at least

@@ -118,6 +118,11 @@ def find_task_dir(task: str, entry: dict, runs: str | None) -> Path:
                         f"{', '.join(map(str, dict.fromkeys(candidates)))}; pass --runs DIR (where calora-train wrote it)")
 
 
+#: How reports name the model an artifact's values are compared with (`References.parity`).
+TRAINED_REFERENCE = "PyTorch compressed model"
+FLOAT_REFERENCE = "PyTorch, trained weights, float activations"
+
+
 class References:
     """PyTorch reference logits, cached by (task dir, model, inputs)."""
 
@@ -148,6 +153,21 @@ class References:
                 round_head_input(model, _int8_block(head_activations))
             self._models[key] = model
         return self._models[key]  # type: ignore[return-value]
+
+    def parity(self, task_dir: Path, config: dict, activations: str,
+               head_activations: str | None = None) -> tuple[torch.nn.Module, str]:
+        """(model, label) the artifact's values are compared with: what its runtime computes. The
+        trained model where the runtime runs int8 dynamic activations as training simulated them
+        (XNNPACK, ONNX Runtime's int8 route); the same trained weights with float activations where it
+        runs float (MatMulNBits int4, Core ML), so those artifacts are held to near-exact values. The
+        task metric is compared with the trained model either way: the accuracy effect of running
+        float activations is measured, not hidden. `activations`: the manifest's runtime activations."""
+        student, _ = self.student(task_dir)
+        if activations == "float32" and bool(config["compression"]["spec"].get("act_quant")):
+            label = FLOAT_REFERENCE + (f" ({head_activations} LM head input, as the runtime)" if head_activations
+                                       else "")
+            return self.deployable(task_dir, head_activations), label
+        return student, TRAINED_REFERENCE
 
     def teacher(self, task_dir: Path, config: dict) -> torch.nn.Module | str:
         """The uncompressed backbone with the teacher LoRA, or the reason it cannot be built."""
