@@ -310,7 +310,8 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
         add(Stage.SHAPES, "artifact output shape", False, f"artifact {list(got.shape)} vs PyTorch {list(ref.shape)}", name)
         return TaskResult(name, len(data.texts), data_info, prim, metrics, None, None, None)
     parity_model, ref_label = refs.parity(task_dir, cfg, runtime_activations(manifest))
-    parity_ref = ref if parity_model is student else refs.logits(task_dir, "parity", parity_model, train_ids, train_mask)
+    parity_ref = ref if parity_model is student else \
+        refs.logits(task_dir, "parity", parity_model, train_ids, train_mask)
     values = compare(parity_ref, got) | {"reference": ref_label}
     quantized = CompressionSpec.from_dict(manifest["backbone"]["compression"]["spec"]).deployed()[0] != QuantScheme.NONE
     tol, how = thresholds.logit_tolerance(quantized, values["max_abs_reference_logit"])
@@ -334,7 +335,8 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
             f"artifact {a:.4f}, PyTorch compressed {p:.4f} (drop {p - a:+.4f}, max {thresholds.max_metric_drop:g})"
             + ("" if isinstance(teacher, str) else f"; uncompressed teacher {metrics['teacher'][prim]:.4f}"),
             name, p - a, thresholds.max_metric_drop)
-    return TaskResult(name, n, data_info, prim, metrics, values, {"value": tol, "rule": how}, error_histogram(parity_ref, got))
+    return TaskResult(name, n, data_info, prim, metrics, values, {"value": tol, "rule": how},
+                      error_histogram(parity_ref, got))
 
 
 def _prompt_texts(name: str, cfg: dict, config: ValidateConfig) -> list[str]:

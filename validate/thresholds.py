@@ -84,9 +84,9 @@ class Thresholds:
 #: 0.118 on ONNX Runtime and on the Core ML program, against a 12-step tolerance of 0.198;
 #: agreement 0.993-0.994; all against the trained model, as validation compared then: the ONNX and
 #: Core ML figures were mostly their float activations against training's simulated int8 ones, and
-#: are now compared with the same weights run float, near-exactly). The measurements gave no reason for different values yet; they are kept
-#: per target so one runtime can be tightened or relaxed alone. Core ML's were measured at program
-#: level on Linux, not on Apple's runtime.
+#: are now compared with the same weights run float, near-exactly). The measurements gave no reason
+#: for different values yet; they are kept per target so one runtime can be tightened or relaxed
+#: alone. Core ML's were measured at program level on Linux, not on Apple's runtime.
 #
 #: Generative tasks (SmolLM2-135M, int4 g32 + 50% sparse + int8 embeddings, 16 held-out prompts of
 #: movie_dialog and rotten_tomatoes_gen, response positions teacher-forced; validate/results/generative):
