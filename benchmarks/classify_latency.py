@@ -5,7 +5,8 @@ Configurations (each one timed in its own process, the processes interleaved rou
 
 - ``pytorch-fp32``: the uncompressed backbone with the teacher LoRA merged, PyTorch eager fp32;
 - ``alternative-ort-int8``: that merged model exported to ONNX and int8-quantized with
-  onnxruntime's ``quantize_dynamic`` (the obvious do-it-yourself route), on ONNX Runtime;
+  onnxruntime's ``quantize_dynamic`` (the obvious do-it-yourself route), on ONNX Runtime; with
+  ``--per-channel-alternative`` also its per-channel form (``per_channel=True``);
 - every calora bundle given with ``--bundles`` (baked and swappable, any target but Core ML on
   Linux), through the same runner ``calora-validate`` uses, so what is timed is what is validated.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import provenance, write_results
+from benchmarks.common import provenance, teacher_key, write_results
 
 ALT = "alternative-ort-int8"
 EAGER = "pytorch-fp32"
@@ -58,23 +59,31 @@ def _merged_teacher(task_dir: Path, cfg: dict):
     return model.eval()
 
 
-def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int) -> dict[str, Path]:
-    """fp32 ONNX of the merged teacher and its quantize_dynamic int8 form (what a user would do)."""
+def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int, per_channel: bool = False) -> dict[str, Path]:
+    """fp32 ONNX of the merged teacher and its quantize_dynamic int8 form (what a user would do);
+    with `per_channel`, also the per-channel int8 form (one weight scale per output column, the
+    option a careful user turns on when the per-tensor model loses accuracy)."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from calora.export.graph import Baked
 
     work.mkdir(parents=True, exist_ok=True)
-    fp32, int8 = work / "merged_fp32.onnx", work / "merged_int8.onnx"
-    if not int8.is_file():
-        model = Baked(_merged_teacher(task_dir, cfg))
+    fp32, int8, int8_pc = work / "merged_fp32.onnx", work / "merged_int8.onnx", work / "merged_int8_per_channel.onnx"
+    if not fp32.is_file():
+        model = Baked(_merged_teacher(task_dir, cfg)).eval()  # the wrapper too: no export warning
         ids = torch.ones(1, length, dtype=torch.long)
         torch.onnx.export(model, (ids, torch.ones_like(ids)), str(fp32), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], dynamo=True, external_data=False,
                           dynamic_shapes=({0: "batch", 1: "sequence"}, {0: "batch", 1: "sequence"}))
+    if not int8.is_file():
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    return {"fp32": fp32, "int8": int8}
+    out = {"fp32": fp32, "int8": int8}
+    if per_channel:
+        if not int8_pc.is_file():
+            quantize_dynamic(str(fp32), str(int8_pc), weight_type=QuantType.QInt8, per_channel=True)
+        out["int8_per_channel"] = int8_pc
+    return out
 
 
 def _files(manifest: dict) -> list[dict]:
@@ -82,10 +91,10 @@ def _files(manifest: dict) -> list[dict]:
     return list(manifest["backbone"].get("files", [])) + [f for t in manifest["tasks"] for f in t.get("files", [])]
 
 
-def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
-    """The bundle's baked .onnx for `task` with every MatMulNBits at accuracy_level 0 (float
-    activations), converted to .ort: a bundle exported with int8 activations (accuracy_level 4)
-    against the same graph with float ones, measured side by side."""
+def accuracy_level_copy(bundle: Path, task: str, work: Path, level: int) -> Path | None:
+    """The bundle's baked .onnx for `task` with every MatMulNBits at `level` (0: float activations;
+    4: int8 activations, MLAS quantizing each block of inputs), converted to .ort: the same graph
+    at another activation precision, measured side by side with the shipped one."""
     import onnx
     from onnx import helper
 
@@ -96,7 +105,7 @@ def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
     if m["target"] != "onnx" or m["mode"] != "baked":
         return None
     src = next(bundle / f["path"] for f in _files(m) if f["task"] == task and f["path"].endswith(".onnx"))
-    stem = f"{bundle.parent.name}-{bundle.name}_{task}_level0"  # bundles may share a folder name
+    stem = f"{bundle.parent.name}-{bundle.name}_{task}_level{level}"  # bundles may share a folder name
     dest = work / f"{stem}.ort"
     if not dest.is_file():
         proto = onnx.load_model(str(src))
@@ -104,7 +113,7 @@ def float_activation_copy(bundle: Path, task: str, work: Path) -> Path | None:
             if node.op_type == "MatMulNBits":
                 kept = [a for a in node.attribute if a.name != "accuracy_level"]
                 del node.attribute[:]
-                node.attribute.extend(kept + [helper.make_attribute("accuracy_level", 0)])
+                node.attribute.extend(kept + [helper.make_attribute("accuracy_level", level)])
         tmp = work / f"{stem}.onnx"
         onnx.save_model(proto, str(tmp))
         _to_ort(tmp, dest)
@@ -259,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--onnx-float-activations", action="store_true",
                     help="also time each ONNX baked bundle's model with MatMulNBits at accuracy_level 0")
+    ap.add_argument("--onnx-int8-activations", action="store_true",
+                    help="also time each ONNX baked bundle's model with MatMulNBits at accuracy_level 4 (int8 "
+                         "activations; accuracy measured, parity not validated)")
+    ap.add_argument("--per-channel-alternative", action="store_true",
+                    help="also time the alternative quantized per channel (quantize_dynamic per_channel=True); "
+                         "ratios stay against the per-tensor default")
     ap.add_argument("--threads", type=int, nargs="*", default=[],
                     help="also time every configuration capped at each of these intra-op thread counts (thread "
                          "use: does each runtime use the cores it has); default: each runtime's own default only")
@@ -281,16 +296,22 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     inputs = args.work / f"{args.task}_{args.length}.npz"
     np.savez(inputs, ids=ids, mask=mask, labels=labels)
-    alt = build_alternative(args.task_dir, cfg, args.work / args.task, args.length)
+    alt = build_alternative(args.task_dir, cfg, args.work / f"{args.task}-{teacher_key(args.task_dir, cfg)}", args.length,
+                            per_channel=args.per_channel_alternative)
     configs = [{"name": EAGER, "kind": "eager", "path": "", "bytes": alt["fp32"].stat().st_size, "adapter_bytes": 0},
                {"name": ALT, "kind": "ort", "path": str(alt["int8"]), "bytes": alt["int8"].stat().st_size,
-                "adapter_bytes": 0}, *_bundle_configs(args.bundles, args.task)]
-    if args.onnx_float_activations:
-        for b, bundle_cfg in zip(args.bundles, configs[2:]):
-            path = float_activation_copy(b, args.task, args.work)
+                "adapter_bytes": 0}]
+    if "int8_per_channel" in alt:
+        configs.append({"name": f"{ALT} per-channel", "kind": "ort", "path": str(alt["int8_per_channel"]),
+                        "bytes": alt["int8_per_channel"].stat().st_size, "adapter_bytes": 0})
+    bundle_configs = _bundle_configs(args.bundles, args.task)
+    configs += bundle_configs
+    for wanted, level, label in ((args.onnx_float_activations, 0, "float"), (args.onnx_int8_activations, 4, "int8")):
+        for b, bundle_cfg in zip(args.bundles, bundle_configs) if wanted else ():
+            path = accuracy_level_copy(b, args.task, args.work, level)
             if path is not None:
-                configs.append({"name": f"{bundle_cfg['name']}, float activations", "kind": "ort", "path": str(path),
-                                "bytes": path.stat().st_size, "adapter_bytes": 0})
+                configs.append({"name": f"{bundle_cfg['name']}, {label} activations", "kind": "ort",
+                                "path": str(path), "bytes": path.stat().st_size, "adapter_bytes": 0})
     base_configs = list(configs)
     for n in args.threads:  # the same configurations again, capped at n threads
         configs += [{**c, "name": f"{c['name']} @{n} thread{'s' if n > 1 else ''}", "threads": n} for c in base_configs]

@@ -55,3 +55,18 @@ class Steps:
             tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
             raise SystemExit(f"[bench] {name} failed (exit {rc}); see {self.logs / (name + '.log')}:\n{tail}")
         return rc
+
+
+def teacher_key(task_dir: Path, config: dict) -> str:
+    """A short digest of the backbone source and the teacher LoRA's files: the cache key of a
+    do-it-yourself model built from them, so a cached alternative is never reused for another
+    backbone or a retrained teacher (the same task name on MiniLM and SmolLM2 shares a work folder)."""
+    import hashlib
+
+    from calora.validate.references import teacher_dir
+
+    h = hashlib.sha256(str(config["backbone"]["source"]).encode())
+    folder = teacher_dir(task_dir, config)
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]

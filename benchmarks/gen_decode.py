@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.common import provenance, write_results
+from benchmarks.common import provenance, teacher_key, write_results
 
 
 @dataclasses.dataclass
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.work is not None:
         from benchmarks.gen_alternative import build
 
-        folder = build(task_dir, cfg, args.work / f"og-int4-{args.task}")
+        folder = build(task_dir, cfg, args.work / f"og-int4-{args.task}-{teacher_key(task_dir, cfg)}")
         specs.append({**common, "kind": "alternative", "folder": str(Path(folder).resolve())})
     with tempfile.TemporaryDirectory(prefix="gen_decode-") as tmp:
         data = Path(tmp) / "data.json"

@@ -68,9 +68,6 @@ def body_accuracy_level(job: ExportJob, fmt: str) -> int | None:
         if fmt != "int4":
             raise ConfigError(f"{flag}: only an int4 backbone's MatMulNBits can run int8 activations; this one is "
                               f"{fmt} (--compression {job.spec})")
-        if job.kind != "generate":
-            raise ConfigError(f"{flag}: generative tasks only; classification bundles keep float activations "
-                              "(accuracy_level 4 measured no faster per example, docs/RESULTS.md section 3)")
         return 4
     return None
 
@@ -118,6 +115,7 @@ class OnnxTarget:
             from calora.targets.onnx_genai import export_generative
 
             return export_generative(job, out_dir, level)
+        acc = level if level is not None else INT4_ACCURACY_LEVEL  # the int4 linears' accuracy_level
         out_dir = Path(out_dir)
         onnx_dir = out_dir / "onnx"
         onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +132,7 @@ class OnnxTarget:
                 model = deployable(task.model)
                 trimmed = trim_positions(model, job.max_length)
                 proto, info = _export(Baked(model), (ids, mask), list(INPUT_NAMES), job.max_length, model)
-                proto, err, kept = quantize_backbone(proto, model, task.model, fmt, group, accuracy_level=INT4_ACCURACY_LEVEL)
+                proto, err, kept = quantize_backbone(proto, model, task.model, fmt, group, accuracy_level=acc)
                 keep_worst(weight_error, err)
                 keep_worst(weight_error, store_trained_embedding(proto, task.model))
                 onnx_path, ort_path = onnx_dir / f"{task.name}.onnx", onnx_dir / f"{task.name}.ort"
@@ -158,7 +156,7 @@ class OnnxTarget:
             proto, info = _export(Swappable(model, names), args, [*INPUT_NAMES, *names], job.max_length, model)
             adapters_as_defaulted_inputs(proto, names, job.adapter_dtype)
             proto, err, kept = quantize_backbone(proto, model, first.model, fmt, group, adapter_inputs=set(names),
-                                         accuracy_level=INT4_ACCURACY_LEVEL)
+                                         accuracy_level=acc)
             keep_worst(weight_error, err)
             keep_worst(weight_error, store_trained_embedding(proto, first.model))
             onnx_path, ort_path = onnx_dir / "backbone.onnx", onnx_dir / "backbone.ort"
@@ -206,15 +204,15 @@ class OnnxTarget:
                          "and token-type embeddings stay float32.")
         else:
             notes.append("Embeddings are stored as float32 (the spec does not quantize them).")
-        if fmt == "int4" and INT4_ACCURACY_LEVEL:
-            notes.append(f"MatMulNBits runs with accuracy_level {INT4_ACCURACY_LEVEL}: ONNX Runtime quantizes each "
+        if fmt == "int4" and acc:
+            notes.append(f"MatMulNBits runs with accuracy_level {acc} (--activations int8): ONNX Runtime quantizes each "
                          f"block of {group} activations to int8 and multiplies in integers (the trained model "
-                         "simulated per-token int8 activations; the difference is a small source of the smoke "
-                         "logit error).")
+                         "simulated per-token int8 activations; the two round independently, so validation holds "
+                         "this bundle to the int8-activation gates).")
         elif fmt == "int4":
-            notes.append("Activations are float32 in MatMulNBits (accuracy_level unset; level 4 measured no faster on "
-                         "x86 AVX2): the trained model simulated int8 dynamic activations, a small source of the smoke "
-                         "logit error.")
+            notes.append("Activations are float32 in MatMulNBits (accuracy_level unset; level 4, --activations int8, "
+                         "measured no faster per example on x86 at MiniLM's size): the trained model simulated int8 "
+                         "dynamic activations, so validation compares this bundle with the same weights run float.")
         if fmt == "int8":
             notes.append("Run it at batch 1 (one example per run): DynamicQuantizeLinear gives a batch one int8 "
                          "scale, so each row's result would depend on the others in the batch."
@@ -243,9 +241,10 @@ class OnnxTarget:
             inputs=[TensorSpec(n, "int64", ("batch", seq_dim)) for n in INPUT_NAMES],
             outputs=[TensorSpec(OUTPUT_NAMES[0], "float32", ("batch", num_labels))],
             runtime={"name": "onnxruntime", "version": ort.__version__,
+                     # picks validation's reference and gates (calora.validate.thresholds.runtime_activations)
+                     "activations": "int8-dynamic" if fmt == "int8" or (fmt == "int4" and acc) else "float32",
                      **({"backbone_activations": "int8-per-tensor"} if fmt == "int8" else {}),
-                     **({"backbone_activations": f"int8-block{group}"} if fmt == "int4" and INT4_ACCURACY_LEVEL
-                        else {})},
+                     **({"backbone_activations": f"int8-block{group}"} if fmt == "int4" and acc else {})},
             weight_error=weight_error, smoke=smoke, task_switch=task_switch, notes=notes)
 
 

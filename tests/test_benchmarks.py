@@ -137,3 +137,21 @@ def test_benchmark_profiles_export_each_generative_bundle_with_flags_the_cli_tak
     for name, cmd in exports.items():
         args = build_parser().parse_args(cmd[1:])
         assert (args.activations == "int8") == name.endswith("-int8act"), name
+
+
+def test_cached_alternative_is_keyed_by_backbone_and_teacher(tmp_path):
+    """The do-it-yourself models are cached per task in one work folder; the key must change with
+    the backbone and with the teacher's weights, or a MiniLM alternative would be timed for SmolLM2."""
+    from benchmarks.common import teacher_key
+
+    task_dir = tmp_path / "rotten_tomatoes" / "calora"
+    teacher = tmp_path / "rotten_tomatoes" / "teacher"
+    task_dir.mkdir(parents=True)
+    teacher.mkdir()
+    (teacher / "adapter_config.json").write_text("{}")
+    (teacher / "adapter_model.safetensors").write_bytes(b"weights-1")
+    minilm, smol = {"backbone": {"source": "minilm-l6"}}, {"backbone": {"source": "smollm2-135m"}}
+    first = teacher_key(task_dir, minilm)
+    assert teacher_key(task_dir, minilm) == first and teacher_key(task_dir, smol) != first
+    (teacher / "adapter_model.safetensors").write_bytes(b"weights-2")
+    assert teacher_key(task_dir, minilm) != first

@@ -70,6 +70,34 @@ def test_good_swappable_bundle_passes(tiny_bundle, tiny_runs, tmp_path, target):
     assert res.runtime in paths["md"].read_text()
 
 
+def test_onnx_int8_activations_classification_bundle_validates_against_the_trained_model(tiny_runs, tmp_path,
+                                                                                         capsys):
+    """calora-export --activations int8 on a classification task: every int4 MatMulNBits runs
+    accuracy_level 4 (MLAS int8 activations per block), the manifest records int8 activations, and
+    calora-validate compares it with the trained model (which simulated int8 activations) under the
+    int8-activation gates, naming their source; the default stays float, against the float reference."""
+    import onnx
+
+    from calora.export.cli import main as export_main
+
+    out = tmp_path / "b"
+    assert export_main(["--target", "onnx", "--mode", "swappable", "--task", "toy_a,toy_b",
+                        "--runs", str(tiny_runs), "--out", str(out), "--activations", "int8"]) == 0, \
+        capsys.readouterr().err[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runtime"]["activations"] == "int8-dynamic"
+    assert manifest["runtime"]["backbone_activations"] == "int8-block32"
+    proto = onnx.load(str(out / "onnx" / "backbone.onnx"))
+    levels = [{a.name: a.i for a in n.attribute}.get("accuracy_level") for n in proto.graph.node
+              if n.op_type == "MatMulNBits"]
+    assert levels and set(levels) == {4}
+    report = _run(out, tiny_runs)
+    assert report.passed, _fails(report)
+    (res,) = report.bundles
+    assert res.threshold_sources["min_agreement"] == "default (onnx, int8 activations)"
+    assert all(t.values["reference"] == TRAINED_REFERENCE for t in res.tasks)
+
+
 def test_cli_in_process_exit_codes(tiny_bundle, tiny_runs, tmp_path, capsys):
     from calora.validate.cli import main
 
