@@ -47,10 +47,11 @@ OPSET = 21  # MatMulNBits is com.microsoft; opset 21 is the one the dynamo expor
 #: Runtime's default). Level 4 (int8 activations: MLAS quantizes each block of `group` inputs to
 #: int8 and multiplies in integers) was measured side by side on MiniLM (batch 1, 64 tokens, 2 AVX2
 #: x86 cores without VNNI): 13.24 ms against 12.83 ms per example at level 0, with the same parity
-#: (docs/RESULTS.md). So float stays the default; on CPUs with int8 dot-product instructions (ARM
-#: sdot/i8mm, AVX-VNNI) level 4 may win, which this machine cannot show. The generative LM head is
-#: the exception (8-bit B has no fast float path: onnx_graph_gen.py), and generative bundles take
-#: level 4 in the body too with `--activations int8` (`body_accuracy_level`).
+#: (docs/RESULTS.md). On SmolLM2-135M (a Xeon with VNNI and AMX, 2026-12-06) level 4 was 1.23x
+#: slower (101.1 against 82.3 ms). So float stays the default; on CPUs with int8 dot-product
+#: instructions (ARM sdot/i8mm) level 4 may win, which these machines cannot show, so bundles take it
+#: with `--activations int8` (`body_accuracy_level`), validated with the int8-activation gates. The
+#: generative LM head is the exception (8-bit B has no fast float path: onnx_graph_gen.py).
 INT4_ACCURACY_LEVEL: int | None = None
 
 
@@ -211,8 +212,8 @@ class OnnxTarget:
                          "this bundle to the int8-activation gates).")
         elif fmt == "int4":
             notes.append("Activations are float32 in MatMulNBits (accuracy_level unset; level 4, --activations int8, "
-                         "measured no faster per example on x86 at MiniLM's size): the trained model simulated int8 "
-                         "dynamic activations, so validation compares this bundle with the same weights run float.")
+                         "measured no faster per example on x86, 1.23x slower on SmolLM2): the trained model simulated "
+                         "int8 dynamic activations, so validation compares this bundle with the same weights run float.")
         if fmt == "int8":
             notes.append("Run it at batch 1 (one example per run): DynamicQuantizeLinear gives a batch one int8 "
                          "scale, so each row's result would depend on the others in the batch."

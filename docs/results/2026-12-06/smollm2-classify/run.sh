@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct as a classification backbone on rotten_tomatoes (CPU-X, 2026-12-06).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages in
-# the order they ran: train export ablation validate 6x (default: all; finished ones are skipped).
+# the order they ran: train export ablation validate 6x latency seeds single (default: all; finished ones are skipped;
+# latency, seeds and single ran later that evening, in the next session).
 # W is the work folder. The `parity-*-before` reports come from the `export` stage's calora-validate
 # calls (the same commands, --report parity-TARGET-baked) before the change to calora-validate's
 # references and int8 gates; `validate` is the run after it.
@@ -11,7 +12,7 @@ R=docs/results/2026-12-06/smollm2-classify
 B=smollm2-135m
 T=$W/runs-4.7x/rotten_tomatoes/teacher
 L6=int4:g32+sparse:0.5+emb:int4
-STAGES=${*:-train export ablation validate 6x}
+STAGES=${*:-train export ablation validate 6x latency seeds single}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -43,4 +44,39 @@ if has 6x; then
   step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --compression $L6 --teacher $T \
     --out $W/ablation-6x --seeds 0 --results $R --variants 'compressed + LoRA from scratch' \
     'compressed + inherited LoRA, untrained'
+fi
+# batch-1 latency, size and accuracy of both artifacts against PyTorch eager fp32 and the
+# do-it-yourself route (the teacher LoRA merged into the fp32 backbone, ONNX, quantize_dynamic int8)
+if has latency; then
+  step python -m benchmarks.classify_latency --runs $W/runs-4.7x --task rotten_tomatoes \
+    --bundles $W/bundles/onnx-baked $W/bundles/executorch-baked --work $W/latency-work \
+    --out $R/classify_latency_smollm2_rotten_tomatoes.json
+fi
+# seeds 1 and 2 of LoRA from scratch and CA-LoRA at the default level (same teacher, seed 0), as
+# MiniLM's seeds were run
+if has seeds; then
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/seeds-4.7x \
+    --seeds 1 2 --results $R/seeds --variants 'compressed + LoRA from scratch' 'compressed + CA-LoRA'
+fi
+# single ablations at the default level, seed 0, same teacher: does each part of CA-LoRA matter on
+# this backbone, where the inherited LoRA alone is at chance? (recovery: the part that costs run time; the other two not run, for time)
+if has single; then
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single-4.7x \
+    --seeds 0 --results $R/single --variants 'CA-LoRA without recover'
+fi
+# the same benchmark again with the stronger do-it-yourself variant (quantize_dynamic per channel)
+# and the ONNX artifact's graph at MatMulNBits accuracy_level 4 (int8 activations), side by side
+if has latency2; then
+  step python -m benchmarks.classify_latency --runs $W/runs-4.7x --task rotten_tomatoes \
+    --bundles $W/bundles/onnx-baked $W/bundles/executorch-baked --work $W/latency-work \
+    --per-channel-alternative --onnx-int8-activations \
+    --out $R/classify_latency_smollm2_rotten_tomatoes_2.json
+fi
+# the ONNX bundle exported with --activations int8 (MatMulNBits accuracy_level 4) and validated on
+# the whole test split with the int8-activation gates
+if has int8act; then
+  [ -f $W/bundles/onnx-baked-int8act/manifest.json ] || \
+    step calora-export --target onnx --mode baked --task rotten_tomatoes --runs $W/runs-4.7x \
+      --activations int8 --out $W/bundles/onnx-baked-int8act
+  step calora-validate $W/bundles/onnx-baked-int8act --report $R/parity-onnx-baked-int8act --overwrite
 fi
