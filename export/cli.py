@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX over an int4 backbone: how MatMulNBits computes the backbone linears' activations. "
                         f"{Activations.FLOAT32.value} (default): float, exact against a float reference; "
                         f"{Activations.INT8.value}: int8 per block (accuracy_level 4, as onnxruntime-genai's builder "
-                        "emits, what training simulated): faster decoding, validated with the gates for int8 "
-                        "activations that ExecuTorch's programs get. ExecuTorch always runs int8, Core ML float32")
+                        "emits, what training simulated): faster decoding (classification: no faster on x86), "
+                        "validated with the gates for int8 activations that ExecuTorch's programs get. ExecuTorch "
+                        "always runs int8, Core ML float32")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")

@@ -82,11 +82,11 @@ class AdapterDType(str, enum.Enum):
 class Activations(str, enum.Enum):
     """How the runtime computes the backbone linears' activations, where a target can choose
     (`--activations`): only ONNX Runtime's int4 MatMulNBits can (generative and classification
-    bundles). float32 is
-    its default (accuracy_level unset); int8 is accuracy_level 4, as onnxruntime-genai's builder
-    emits: MLAS rounds each block of inputs to int8 and multiplies in integers. ExecuTorch always
-    runs int8 (XNNPACK 8da kernels), Core ML always float32. The manifest records the result as
-    `runtime.activations` ("float32" / "int8-dynamic"), which picks validation's reference and gates."""
+    bundles). float32 is its default (accuracy_level unset); int8 is accuracy_level 4, as
+    onnxruntime-genai's builder emits: MLAS rounds each block of inputs to int8 and multiplies in
+    integers. ExecuTorch always runs int8 (XNNPACK 8da kernels), Core ML always float32. The manifest
+    records the result as `runtime.activations` ("float32" / "int8-dynamic"), which picks
+    validation's reference and gates."""
 
     FLOAT32 = "float32"
     INT8 = "int8"

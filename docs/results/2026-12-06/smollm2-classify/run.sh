@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct as a classification backbone on rotten_tomatoes (CPU-X, 2026-12-06).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages in
-# the order they ran: train export ablation validate 6x latency seeds single (default: all; finished ones are skipped;
-# latency, seeds and single ran later that evening, in the next session).
+# the order they ran: train export ablation validate 6x latency seeds latency2 single int8act
+# (default: all; train, export and int8act skip a finished model or bundle). latency onwards ran
+# later that evening, 21:08-23:18 UTC, in the next session.
 # W is the work folder. The `parity-*-before` reports come from the `export` stage's calora-validate
 # calls (the same commands, --report parity-TARGET-baked) before the change to calora-validate's
 # references and int8 gates; `validate` is the run after it.
@@ -12,7 +13,7 @@ R=docs/results/2026-12-06/smollm2-classify
 B=smollm2-135m
 T=$W/runs-4.7x/rotten_tomatoes/teacher
 L6=int4:g32+sparse:0.5+emb:int4
-STAGES=${*:-train export ablation validate 6x latency seeds single}
+STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -59,7 +60,8 @@ if has seeds; then
     --seeds 1 2 --results $R/seeds --variants 'compressed + LoRA from scratch' 'compressed + CA-LoRA'
 fi
 # single ablations at the default level, seed 0, same teacher: does each part of CA-LoRA matter on
-# this backbone, where the inherited LoRA alone is at chance? (recovery: the part that costs run time; the other two not run, for time)
+# this backbone, where the inherited LoRA alone is at chance? Recovery only (the part that costs run
+# time); the other two were not run, for time.
 if has single; then
   step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single-4.7x \
     --seeds 0 --results $R/single --variants 'CA-LoRA without recover'
