@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct as a classification backbone on rotten_tomatoes (CPU-X, 2026-12-06).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages in
-# the order they ran: train export ablation validate 6x latency seeds latency2 single int8act
+# the order they ran: train export ablation validate 6x latency seeds latency2 single int8act single2
 # (default: all; train, export and int8act skip a finished model or bundle). latency onwards ran
-# later that evening, 21:08-23:18 UTC, in the next session.
+# later that evening, 21:08-23:53 UTC, in the next session.
 # W is the work folder. The `parity-*-before` reports come from the `export` stage's calora-validate
 # calls (the same commands, --report parity-TARGET-baked) before the change to calora-validate's
 # references and int8 gates; `validate` is the run after it.
@@ -13,7 +13,7 @@ R=docs/results/2026-12-06/smollm2-classify
 B=smollm2-135m
 T=$W/runs-4.7x/rotten_tomatoes/teacher
 L6=int4:g32+sparse:0.5+emb:int4
-STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act}
+STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -81,4 +81,10 @@ if has int8act; then
     step calora-export --target onnx --mode baked --task rotten_tomatoes --runs $W/runs-4.7x \
       --activations int8 --out $W/bundles/onnx-baked-int8act
   step calora-validate $W/bundles/onnx-baked-int8act --report $R/parity-onnx-baked-int8act --overwrite
+fi
+# a second single ablation, run in the minutes left: CA-LoRA without inheritance (LoRA starts fresh,
+# recovery and distillation kept), seed 0, same teacher
+if has single2; then
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single2-4.7x \
+    --seeds 0 --results $R/single2 --variants 'CA-LoRA without inherit'
 fi
