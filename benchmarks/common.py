@@ -67,6 +67,8 @@ def teacher_key(task_dir: Path, config: dict) -> str:
 
     h = hashlib.sha256(str(config["backbone"]["source"]).encode())
     folder = teacher_dir(task_dir, config)
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+    # A missing folder hashes nothing: building the alternative then stops with the teacher's own
+    # clear error (References.teacher) instead of a traceback here.
+    for f in sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else ():
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:12]
