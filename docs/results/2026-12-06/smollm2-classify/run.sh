@@ -2,8 +2,9 @@
 # SmolLM2-135M-Instruct as a classification backbone on rotten_tomatoes (CPU-X, 2026-12-06).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages in
 # the order they ran: train export ablation validate 6x latency seeds latency2 single int8act single2
-# (default: all; train, export and int8act skip a finished model or bundle). latency onwards ran
-# later that evening, 21:08-23:53 UTC, in the next session.
+# single3 seeds6x (default: all; train, export and int8act skip a finished model or bundle). latency
+# to single2 ran later that evening, 21:08-23:53 UTC, in the next session; single3 and seeds6x on
+# 2026-12-07, 00:05-01:37 UTC.
 # W is the work folder. The `parity-*-before` reports come from the `export` stage's calora-validate
 # calls (the same commands, --report parity-TARGET-baked) before the change to calora-validate's
 # references and int8 gates; `validate` is the run after it.
@@ -13,7 +14,7 @@ R=docs/results/2026-12-06/smollm2-classify
 B=smollm2-135m
 T=$W/runs-4.7x/rotten_tomatoes/teacher
 L6=int4:g32+sparse:0.5+emb:int4
-STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2}
+STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2 single3 seeds6x}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -87,4 +88,16 @@ fi
 if has single2; then
   step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single2-4.7x \
     --seeds 0 --results $R/single2 --variants 'CA-LoRA without inherit'
+fi
+# the third single ablation (2026-12-07): CA-LoRA without distillation (inherited LoRA and recovery
+# trained on the task loss alone), seed 0, same teacher
+if has single3; then
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single3-4.7x \
+    --seeds 0 --results $R/single3 --variants 'CA-LoRA without distill'
+fi
+# seeds 1 and 2 at the 6x level (2026-12-07), as at the default level: LoRA from scratch and CA-LoRA
+if has seeds6x; then
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --compression $L6 --teacher $T \
+    --out $W/seeds-6x --seeds 1 2 --results $R/seeds-6x --variants 'compressed + LoRA from scratch' \
+    'compressed + CA-LoRA'
 fi
