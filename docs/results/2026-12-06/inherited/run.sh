@@ -26,9 +26,9 @@ done
 # question_type (run 2026-12-07): its 10-epoch teacher retrained with the same command and seed as on
 # 2026-12-05 (the teacher's scores in the file show whether it is the same teacher), then imported at 6.1x
 if has question_type; then
-QT=$W/qt-int4:g32+sparse:0.5+emb:int8/question_type/teacher
-step python -m calora.train.ablation --task question_type --epochs 10 --compression int4:g32+sparse:0.5+emb:int8 \
-  --out $W/qt-int4:g32+sparse:0.5+emb:int8 --results $R --seeds 0 --variants "$ROW"
-step python -m calora.train.ablation --task question_type --epochs 10 --compression int4:g32+sparse:0.5+emb:int4 \
-  --teacher $QT --out $W/qt-int4:g32+sparse:0.5+emb:int4 --results $R --seeds 0 --variants "$ROW"
+  QT=$W/qt-int4:g32+sparse:0.5+emb:int8/question_type/teacher
+  step python -m calora.train.ablation --task question_type --epochs 10 --compression int4:g32+sparse:0.5+emb:int8 \
+    --out $W/qt-int4:g32+sparse:0.5+emb:int8 --results $R --seeds 0 --variants "$ROW"
+  step python -m calora.train.ablation --task question_type --epochs 10 --compression int4:g32+sparse:0.5+emb:int4 \
+    --teacher $QT --out $W/qt-int4:g32+sparse:0.5+emb:int4 --results $R --seeds 0 --variants "$ROW"
 fi

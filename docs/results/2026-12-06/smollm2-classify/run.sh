@@ -2,9 +2,9 @@
 # SmolLM2-135M-Instruct as a classification backbone on rotten_tomatoes (CPU-X, 2026-12-06).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages in
 # the order they ran: train export ablation validate 6x latency seeds latency2 single int8act single2
-# single3 seeds6x export6x (default: all; train, export, int8act and export6x skip a finished model
-# or bundle). latency to single2 ran later that evening, 21:08-23:53 UTC, in the next session;
-# single3 and seeds6x on 2026-12-07, 00:05-01:37 UTC, export6x after them.
+# single3 seeds6x export6x latency6x (default: all; train, export, int8act and export6x skip a
+# finished model or bundle). latency to single2 ran later that evening, 21:08-23:53 UTC, in the next
+# session; single3 and seeds6x on 2026-12-07, 00:05-01:37 UTC, export6x and latency6x after them.
 # W is the work folder. The `parity-*-before` reports come from the `export` stage's calora-validate
 # calls (the same commands, --report parity-TARGET-baked) before the change to calora-validate's
 # references and int8 gates; `validate` is the run after it.
@@ -14,7 +14,7 @@ R=docs/results/2026-12-06/smollm2-classify
 B=smollm2-135m
 T=$W/runs-4.7x/rotten_tomatoes/teacher
 L6=int4:g32+sparse:0.5+emb:int4
-STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2 single3 seeds6x export6x}
+STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2 single3 seeds6x export6x latency6x}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -109,4 +109,11 @@ if has export6x; then
       step calora-export --target $t --mode baked --task rotten_tomatoes --runs $W/runs-6x --out $W/bundles-6x/$t-baked
   done
   step calora-validate $W/bundles-6x/onnx-baked $W/bundles-6x/executorch-baked --report $R/parity-6x-baked --overwrite
+fi
+# batch-1 latency, size and accuracy of the 5.7x and 6.4x baked bundles side by side, against PyTorch
+# eager fp32 and the do-it-yourself route (2026-12-07, after the test suite)
+if has latency6x; then
+  step python -m benchmarks.classify_latency --runs $W/runs-4.7x --task rotten_tomatoes \
+    --bundles $W/bundles/onnx-baked $W/bundles/executorch-baked $W/bundles-6x/onnx-baked $W/bundles-6x/executorch-baked \
+    --work $W/latency-work --out $R/classify_latency_smollm2_rotten_tomatoes_6x.json
 fi
