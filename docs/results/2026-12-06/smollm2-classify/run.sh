@@ -2,9 +2,11 @@
 # SmolLM2-135M-Instruct as a classification backbone on rotten_tomatoes (CPU-X, 2026-12-06).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages in
 # the order they ran: train export ablation validate 6x latency seeds latency2 single int8act single2
-# single3 seeds6x export6x latency6x (default: all; train, export, int8act and export6x skip a
+# single3 seeds6x export6x latency6x int8route latencyint8 singleseeds (default: all; train, export, int8act and export6x skip a
 # finished model or bundle). latency to single2 ran later that evening, 21:08-23:53 UTC, in the next
-# session; single3 and seeds6x on 2026-12-07, 00:05-01:37 UTC, export6x and latency6x after them.
+# session; single3 and seeds6x on 2026-12-07, 00:05-01:37 UTC, export6x and latency6x after them;
+# int8route, latencyint8 and singleseeds from 02:46 UTC the same day, in the next session, then
+# int8_route_noise_probe.py (its command in its docstring), 03:44-04:42 UTC beside singleseeds.
 # W is the work folder. The `parity-*-before` reports come from the `export` stage's calora-validate
 # calls (the same commands, --report parity-TARGET-baked) before the change to calora-validate's
 # references and int8 gates; `validate` is the run after it.
@@ -14,7 +16,7 @@ R=docs/results/2026-12-06/smollm2-classify
 B=smollm2-135m
 T=$W/runs-4.7x/rotten_tomatoes/teacher
 L6=int4:g32+sparse:0.5+emb:int4
-STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2 single3 seeds6x export6x latency6x}
+STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2 single3 seeds6x export6x latency6x int8route latencyint8 singleseeds}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -116,4 +118,37 @@ if has latency6x; then
   step python -m benchmarks.classify_latency --runs $W/runs-4.7x --task rotten_tomatoes \
     --bundles $W/bundles/onnx-baked $W/bundles/executorch-baked $W/bundles-6x/onnx-baked $W/bundles-6x/executorch-baked \
     --work $W/latency-work --out $R/classify_latency_smollm2_rotten_tomatoes_6x.json
+fi
+# the int8 route trained for ONNX Runtime's numerics (2026-12-07), as on MiniLM: int8 weights, one
+# activation scale per example (act:tensor, what DynamicQuantizeMatMul does), 50% unstructured magnitude pruning,
+# int4 embeddings; same teacher, seed 0; exported to ONNX baked and swappable and validated
+L8=int8+act:tensor+sparse:0.5+emb:int4
+if has int8route; then
+  [ -f $W/runs-int8/rotten_tomatoes/calora/metrics.json ] || \
+    step calora-train --backbone $B --task rotten_tomatoes --compression $L8 --teacher $T --out $W/runs-int8
+  for m in baked swappable; do
+    [ -f $W/bundles-int8/onnx-$m/manifest.json ] || \
+      step calora-export --target onnx --mode $m --task rotten_tomatoes --runs $W/runs-int8 --out $W/bundles-int8/onnx-$m
+  done
+  step calora-validate $W/bundles-int8/onnx-baked $W/bundles-int8/onnx-swappable --report $R/parity-int8-route --overwrite
+fi
+# batch-1 latency of the int8 route against the int4 5.7x bundles and the do-it-yourself route, one run
+if has latencyint8; then
+  step python -m benchmarks.classify_latency --runs $W/runs-4.7x --task rotten_tomatoes \
+    --bundles $W/bundles/onnx-baked $W/bundles/executorch-baked $W/bundles-int8/onnx-baked \
+    $W/bundles-int8/onnx-swappable --work $W/latency-work \
+    --out $R/classify_latency_smollm2_rotten_tomatoes_int8.json
+fi
+# seeds 1 and 2 of two single ablations (2026-12-07): without inheritance (seed 0 above full CA-LoRA)
+# and without distillation (seed 0 the largest loss). The first ran as written (03:41-04:46 UTC,
+# beside int8_route_noise_probe.py, so slower). The chain was stopped before the second, which did
+# not fit the session as one command; it ran as two, `--seeds 1` (04:47 UTC, on its own) and
+# `--seeds 2` right after it, each with its own results folder.
+if has singleseeds; then
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single2-seeds \
+    --seeds 1 2 --results $R/single2-seeds --variants 'CA-LoRA without inherit'
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single3-seeds \
+    --seeds 1 --results $R/single3-seeds --variants 'CA-LoRA without distill'
+  step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single3-seed2 \
+    --seeds 2 --results $R/single3-seed2 --variants 'CA-LoRA without distill'
 fi
