@@ -119,6 +119,39 @@ def test_cli_in_process_exit_codes(tiny_bundle, tiny_runs, tmp_path, capsys):
     assert "max |logit error|" in capsys.readouterr().err
 
 
+def test_a_value_miss_is_put_beside_the_references_own_float64_noise(tiny_bundle, tiny_runs):
+    """Where a value gate fails, the report measures the PyTorch reference in float64 on the first N
+    texts and prints the artifact's error beside it (a diagnosis: the failure stays a failure); a
+    passing run and --noise-floor-examples 0 do not spend the time."""
+    import math
+
+    from calora.validate.report import markdown
+
+    bundle = tiny_bundle("onnx", "swappable")
+    strict = ("logit_steps=0", "logit_atol=0", "min_sqnr_db=200")
+    report = _run(bundle, tiny_runs, tasks=("toy_a",), max_examples=12, threshold_flags=strict,
+                  noise_floor_examples=8)
+    assert not report.passed
+    (t,) = report.bundles[0].tasks
+    nf = t.noise_floor
+    assert nf["examples"] == 8 and nf["computation"].endswith("in float64")
+    assert nf["artifact"]["examples"] == nf["reference_float64"]["examples"] == 8
+    # float64 against float32 is a real, small, non-zero difference, measured on the same rows as the artifact
+    assert 0 < nf["reference_float64"]["max_abs_logit_error"] < 1e-3
+    assert all(r is None or (r > 0 and math.isfinite(r)) for r in nf["ratios"].values())
+    failed = {c.name: c.detail for c in report.failures}
+    assert set(failed) == {"max |logit error|", "SQNR"}  # the gates did not move
+    assert "reference noise floor on the first 8 texts" in failed["max |logit error|"]
+    assert "reference noise floor" in failed["SQNR"]
+    (agreement,) = [c for c in report.checks if c.name == "argmax agreement"]
+    assert agreement.status == Status.PASS and "noise floor" not in agreement.detail
+    md = markdown(report)
+    assert "## Reference noise floor" in md and "| onnx | swappable | toy_a | 8 | max abs logit error |" in md
+    assert _run(bundle, tiny_runs, tasks=("toy_a",), max_examples=12, threshold_flags=strict,
+                noise_floor_examples=0).bundles[0].tasks[0].noise_floor is None
+    assert _run(bundle, tiny_runs, tasks=("toy_a",), max_examples=12).bundles[0].tasks[0].noise_floor is None
+
+
 def test_console_script_on_a_bundle_ci_builds(tiny_bundle, tiny_runs, tmp_path):
     """The project's own CI runs the installed `calora-validate` on a small bundle it just built."""
     script = Path(sys.executable).with_name("calora-validate")

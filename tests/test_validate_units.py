@@ -147,3 +147,53 @@ def test_lm_head_int8_block_reference_rounds_like_mlas():
     assert _int8_block("int8-block64") == 64
     with pytest.raises(ArtifactError, match="runtime.lm_head_activations"):
         _int8_block("int4-block64")
+
+
+def test_noise_floor_ratios_and_float64_copy():
+    """The noise floor runs a float64 *copy* (the caller's model stays float32), compares both the
+    copy and the artifact with the float32 reference on the first N rows, and states each metric's
+    artifact error as a multiple of the copy's; a model with no float64 path is reported, not raised."""
+    import torch
+
+    from calora.validate.noise_floor import describe, measure, ratios
+
+    class Toy(torch.nn.Module):
+        def __init__(self, fail_double: bool = False) -> None:
+            super().__init__()
+            self.emb, self.head, self.fail = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3), fail_double
+
+        def forward(self, input_ids, attention_mask):
+            h = self.emb(input_ids).mean(1)
+            if self.fail and h.dtype == torch.float64:
+                raise RuntimeError("no float64 kernel")
+            return type("Out", (), {"logits": self.head(torch.tanh(h * 7))})()
+
+    torch.manual_seed(0)
+    model = Toy().eval()
+    ids = torch.randint(0, 50, (20, 6)).numpy()
+    mask = np.ones_like(ids)
+    with torch.no_grad():
+        ref = model(torch.as_tensor(ids), torch.as_tensor(mask)).logits.numpy()
+    got = ref + np.random.default_rng(0).normal(0, 1e-3, ref.shape).astype(np.float32)
+    nf = measure(model, ids, mask, ref, got, examples=10, batch_size=4)
+    assert next(model.parameters()).dtype == torch.float32
+    assert nf["examples"] == 10 and nf["artifact"]["examples"] == 10
+    assert 0 < nf["reference_float64"]["max_abs_logit_error"] < 1e-5 < nf["artifact"]["max_abs_logit_error"]
+    assert nf["ratios"]["max_abs_logit_error"] > 10 and nf["ratios"]["cosine"] > 10
+    assert "the artifact" in describe(nf, "cosine") and "x the floor's error" in describe(nf, "cosine")
+    # Ratios: errors that grow (1 - agreement, 1 - cosine, noise power), None over a zero floor.
+    r = ratios({"agreement": 1.0, "max_abs_logit_error": 0.5, "cosine": 0.999, "sqnr_db": 23.0},
+               {"agreement": 0.9, "max_abs_logit_error": 1.0, "cosine": 0.998, "sqnr_db": 20.0})
+    assert r["agreement"] is None and r["max_abs_logit_error"] == 2.0
+    assert abs(r["cosine"] - 2.0) < 1e-9 and abs(r["sqnr_db"] - 10 ** 0.3) < 1e-9
+    # A cache shared across bundles of the task: the second bundle reuses the float64 logits.
+    cache: dict = {}
+    first = measure(model, ids, mask, ref, got, examples=10, cache=cache)
+    (key,) = cache  # one entry, for this model and these inputs
+    cache[key] = cache[key] + 0.5  # the next bundle must read the cache, not recompute
+    again = measure(model, ids, mask, ref, got, examples=10, cache=cache)
+    assert abs(again["reference_float64"]["max_abs_logit_error"] - 0.5) < 1e-4
+    assert again["artifact"] == first["artifact"]
+    bad = measure(Toy(fail_double=True), ids, mask, ref, got, examples=10)
+    assert "skipped" in bad and "no float64 kernel" in bad["skipped"]
+    assert "not measured" in describe(bad, "cosine")

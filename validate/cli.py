@@ -13,6 +13,7 @@ import sys
 
 from calora.train.cli_support import add_common_flags, run_cli
 
+from .noise_floor import DEFAULT_EXAMPLES as NOISE_FLOOR_EXAMPLES
 from .thresholds import FIELDS
 
 
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"override a threshold for all targets or one target; keys: {', '.join(FIELDS)}")
     p.add_argument("--thresholds", metavar="FILE.json", help='thresholds file: {"*" or TARGET: {KEY: VALUE}}')
     p.add_argument("--record", action="store_true", help="write the outcome into each bundle's manifest.json")
+    p.add_argument("--noise-floor-examples", type=int, default=NOISE_FLOOR_EXAMPLES, metavar="N",
+                   help="where a value check fails, also run the PyTorch reference in float64 on the first N "
+                        "evaluated texts and report how far it strays from the float32 reference, beside the "
+                        "artifact's error on the same texts (a diagnosis: no gate moves; 0 = off; default "
+                        "%(default)s)")
     add_common_flags(p)
     return p
 
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             bundles=tuple(args.bundles), tasks=tuple(t.strip() for t in (args.task or "").split(",") if t.strip()),
             data=_data(args.data), max_examples=args.max_examples, runs=args.runs,
             threshold_flags=tuple(args.threshold), threshold_file=args.thresholds, record=args.record,
-            text_column=args.text_column, label_column=args.label_column)
+            text_column=args.text_column, label_column=args.label_column,
+            noise_floor_examples=args.noise_floor_examples)
         if args.report:  # checked before minutes of validation, not after
             inputs = {f"BUNDLE {b}": b for b in args.bundles} | {"--runs": args.runs}
             inputs |= {f"--data {d}": d for _, d in config.data}

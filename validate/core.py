@@ -3,8 +3,10 @@
 Per bundle, in this fixed order: files (present, sha256 as in the manifest), the artifact opened in
 its own runtime, names, shapes, structure (from the target's runner and from the manifest against
 the trained task), tokenization, then per task values (logits against the compressed PyTorch
-model) and the task metric (against it, with the uncompressed teacher shown). Nothing stops at the
-first failure: everything is collected; `Report.raise_for_failures()` raises one `ParityError`.
+model) and the task metric (against it, with the uncompressed teacher shown). Where a value check
+fails, the reference recomputed in float64 is put beside it (`noise_floor`: a diagnosis, no gate
+moves). Nothing stops at the first failure: everything is collected; `Report.raise_for_failures()`
+raises one `ParityError`.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from calora.train.artifacts import read_json, write_json
 from calora.train.errors import ArtifactError, CaloraError, ConfigError
 from calora.train.spec import CompressionSpec, QuantScheme
 
+from . import noise_floor
 from .checks import Check, ParityError, Status, compare, error_histogram, ordered, primary_metric, task_metrics
 from .references import EvalData, References, encode, eval_data, find_task_dir, tokenizer_checks
+from .noise_floor import DEFAULT_EXAMPLES as NOISE_FLOOR_EXAMPLES
 from .thresholds import parse_overrides, resolve, runtime_activations
 
 REPORT_SCHEMA_VERSION = 1
@@ -47,6 +51,7 @@ class ValidateConfig:
     record: bool = False
     text_column: str | None = None  # of --data; None = the column the task was trained with
     label_column: str | None = None
+    noise_floor_examples: int = NOISE_FLOOR_EXAMPLES  # where a value check fails; 0 = never
 
     def __post_init__(self) -> None:
         if not self.bundles:
@@ -59,6 +64,8 @@ class ValidateConfig:
             read_manifest(b)  # a damaged or foreign manifest fails here, before any model loads
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError(f"--max-examples {self.max_examples}: must be >= 1")
+        if self.noise_floor_examples < 0:
+            raise ConfigError(f"--noise-floor-examples {self.noise_floor_examples}: must be >= 0 (0 = off)")
         parse_overrides(list(self.threshold_flags), self.threshold_file, list(TARGETS))  # fail early
 
     def data_for(self, task: str) -> str | None:
@@ -79,6 +86,7 @@ class TaskResult:
     generation: dict | None = None  # generative tasks: greedy agreement with PyTorch
     speed: dict | None = None  # generative tasks: prefill/decode tokens per second in the runtime
     sample: list | None = None  # generative tasks: a few responses, PyTorch's and the artifact's
+    noise_floor: dict | None = None  # where a value check failed: the reference's own float64 noise
 
 
 @dataclasses.dataclass
@@ -219,7 +227,7 @@ def _validate_bundle(bundle: Path, config: ValidateConfig, overrides: dict, refs
             continue
         data = data_cache[(name, config.data_for(name))]
         task_results.append(_task(bundle, manifest, entry, configs[name], task_dirs[name], data, tok, runner,
-                                  thresholds, refs, add))
+                                  thresholds, refs, add, config.noise_floor_examples))
     res = BundleResult(label, target_name, manifest["mode"], runtime, thresholds.to_dict(), sources,
                        manifest["backbone"]["fingerprint"], task_results)
     return res, checks
@@ -270,7 +278,7 @@ def _bundle_tokenizer(bundle: Path, add):
 
 
 def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, data: EvalData, tok, runner,
-          thresholds, refs: References, add) -> TaskResult:
+          thresholds, refs: References, add, noise_floor_examples: int = 0) -> TaskResult:
     from calora.train.backbones import load_tokenizer
 
     name = entry["name"]
@@ -316,15 +324,30 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
     quantized = CompressionSpec.from_dict(manifest["backbone"]["compression"]["spec"]).deployed()[0] != QuantScheme.NONE
     tol, how = thresholds.logit_tolerance(quantized, values["max_abs_reference_logit"])
     n = values["examples"]
-    add(Stage.VALUES, "argmax agreement", values["agreement"] >= thresholds.min_agreement,
-        f"{values['agreement']:.4f} of {n} against {ref_label} (min {thresholds.min_agreement:g})", name,
-        values["agreement"], thresholds.min_agreement)
-    add(Stage.VALUES, "max |logit error|", values["max_abs_logit_error"] <= tol,
-        f"{values['max_abs_logit_error']:.4g} (tolerance {tol:.4g} = {how})", name, values["max_abs_logit_error"], tol)
-    add(Stage.VALUES, "cosine", values["cosine"] >= thresholds.min_cosine,
-        f"{values['cosine']:.6f} (min {thresholds.min_cosine:g})", name, values["cosine"], thresholds.min_cosine)
-    add(Stage.VALUES, "SQNR", values["sqnr_db"] >= thresholds.min_sqnr_db,
-        f"{values['sqnr_db']:.1f} dB (min {thresholds.min_sqnr_db:g} dB)", name, values["sqnr_db"], thresholds.min_sqnr_db)
+    gates = {"agreement": values["agreement"] >= thresholds.min_agreement,
+             "max_abs_logit_error": values["max_abs_logit_error"] <= tol,
+             "cosine": values["cosine"] >= thresholds.min_cosine,
+             "sqnr_db": values["sqnr_db"] >= thresholds.min_sqnr_db}
+    # A miss is put beside the reference's own float64 noise (a diagnosis; no gate moves).
+    nf = noise_floor.measure(parity_model, train_ids, train_mask, parity_ref, got, noise_floor_examples,
+                             cache=refs.float64) \
+        if noise_floor_examples and not all(gates.values()) else None
+
+    def why(key: str) -> str:
+        return "" if nf is None or gates[key] else noise_floor.describe(nf, key)
+
+    add(Stage.VALUES, "argmax agreement", gates["agreement"],
+        f"{values['agreement']:.4f} of {n} against {ref_label} (min {thresholds.min_agreement:g})" + why("agreement"),
+        name, values["agreement"], thresholds.min_agreement)
+    add(Stage.VALUES, "max |logit error|", gates["max_abs_logit_error"],
+        f"{values['max_abs_logit_error']:.4g} (tolerance {tol:.4g} = {how})" + why("max_abs_logit_error"), name,
+        values["max_abs_logit_error"], tol)
+    add(Stage.VALUES, "cosine", gates["cosine"],
+        f"{values['cosine']:.6f} (min {thresholds.min_cosine:g})" + why("cosine"), name, values["cosine"],
+        thresholds.min_cosine)
+    add(Stage.VALUES, "SQNR", gates["sqnr_db"],
+        f"{values['sqnr_db']:.1f} dB (min {thresholds.min_sqnr_db:g} dB)" + why("sqnr_db"), name, values["sqnr_db"],
+        thresholds.min_sqnr_db)
     labels = list(entry["label_names"])
     if got.shape[1] != len(labels):
         add(Stage.METRIC, f"{prim} vs PyTorch", False, f"manifest has {len(labels)} label names for {got.shape[1]} logits", name)
@@ -336,7 +359,7 @@ def _task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Path, 
             + ("" if isinstance(teacher, str) else f"; uncompressed teacher {metrics['teacher'][prim]:.4f}"),
             name, p - a, thresholds.max_metric_drop)
     return TaskResult(name, n, data_info, prim, metrics, values, {"value": tol, "rule": how},
-                      error_histogram(parity_ref, got))
+                      error_histogram(parity_ref, got), noise_floor=nf)
 
 
 def _prompt_texts(name: str, cfg: dict, config: ValidateConfig) -> list[str]:

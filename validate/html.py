@@ -67,6 +67,19 @@ def _histogram(hist: dict | None) -> str:
             f'<br><small>exact zeros: {hist["zeros"]}</small>')
 
 
+def _noise_floor(report) -> str:
+    from .noise_floor import COMPUTATION, TABLE_HEAD, table_rows
+
+    rows = table_rows(report)
+    if not rows:
+        return ""
+    return (f"<h2>Reference noise floor (where a value check failed)</h2><p>The artifact's logits and {_e(COMPUTATION)}, "
+            "each against the float32 reference, on the first texts of the evaluation split; a ratio near 1x means "
+            "the artifact is as close as an exact recomputation of the reference. A diagnosis only: the gates are "
+            "unchanged.</p><table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in TABLE_HEAD) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
 def html(report) -> str:
     status = "PASS" if report.passed else "FAIL"
     rows = []
@@ -107,6 +120,7 @@ started {_e(report.started)}, {report.seconds} s.</p>
 model with CA-LoRA where the runtime runs int8 dynamic activations as training simulated them, the same trained weights
 with float activations where it runs float (each check's detail names it). Task metrics are the trained model's.</p>
 <table><tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}</tr>{''.join(rows)}</table>
+{_noise_floor(report)}
 <h2>Thresholds applied</h2>
 <p>Quantized backbones: max |logit error| tolerance = logit_steps &times; (max |reference logit| / 127), at least
 logit_atol; float backbones: logit_atol.</p>

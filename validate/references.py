@@ -130,6 +130,7 @@ class References:
         self.batch_size = batch_size
         self._models: dict[tuple[str, str], tuple[torch.nn.Module, dict] | str] = {}
         self._logits: dict[tuple[str, str, str], np.ndarray] = {}
+        self.float64: dict = {}  # noise_floor.measure's float64 logits, kept for the next bundle of the task
 
     def student(self, task_dir: Path) -> tuple[torch.nn.Module, dict]:
         from calora.train.artifacts import load_student

@@ -81,6 +81,7 @@ def markdown(report) -> str:
                    f"{v['cosine']:.6f} | {'inf' if sq is None or not math.isfinite(sq) else f'{sq:.1f}'} | "
                    if v else "- | - | - | - | ") + f"{res} |")
     lines += _generation_rows(report)
+    lines += _noise_floor_rows(report)
     lines += ["", "## Thresholds applied", "",
               "| bundle | " + " | ".join(report.bundles[0].thresholds) + " |" if report.bundles else "",
               "|---|" + "---|" * (len(report.bundles[0].thresholds) if report.bundles else 0)]
@@ -103,6 +104,21 @@ def markdown(report) -> str:
         lines += [f"- {c.line()}" for c in items] or ["- none"]
         lines.append("")
     return "\n".join(lines)
+
+
+def _noise_floor_rows(report) -> list[str]:
+    """Where a value check failed: the artifact's error beside the reference's own float64 noise."""
+    from .noise_floor import COMPUTATION, TABLE_HEAD, table_rows
+
+    rows = table_rows(report)
+    if not rows:
+        return []
+    return ["", "## Reference noise floor (where a value check failed)", "",
+            f"The artifact's logits and {COMPUTATION}, each against the float32 reference, on the first texts of "
+            "the evaluation split. A ratio near 1x: the artifact is as close to the reference as an exact "
+            "recomputation of it; far above 1x: the artifact departs from it. A diagnosis only: the gates are "
+            "unchanged.", "", "| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def _generation_rows(report) -> list[str]:

@@ -2,7 +2,8 @@
 # SmolLM2-135M-Instruct as a classification backbone on rotten_tomatoes (CPU-X, 2026-12-06).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages in
 # the order they ran: train export ablation validate 6x latency seeds latency2 single int8act single2
-# single3 seeds6x export6x latency6x int8route latencyint8 singleseeds (default: all; train, export, int8act and export6x skip a
+# single3 seeds6x export6x latency6x int8route latencyint8 singleseeds
+# recoveryseeds noisefloor (default: all; train, export, int8act and export6x skip a
 # finished model or bundle). latency to single2 ran later that evening, 21:08-23:53 UTC, in the next
 # session; single3 and seeds6x on 2026-12-07, 00:05-01:37 UTC, export6x and latency6x after them;
 # int8route, latencyint8 and singleseeds from 02:46 UTC the same day, in the next session, then
@@ -16,7 +17,7 @@ R=docs/results/2026-12-06/smollm2-classify
 B=smollm2-135m
 T=$W/runs-4.7x/rotten_tomatoes/teacher
 L6=int4:g32+sparse:0.5+emb:int4
-STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2 single3 seeds6x export6x latency6x int8route latencyint8 singleseeds}
+STAGES=${*:-train export ablation validate 6x latency seeds latency2 single int8act single2 single3 seeds6x export6x latency6x int8route latencyint8 singleseeds recoveryseeds noisefloor}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -151,4 +152,20 @@ if has singleseeds; then
     --seeds 1 --results $R/single3-seeds --variants 'CA-LoRA without distill'
   step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single3-seed2 \
     --seeds 2 --results $R/single3-seed2 --variants 'CA-LoRA without distill'
+fi
+# seeds 1 and 2 of the first single ablation (2026-12-07, from 05:50 UTC, the next session): CA-LoRA
+# without recovery (inherited LoRA and distillation kept, no recovery branches), one command per seed
+# so that each lands in its own results folder
+if has recoveryseeds; then
+  for s in 1 2; do
+    step python -m calora.train.ablation --backbone $B --task rotten_tomatoes --teacher $T --out $W/single-seed$s \
+      --seeds $s --results $R/single-seed$s --variants 'CA-LoRA without recover'
+  done
+fi
+# the int8 route's bundles validated again (2026-12-07) by calora-validate with its new noise-floor
+# diagnosis: where a value check fails, the reference recomputed in float64 on the first 256 texts
+# beside the artifact's error on them (the same gates; the failures stay failures)
+if has noisefloor; then
+  step calora-validate $W/bundles-int8/onnx-baked $W/bundles-int8/onnx-swappable --report $R/parity-int8-route-noise-floor \
+    --overwrite
 fi

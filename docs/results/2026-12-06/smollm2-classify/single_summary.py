@@ -1,7 +1,8 @@
 """The single ablations of SmolLM2-135M on rotten_tomatoes at 5.7x, with every seed that was run:
 seed 0 of each from `single/` (without recovery), `single2/` (without inheritance) and `single3/`
 (without distillation); seeds 1-2 of without inheritance from `single2-seeds/` and seed 1 of
-without distillation from `single3-seeds/` and seed 2 from `single3-seed2/` (all run 2026-12-07).
+without distillation from `single3-seeds/` and seed 2 from `single3-seed2/`; seeds 1 and 2 of without
+recovery from `single-seed1/` and `single-seed2/` (all run 2026-12-07).
 Full CA-LoRA and LoRA from scratch per seed as in seeds_summary.py (seed 0 from the main run and
 its ablation, seeds 1-2 from `seeds/`); same teacher (seed 0) for every row.
 
@@ -20,7 +21,8 @@ STEM = "ablation_smollm2-135m_rotten_tomatoes_int4g32_sparse0.5_embint8.json"
 SCRATCH, CALORA = "compressed + LoRA from scratch", "compressed + CA-LoRA"
 VARIANTS = (CALORA, "CA-LoRA without inherit", "CA-LoRA without recover", "CA-LoRA without distill")
 #: folders whose ablation results hold runs of these variants (a folder not there yet is skipped)
-FOLDERS = (".", "seeds", "single", "single2", "single3", "single2-seeds", "single3-seeds", "single3-seed2")
+FOLDERS = (".", "seeds", "single", "single2", "single3", "single2-seeds", "single3-seeds", "single3-seed2",
+           "single-seed1", "single-seed2")
 SPLITS = ("validation", "test")
 
 

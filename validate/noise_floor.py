@@ -1,0 +1,131 @@
+"""The reference's own numerical noise, measured when an artifact misses a value gate.
+
+A fixed gate cannot tell a wrong graph from a model that is numerically unstable: with one int8
+activation scale per example (ONNX Runtime's int8 route), any change in float summation order can
+flip activation codes, and many layers compound the flips. On 30-layer SmolLM2 PyTorch in float64
+strays from PyTorch in float32 as far as a correct ONNX artifact does (docs/RESULTS.md, section 6).
+
+So where a value check fails, calora-validate runs the same PyTorch reference in float64 on the
+first N evaluated texts and reports its distance from the float32 reference beside the artifact's
+distance on the same texts, as a ratio per metric. This is a diagnosis for the reader, not a gate:
+no threshold moves and the failure stays a failure. A ratio near 1 says the artifact is about as
+close to the reference as an exact recomputation of the reference is; a ratio far above 1 points
+at the artifact.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checks import compare
+
+#: Texts the float64 recomputation runs on by default (`--noise-floor-examples`).
+DEFAULT_EXAMPLES = 256
+COMPUTATION = "the same PyTorch reference in float64"
+
+
+def measure(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray, reference: np.ndarray, got: np.ndarray,
+            examples: int, batch_size: int = 64, cache: dict | None = None) -> dict:
+    """Compare `reference` (the float32 reference's logits) with `model` run in float64 and with the
+    artifact's logits `got`, on the first `examples` rows. `model` is copied, never converted in place
+    (the caller's reference stays float32). Returns a dict with `examples`, `computation`,
+    `reference_float64` and `artifact` (each `checks.compare` output) and `ratios` (artifact error over
+    float64 error per metric), or `{"skipped": reason}` when the model cannot run in float64.
+    `cache` (a dict the caller keeps) holds the float64 logits per model and inputs, so bundles of
+    the same task (baked and swappable, several targets) pay for one float64 pass."""
+    k = min(int(examples), len(ids))
+    key = (id(model), hashlib.sha256(ids[:k].tobytes() + mask[:k].tobytes()).hexdigest())
+    if cache is not None and key in cache:
+        dbl = cache[key]
+    else:
+        dbl = _float64_logits(model, ids[:k], mask[:k], batch_size)
+        if cache is not None:
+            cache[key] = dbl
+    if isinstance(dbl, str):
+        return {"skipped": dbl}
+    floor, art = compare(reference[:k], dbl), compare(reference[:k], got[:k])
+    return {"examples": k, "computation": COMPUTATION, "reference_float64": floor, "artifact": art,
+            "ratios": ratios(floor, art)}
+
+
+def _float64_logits(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray | str:
+    """The model's logits computed in float64 on a copy, or why that is impossible."""
+    k = len(ids)
+    try:
+        f64 = copy.deepcopy(model).double().eval()
+        outs = []
+        with torch.no_grad(), tqdm(total=k, desc="noise floor (reference in float64)", unit="ex", leave=False) as bar:
+            for i in range(0, k, batch_size):
+                out = f64(input_ids=torch.as_tensor(ids[i:min(i + batch_size, k)], dtype=torch.long),
+                          attention_mask=torch.as_tensor(mask[i:min(i + batch_size, k)], dtype=torch.long))
+                outs.append(out.logits.detach().to(torch.float64).numpy())
+                bar.update(len(outs[-1]))
+    except Exception as exc:  # noqa: BLE001 - e.g. a kernel with no float64 path: say so, never fail the run
+        return f"the reference does not run in float64 ({type(exc).__name__}: {str(exc)[:200]})"
+    return np.concatenate(outs)
+
+
+def ratios(floor: dict, art: dict) -> dict:
+    """Artifact error over the float64 recomputation's error, per metric, each as an error that grows
+    (1 - agreement, max |error|, 1 - cosine, noise power from SQNR). None where the floor is zero."""
+    def err(d: dict, key: str) -> float:
+        if key == "agreement":
+            return 1.0 - d["agreement"]
+        if key == "cosine":
+            return max(1.0 - d["cosine"], 0.0)
+        if key == "sqnr_db":
+            return 0.0 if math.isinf(d["sqnr_db"]) else 10 ** (-d["sqnr_db"] / 10)
+        return d[key]
+
+    out = {}
+    for key in ("agreement", "max_abs_logit_error", "cosine", "sqnr_db"):
+        a, f = err(art, key), err(floor, key)
+        out[key] = None if f == 0 else a / f
+    return out
+
+
+def describe(nf: dict, key: str) -> str:
+    """One clause for a failed check's detail: the float64 recomputation's figure and the ratio."""
+    if "skipped" in nf:
+        return f"; reference noise floor not measured: {nf['skipped']}"
+    f, a = nf["reference_float64"][key], nf["artifact"][key]
+    fmt = _FORMATS[key] + (" dB" if key == "sqnr_db" else "")
+    return (f"; reference noise floor on the first {nf['examples']} texts ({COMPUTATION} against float32): "
+            f"{fmt.format(f)}, the artifact {fmt.format(a)} there, {_times(nf['ratios'][key])} the floor's error")
+
+
+#: Column heads of the report's noise-floor table (Markdown and HTML share them).
+TABLE_HEAD = ("target", "mode", "task", "texts", "metric", "artifact", "PyTorch float64", "artifact error / float64 error")
+_LABELS = {"agreement": "agreement", "max_abs_logit_error": "max abs logit error", "cosine": "cosine",
+           "sqnr_db": "SQNR dB"}
+_FORMATS = {"agreement": "{:.4f}", "max_abs_logit_error": "{:.4g}", "cosine": "{:.9f}", "sqnr_db": "{:.1f}"}
+
+
+def _times(r: float | None) -> str:
+    if r is None:
+        return "n/a (the float64 recomputation matches exactly)"
+    return f"{r:,.0f}x" if r >= 100 else f"{r:.2f}x"
+
+
+def table_rows(report) -> list[tuple[str, ...]]:
+    """One row per metric of each task whose noise floor was measured (or one saying why not)."""
+    rows = []
+    for b in report.bundles:
+        for t in b.tasks:
+            nf = t.noise_floor
+            if nf is None:
+                continue
+            if "skipped" in nf:
+                rows.append((b.target, b.mode, t.task, "-", "-", "-", "-", f"not measured: {nf['skipped']}"))
+                continue
+            for key, label in _LABELS.items():
+                a, f, r = nf["artifact"][key], nf["reference_float64"][key], nf["ratios"][key]
+                rows.append((b.target, b.mode, t.task, str(nf["examples"]), label, _FORMATS[key].format(a),
+                             _FORMATS[key].format(f), "-" if r is None else _times(r)))
+    return rows
