@@ -242,11 +242,12 @@ def task_switch(path: Path, out: Path) -> Path:
     rows = record["rows"]
     plt, fig, ax = _figure(8.5, 3.6)
     labels, values, colors = [], [], []
+    name = {id(r): r["target"] + (f" ({r['api']} API)" if "api" in r else "") for r in rows}
     for r in rows:
         for label, key, color in (("reload the other baked model", "reload_ms", "#c44e52"),
                                   ("swappable: adapter file read + activated", "switch_cold_ms", "#4c72b0"),
                                   ("swappable: adapter already in memory", "switch_warm_ms", "#55a868")):
-            labels.append(f"{r['target']}: {label}")
+            labels.append(f"{name[id(r)]}: {label}")
             values.append(max(r[key], 1e-4))
             colors.append(color)
     ax.barh(labels[::-1], values[::-1], color=colors[::-1])
@@ -255,7 +256,7 @@ def task_switch(path: Path, out: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlim(min(values) / 2, max(values) * 20)
     ax.set_xlabel("time to switch tasks (ms, median, log scale)")
-    ratios = ", ".join(f"{r['target']} {r['x_reload_over_switch_cold']:.0f}x" for r in rows)
+    ratios = ", ".join(f"{name[id(r)]} {r['x_reload_over_switch_cold']:.0f}x" for r in rows)
     ax.set_title(f"task switch vs model reload (reload / adapter switch: {ratios})", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.subplots_adjust(left=0.42, bottom=0.25)

@@ -13,6 +13,17 @@ process (one per bundle and round, interleaved) alternates between the first two
   ``load_program`` + ``load_method``), the previous one dropped;
 - both: the first run after the switch and a steady-state run (the same task again).
 
+A switch or reload is timed in two parts: opening the other task (``switch_open``, ``reload_open``)
+and freeing the previous one (``release``). ``switch_cold`` and ``reload`` are their sum, as an app
+that frees the old task first pays; an app can also free it after the first run of the new one,
+off the latency path, so the ratio of the opening parts alone is reported too.
+
+ONNX Runtime is timed through two APIs (``--onnx-api``, default both): its Python API, and its C API
+(ctypes over the wheel's ``libonnxruntime.so``, ``benchmarks/ort_capi.py``), which is what an app's
+native code, the C++ ``Ort::LoraAdapter`` and Java's ``OrtLoraAdapter`` call. They differ where it
+matters here: Python's ``LoraAdapter.Load`` copies the file into memory, the C API's
+``CreateLoraAdapter`` memory-maps it (pages are then read by the first run, which is timed too).
+
 Medians over switches, then over rounds. The goal of issue 11: a swappable switch at least 100x
 faster than loading the other task's model.
 
@@ -41,6 +52,20 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+#: Per-switch timings each worker returns (ms). `switch_cold` / `reload` = open the other task
+#: (`*_open`) + free the previous one (`release`, which an app can also do after the first run).
+_KEYS = ("switch_cold", "switch_open", "switch_warm", "reload", "reload_open", "release", "first_run", "steady_run")
+
+
+def _split(out: dict, what: str, t0: float, t1: float) -> None:
+    """Record a switch or reload timed as [t0, t1) opening the other task, [t1, now) freeing the
+    previous one."""
+    now = time.perf_counter()
+    out["switch_cold" if what == "switch" else "reload"].append((now - t0) * 1e3)
+    out[f"{what}_open"].append((t1 - t0) * 1e3)
+    out["release"].append((now - t1) * 1e3)
+
+
 def _rows(manifest: dict, runs: Path, length: int) -> tuple[np.ndarray, np.ndarray]:
     """One real test text of the first task, padded to `length` tokens (batch 1)."""
     from calora.train.artifacts import read_json
@@ -63,8 +88,7 @@ def _ort_worker(bundle: Path, manifest: dict, tasks: list[str], feed: dict, swit
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     run = lambda sess, ro=None: sess.run(["logits"], feed, run_options=ro)  # noqa: E731
-    out: dict[str, list[float]] = {"switch_cold": [], "switch_warm": [], "first_run": [], "steady_run": [],
-                                   "reload": []}
+    out: dict[str, list[float]] = {k: [] for k in _KEYS}
     if manifest["mode"] == "swappable":
         sess = ort.InferenceSession(str(manifest_file(bundle, manifest, "backbone", None, ".ort")), opts,
                                     providers=["CPUExecutionProvider"])
@@ -78,14 +102,19 @@ def _ort_worker(bundle: Path, manifest: dict, tasks: list[str], feed: dict, swit
         ro.add_active_adapter(loaded[0])
         for _ in range(3):
             run(sess, ro)
+        held: list = []  # the active task's adapter and run options (the run options use the adapter)
         for i in range(switches):
             j = (i + 1) % len(tasks)
             t0 = time.perf_counter()
-            adapter = ort.LoraAdapter()
-            adapter.Load(paths[j])
-            ro = ort.RunOptions()
-            ro.add_active_adapter(adapter)
-            out["switch_cold"].append(_ms(t0))
+            new_adapter = ort.LoraAdapter()
+            new_adapter.Load(paths[j])
+            new_ro = ort.RunOptions()
+            new_ro.add_active_adapter(new_adapter)
+            t1 = time.perf_counter()
+            held[:] = (new_adapter, new_ro)  # the previous task's adapter and run options freed
+            ro = new_ro
+            del new_adapter, new_ro
+            _split(out, "switch", t0, t1)
             t0 = time.perf_counter()
             run(sess, ro)
             out["first_run"].append(_ms(t0))
@@ -104,14 +133,79 @@ def _ort_worker(bundle: Path, manifest: dict, tasks: list[str], feed: dict, swit
         for i in range(switches):
             j = (i + 1) % len(tasks)
             t0 = time.perf_counter()
-            del sess
-            sess = ort.InferenceSession(paths[j], opts, providers=["CPUExecutionProvider"])
-            out["reload"].append(_ms(t0))
+            new = ort.InferenceSession(paths[j], opts, providers=["CPUExecutionProvider"])
+            t1 = time.perf_counter()
+            sess = new  # the previous task's session freed
+            del new
+            _split(out, "reload", t0, t1)
             t0 = time.perf_counter()
             run(sess)
             out["first_run"].append(_ms(t0))
             t0 = time.perf_counter()
             run(sess)
+            out["steady_run"].append(_ms(t0))
+    return out
+
+
+def _ort_c_worker(bundle: Path, manifest: dict, tasks: list[str], feed: dict, switches: int) -> dict:
+    """`_ort_worker` through ONNX Runtime's C API (what an app calls): `CreateSession`,
+    `CreateLoraAdapter` (memory-mapped) + `CreateRunOptions` + `RunOptionsAddActiveLoraAdapter`; a
+    switch also releases the previous task's adapter and run options, as an app would."""
+    from benchmarks.ort_capi import OrtC
+    from calora.targets.base import manifest_file
+
+    api = OrtC()
+    x = api.inputs(feed)
+    shape = {t["name"]: (1, len(t["label_names"])) for t in manifest["tasks"]}
+    out: dict[str, list[float]] = {k: [] for k in _KEYS}
+    if manifest["mode"] == "swappable":
+        sess = api.session(manifest_file(bundle, manifest, "backbone", None, ".ort"))
+        paths = [manifest_file(bundle, manifest, "adapter", t, ".onnx_adapter") for t in tasks]
+        loaded = [api.adapter(p) for p in paths]
+        ro = api.run_options(loaded[0])
+        for _ in range(3):
+            api.run(sess, x, "logits", shape[tasks[0]], ro)
+        api.release_run_options(ro)
+        current = None
+        for i in range(switches):
+            j = (i + 1) % len(tasks)
+            t0 = time.perf_counter()
+            adapter = api.adapter(paths[j])
+            ro = api.run_options(adapter)
+            t1 = time.perf_counter()
+            if current is not None:
+                api.release_run_options(current[1])
+                api.release_adapter(current[0])
+            _split(out, "switch", t0, t1)
+            current = (adapter, ro)
+            t0 = time.perf_counter()
+            api.run(sess, x, "logits", shape[tasks[j]], ro)
+            out["first_run"].append(_ms(t0))
+            t0 = time.perf_counter()
+            api.run(sess, x, "logits", shape[tasks[j]], ro)
+            out["steady_run"].append(_ms(t0))
+            t0 = time.perf_counter()
+            warm = api.run_options(loaded[(j + 1) % len(tasks)])
+            out["switch_warm"].append(_ms(t0))
+            api.release_run_options(warm)
+    else:
+        paths = [manifest_file(bundle, manifest, "model", t, ".ort") for t in tasks]
+        sess = api.session(paths[0])
+        for _ in range(3):
+            api.run(sess, x, "logits", shape[tasks[0]])
+        for i in range(switches):
+            j = (i + 1) % len(tasks)
+            t0 = time.perf_counter()
+            new = api.session(paths[j])
+            t1 = time.perf_counter()
+            api.release_session(sess)
+            sess = new
+            _split(out, "reload", t0, t1)
+            t0 = time.perf_counter()
+            api.run(sess, x, "logits", shape[tasks[j]])
+            out["first_run"].append(_ms(t0))
+            t0 = time.perf_counter()
+            api.run(sess, x, "logits", shape[tasks[j]])
             out["steady_run"].append(_ms(t0))
     return out
 
@@ -127,8 +221,7 @@ def _et_worker(bundle: Path, manifest: dict, tasks: list[str], ids, mask, switch
 
     rt = Runtime.get()
     x = [torch.as_tensor(ids), torch.as_tensor(mask)]
-    out: dict[str, list[float]] = {"switch_cold": [], "switch_warm": [], "first_run": [], "steady_run": [],
-                                   "reload": []}
+    out: dict[str, list[float]] = {k: [] for k in _KEYS}
     if manifest["mode"] == "swappable":
         method = rt.load_program(str(manifest_file(bundle, manifest, "backbone", None, ".pte"))).load_method("forward")
         paths = [manifest_file(bundle, manifest, "adapter", t, ".safetensors") for t in tasks]
@@ -138,8 +231,11 @@ def _et_worker(bundle: Path, manifest: dict, tasks: list[str], ids, mask, switch
         for i in range(switches):
             j = (i + 1) % len(tasks)
             t0 = time.perf_counter()
-            tensors = read_adapter(paths[j])
-            out["switch_cold"].append(_ms(t0))
+            new = read_adapter(paths[j])
+            t1 = time.perf_counter()
+            tensors = new  # the previous task's tensors freed
+            del new
+            _split(out, "switch", t0, t1)
             t0 = time.perf_counter()
             method.execute([*x, *tensors])
             out["first_run"].append(_ms(t0))
@@ -159,10 +255,12 @@ def _et_worker(bundle: Path, manifest: dict, tasks: list[str], ids, mask, switch
         for i in range(switches):
             j = (i + 1) % len(tasks)
             t0 = time.perf_counter()
-            del method, program
-            program = rt.load_program(paths[j])
-            method = program.load_method("forward")
-            out["reload"].append(_ms(t0))
+            new_program = rt.load_program(paths[j])
+            new_method = new_program.load_method("forward")
+            t1 = time.perf_counter()
+            program, method = new_program, new_method  # the previous task's program freed
+            del new_program, new_method
+            _split(out, "reload", t0, t1)
             t0 = time.perf_counter()
             method.execute(x)
             out["first_run"].append(_ms(t0))
@@ -181,11 +279,13 @@ def worker(args) -> int:
     data = np.load(args.inputs)
     ids, mask = data["ids"], data["mask"]
     if manifest["target"] == "onnx":
-        res = _ort_worker(bundle, manifest, tasks, {"input_ids": ids, "attention_mask": mask}, args.switches)
+        work = _ort_c_worker if args.api == "c" else _ort_worker
+        res = work(bundle, manifest, tasks, {"input_ids": ids, "attention_mask": mask}, args.switches)
     elif manifest["target"] == "executorch":
         res = _et_worker(bundle, manifest, tasks, ids, mask, args.switches)
     else:
         raise SystemExit(f"{bundle}: target {manifest['target']} is not timed here (Core ML needs Apple hardware)")
+    res["first_run_excess"] = [f - s for f, s in zip(res["first_run"], res["steady_run"])]
     print("RESULT " + json.dumps({k: statistics.median(v) for k, v in res.items() if v}), flush=True)
     return 0
 
@@ -195,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
+    ap.add_argument("--api", choices=("python", "c"), default="python", help=argparse.SUPPRESS)
+    ap.add_argument("--onnx-api", choices=("python", "c", "both"), default="both",
+                    help="ONNX Runtime API timed: its Python API, its C API (what an app's native code calls; "
+                         "the adapter file memory-mapped), or both, side by side (default)")
     ap.add_argument("--swappable", type=Path, action="append", default=[], help="a swappable bundle (2+ tasks)")
     ap.add_argument("--baked", type=Path, action="append", default=[], help="the baked bundle of the same tasks")
     ap.add_argument("--runs", type=Path, default=Path("calora_runs"))
@@ -210,57 +314,80 @@ def main(argv: list[str] | None = None) -> int:
 
     if len(args.swappable) != len(args.baked) or not args.swappable:
         raise SystemExit("give --swappable and --baked in pairs (same target, same tasks)")
-    pairs = []
+    pairs = []  # (target, api, swappable, baked, manifest): ONNX once per API timed
+    apis = {"both": ("python", "c")}.get(args.onnx_api, (args.onnx_api,))
     for s, b in zip(args.swappable, args.baked):
         ms, mb = read_manifest(s), read_manifest(b)
         if ms["target"] != mb["target"] or ms["mode"] != "swappable" or mb["mode"] != "baked":
             raise SystemExit(f"{s} / {b}: need a swappable and a baked bundle of one target")
         if len(ms["tasks"]) < 2 or [t["name"] for t in ms["tasks"]][:2] != [t["name"] for t in mb["tasks"]][:2]:
             raise SystemExit(f"{s} / {b}: both need the same first two tasks")
-        pairs.append((ms["target"], s, b, ms))
+        for api in (apis if ms["target"] == "onnx" else ("python",)):
+            pairs.append((ms["target"], api, s, b, ms))
     args.work.mkdir(parents=True, exist_ok=True)
     inputs = args.work / "task_switch_row.npz"
-    ids, mask = _rows(pairs[0][3], args.runs, args.length)
+    ids, mask = _rows(pairs[0][4], args.runs, args.length)
     np.savez(inputs, ids=ids, mask=mask)
-    results: dict[str, list[dict]] = {str(p): [] for _, s, b, _ in pairs for p in (s, b)}
+    results: dict[tuple[str, str], list[dict]] = {(str(p), api): [] for _, api, s, b, _ in pairs for p in (s, b)}
     for r in range(args.rounds):
-        for _, s, b, _ in pairs:
+        for _, api, s, b, _ in pairs:
             for path in (s, b):
                 cmd = [sys.executable, "-m", "benchmarks.task_switch", "--worker", "--path", str(path), "--inputs",
-                       str(inputs), "--switches", str(args.switches)]
+                       str(inputs), "--switches", str(args.switches), "--api", api]
                 done = subprocess.run(cmd, capture_output=True, text=True,
                                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if done.returncode or line is None:
-                    raise SystemExit(f"{path} failed:\n{done.stderr[-3000:]}")
-                results[str(path)].append(json.loads(line[len("RESULT "):]))
-                print(f"round {r + 1}/{args.rounds} {path}: {line[len('RESULT '):]}", flush=True)
-
-    def med(path: Path, key: str) -> float:
-        return statistics.median(x[key] for x in results[str(path)])
+                    raise SystemExit(f"{path} ({api} API) failed:\n{done.stderr[-3000:]}")
+                results[(str(path), api)].append(json.loads(line[len("RESULT "):]))
+                print(f"round {r + 1}/{args.rounds} {path} ({api} API): {line[len('RESULT '):]}", flush=True)
 
     rows = []
-    for target, s, b, m in pairs:
+    for target, api, s, b, m in pairs:
+        def med(path: Path, key: str, api: str = api) -> float:
+            return statistics.median(x[key] for x in results[(str(path), api)])
+
         cold, warm, reload = med(s, "switch_cold"), med(s, "switch_warm"), med(b, "reload")
+        # Opening the other task alone; an app can free the previous one after the first run.
+        cold_open, reload_open = med(s, "switch_open"), med(b, "reload_open")
+        # What the first run after a switch costs beyond a steady run (paired per switch): a
+        # memory-mapped adapter is read there, so a switch is only cheap if this stays small too.
+        extra_s, extra_b = med(s, "first_run_excess"), med(b, "first_run_excess")
         rows.append({
-            "target": target, "swappable": str(s), "baked": str(b), "tasks": [t["name"] for t in m["tasks"]][:2],
+            "target": target, "api": api, "swappable": str(s), "baked": str(b),
+            "tasks": [t["name"] for t in m["tasks"]][:2],
             "adapter_bytes": next(f["bytes"] for f in m["tasks"][1]["files"] if f["role"] == "adapter"),
             "adapter_dtype": m.get("adapter_dtype", "float32"),
             "switch_cold_ms": cold, "switch_warm_ms": warm, "reload_ms": reload,
+            "switch_open_ms": cold_open, "swappable_release_previous_ms": med(s, "release"),
+            "reload_open_ms": reload_open, "baked_release_previous_ms": med(b, "release"),
             "swappable_first_run_ms": med(s, "first_run"), "swappable_steady_run_ms": med(s, "steady_run"),
             "baked_first_run_ms": med(b, "first_run"), "baked_steady_run_ms": med(b, "steady_run"),
+            "swappable_first_run_excess_ms": extra_s, "baked_first_run_excess_ms": extra_b,
             "x_reload_over_switch_cold": reload / cold,
             "x_reload_over_switch_warm": reload / warm if warm > 0 else None,
+            "x_reload_open_over_switch_open": reload_open / cold_open,
+            "x_reload_over_switch_cold_with_first_run_excess":
+                (reload + max(extra_b, 0.0)) / (cold + max(extra_s, 0.0)),
             "x_switch_plus_first_run": (reload + med(b, "first_run")) / (cold + med(s, "first_run")),
-            "rounds": {k: results[str(p)] for k, p in (("swappable", s), ("baked", b))},
+            "rounds": {k: results[(str(p), api)] for k, p in (("swappable", s), ("baked", b))},
         })
-    record = {**provenance("benchmarks.task_switch", argv), "length": args.length, "batch": 1, "switches_per_process": args.switches, "rounds": args.rounds,
+    record = {**provenance("benchmarks.task_switch", argv), "length": args.length, "batch": 1,
+              "switches_per_process": args.switches, "rounds": args.rounds,
+              "notes": {"first_run_excess": "median over switches of (first run after the switch - the steady run "
+                                            "after it); negative excesses count as 0 in the _with_first_run_excess "
+                                            "ratio",
+                        "open_and_release": "switch_cold / reload = opening the other task (switch_open / reload_open) "
+                                            "+ freeing the previous task's adapter or model (release_previous), "
+                                            "which an app may instead do after the first run"},
               "rows": rows}
-    print(f"\n{'target':<11} {'switch cold':>11} {'switch warm':>11} {'reload':>9} {'reload/cold':>11} "
-          f"{'(reload+run)/(switch+run)':>26}")
+    print(f"\n{'target':<11} {'api':<6} {'switch cold':>11} {'open only':>9} {'+1st run':>9} {'switch warm':>11} "
+          f"{'reload':>9} {'reload/cold':>11} {'open/open':>9} {'incl. 1st run':>13}")
     for row in rows:
-        print(f"{row['target']:<11} {row['switch_cold_ms']:9.3f}ms {row['switch_warm_ms']:9.4f}ms "
-              f"{row['reload_ms']:7.2f}ms {row['x_reload_over_switch_cold']:11.1f} {row['x_switch_plus_first_run']:26.2f}")
+        print(f"{row['target']:<11} {row['api']:<6} {row['switch_cold_ms']:9.3f}ms {row['switch_open_ms']:7.3f}ms "
+              f"{row['swappable_first_run_excess_ms']:7.3f}ms {row['switch_warm_ms']:9.4f}ms {row['reload_ms']:7.2f}ms "
+              f"{row['x_reload_over_switch_cold']:11.1f} {row['x_reload_open_over_switch_open']:9.1f} "
+              f"{row['x_reload_over_switch_cold_with_first_run_excess']:13.1f}")
     write_results(args.out, record)
     return 0
 

@@ -155,3 +155,48 @@ def test_cached_alternative_is_keyed_by_backbone_and_teacher(tmp_path):
     assert teacher_key(task_dir, minilm) == first and teacher_key(task_dir, smol) != first
     (teacher / "adapter_model.safetensors").write_bytes(b"weights-2")
     assert teacher_key(task_dir, minilm) != first
+
+
+def test_onnx_c_api_binding_runs_what_the_python_api_runs(tiny_bundle, tiny_runs):
+    """benchmarks/ort_capi.py calls ONNX Runtime's C API (as an app does) by slot number in OrtApi: a
+    wrong slot would call another function. The same swappable bundle run through it and through the
+    Python API gives the same logits with each task's adapter active (memory-mapped by
+    CreateLoraAdapter) and the same without one; the task-switch worker times it."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from benchmarks.ort_capi import OrtC
+    from benchmarks.task_switch import _ort_c_worker
+    from calora.export.manifest import read_manifest
+    from calora.targets.base import manifest_file
+
+    bundle = tiny_bundle("onnx", "swappable")
+    manifest = read_manifest(bundle)
+    backbone = manifest_file(bundle, manifest, "backbone", None, ".ort")
+    feed = {"input_ids": np.array([[2, 7, 9, 11, 3, 0, 0, 0]], np.int64),
+            "attention_mask": np.array([[1, 1, 1, 1, 1, 0, 0, 0]], np.int64)}
+    py = ort.InferenceSession(str(backbone), providers=["CPUExecutionProvider"])
+    api = OrtC()
+    sess, x = api.session(backbone), api.inputs(feed)
+    seen = []
+    for task in ("toy_a", "toy_b"):
+        path = manifest_file(bundle, manifest, "adapter", task, ".onnx_adapter")
+        adapter = ort.LoraAdapter()
+        adapter.Load(str(path))
+        ro = ort.RunOptions()
+        ro.add_active_adapter(adapter)
+        want = py.run(["logits"], feed, run_options=ro)[0]
+        handle = api.adapter(path)
+        c_ro = api.run_options(handle)
+        got = api.run(sess, x, "logits", want.shape, c_ro)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        seen.append(got)
+        api.release_run_options(c_ro)
+        api.release_adapter(handle)
+    assert not np.allclose(seen[0], seen[1])  # the two adapters really differ (toy_b's labels are flipped)
+    bare = py.run(["logits"], feed)[0]
+    np.testing.assert_allclose(api.run(sess, x, "logits", bare.shape), bare, rtol=1e-6, atol=1e-6)
+    api.release_inputs(x)
+    api.release_session(sess)
+    timings = _ort_c_worker(bundle, manifest, ["toy_a", "toy_b"], feed, switches=2)
+    assert all(len(timings[k]) == 2 and min(timings[k]) > 0 for k in ("switch_cold", "first_run", "steady_run"))
