@@ -3,7 +3,7 @@
 A fixed gate cannot tell a wrong graph from a model that is numerically unstable: with one int8
 activation scale per example (ONNX Runtime's int8 route), any change in float summation order can
 flip activation codes, and many layers compound the flips. On 30-layer SmolLM2 PyTorch in float64
-strays from PyTorch in float32 as far as a correct ONNX artifact does (docs/RESULTS.md, section 6).
+strays from PyTorch in float32 as far as its ONNX artifact does (docs/RESULTS.md, section 6).
 
 So where a value check fails, calora-validate runs the same PyTorch reference in float64 on the
 first N evaluated texts and reports its distance from the float32 reference beside the artifact's
