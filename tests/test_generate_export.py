@@ -322,6 +322,16 @@ def test_a_broken_kv_cache_fails_validation(gen_runs, gen_bundle, tmp_path, monk
     assert "KV-cache decoding equals full recomputation" in failed
     good, _ = gen_bundle("onnx", "baked")
     assert main([str(good), "--task", "gen_a", "--runs", str(gen_runs), "--max-examples", "4"]) == 0
+    # A value gate no artifact meets: it still fails, now beside the reference's own float64 noise on
+    # the first 2 sequences (teacher-forced rows), and no other check moves.
+    assert main([str(good), "--task", "gen_a", "--runs", str(gen_runs), "--max-examples", "4", "--threshold",
+                 "gen_min_sqnr_db=200", "--noise-floor-examples", "2", "--report", str(tmp_path / "nf")]) == 1
+    report = json.loads((tmp_path / "nf" / "report.json").read_text())
+    nf = report["bundles"][0]["tasks"][0]["noise_floor"]
+    assert nf["examples"] == 2 and nf["artifact"]["examples"] == nf["reference_float64"]["examples"] > 2
+    assert 0 < nf["reference_float64"]["max_abs_logit_error"] < 1e-3 and nf["ratios"]["sqnr_db"] > 0
+    (failed,) = [c for c in report["checks"] if c["status"] == "fail"]
+    assert failed["name"] == "SQNR (teacher-forced)" and "reference noise floor on the first 2" in failed["detail"]
 
 
 def test_an_adapter_left_active_without_a_task_fails_validation(gen_target_runs, gen_bundle, tmp_path, monkeypatch,

@@ -197,3 +197,39 @@ def test_noise_floor_ratios_and_float64_copy():
     bad = measure(Toy(fail_double=True), ids, mask, ref, got, examples=10)
     assert "skipped" in bad and "no float64 kernel" in bad["skipped"]
     assert "not measured" in describe(bad, "cosine")
+
+
+def test_noise_floor_float64_copy_reaches_modules_held_outside_the_tree():
+    """A tied LM head reads an embedding it does not own (calora's TiedLMHead): the float64 copy
+    converts that table too, and the original model, table included, stays float32."""
+    import torch
+
+    from calora.validate.noise_floor import _float64_copy, measure_sequences
+
+    class Head(torch.nn.Module):
+        def __init__(self, table: torch.nn.Embedding) -> None:
+            super().__init__()
+            object.__setattr__(self, "table", table)  # held, not a submodule
+
+        def forward(self, h):
+            return torch.nn.functional.linear(h, self.table.weight)
+
+    class LM(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(20, 8)
+            self.head = Head(torch.nn.Embedding(20, 8))  # another table: as after an export rewrite
+
+        def forward(self, input_ids):
+            return type("Out", (), {"logits": self.head(torch.tanh(self.emb(input_ids) * 3))})()
+
+    torch.manual_seed(0)
+    model = LM().eval()
+    f64 = _float64_copy(model)
+    assert f64.head.table.weight.dtype == torch.float64 and model.head.table.weight.dtype == torch.float32
+    seqs, starts = [[1, 2, 3, 4], [5, 6, 7]], [2, 1]
+    with torch.no_grad():
+        rows = [model(input_ids=torch.tensor([s])).logits[0].numpy()[st - 1:len(s) - 1] for s, st in zip(seqs, starts)]
+    nf = measure_sequences(model, seqs, starts, rows, rows, examples=1)
+    assert nf["examples"] == 1 and nf["reference_float64"]["examples"] == 2  # the first sequence's 2 response rows
+    assert 0 < nf["reference_float64"]["max_abs_logit_error"] < 1e-5 and nf["artifact"]["max_abs_logit_error"] == 0

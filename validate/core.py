@@ -383,14 +383,15 @@ def _gen_task(bundle: Path, manifest: dict, entry: dict, cfg: dict, task_dir: Pa
         add(Stage.VALUES, "artifact ran", False, "not run: the bundle's tokenizer or artifact could not be loaded", name)
         return TaskResult(name, 0, {}, "exact_match", {}, None, None, None)
     try:
-        r = gen_task(entry, cfg, task_dir, manifest, runner, tok, thresholds, refs, config.max_examples, add)
+        r = gen_task(entry, cfg, task_dir, manifest, runner, tok, thresholds, refs, config.max_examples, add,
+                     config.noise_floor_examples)
     except CaloraError:
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime error is a parity failure, with its message
         add(Stage.VALUES, "artifact ran", False, f"{runner.runtime}: {type(exc).__name__}: {str(exc)[:300]}", name)
         return TaskResult(name, 0, {}, "exact_match", {}, None, None, None)
     return TaskResult(name, r["examples"], r["data"], "exact_match", r["metrics"], r["values"], r["logit_tolerance"],
-                      None, r["generation"], r["speed"], r["sample"])
+                      None, r["generation"], r["speed"], r["sample"], r["noise_floor"])
 
 
 def _record(bundle: Path, report: Report) -> None:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from calora.targets.base import Stage
 
+from . import noise_floor
 from .checks import compare
 from .thresholds import runtime_activations
 
@@ -88,7 +89,7 @@ def _nll(logits: np.ndarray, ids: list[int], start: int) -> tuple[float, int]:
 
 
 def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok, thresholds, refs,
-             max_examples: int | None, add) -> dict:
+             max_examples: int | None, add, noise_floor_examples: int = 0) -> dict:
     """All checks of one generative task; returns the task's block of the report."""
     from calora.train.kind_generate import agreement, greedy, normalise
 
@@ -140,14 +141,28 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
     tol, how = thresholds.logit_tolerance(True, values["max_abs_reference_logit"], thresholds.gen_logit_steps)
     step = values["max_abs_reference_logit"] / 127.0
     positions = values["examples"]
-    add(Stage.VALUES, "teacher-forced next-token agreement", values["agreement"] >= thresholds.min_token_agreement,
+    gates = {"agreement": values["agreement"] >= thresholds.min_token_agreement,
+             "max_abs_logit_error": values["max_abs_logit_error"] <= tol,
+             "sqnr_db": values["sqnr_db"] >= thresholds.gen_min_sqnr_db}
+    # A miss is put beside the reference's own float64 noise (a diagnosis; no gate moves).
+    nf = noise_floor.measure_sequences(reference, [p + t for p, t in zip(ex.prompts, ex.targets)],
+                                       [len(p) for p in ex.prompts], ref_rows, got_rows, noise_floor_examples,
+                                       cache=refs.float64) \
+        if noise_floor_examples and not all(gates.values()) else None
+
+    def why(key: str) -> str:
+        return "" if nf is None or gates[key] else noise_floor.describe(nf, key)
+
+    add(Stage.VALUES, "teacher-forced next-token agreement", gates["agreement"],
         f"{values['agreement']:.4f} of {positions} response positions in {n} examples against {ref_label} "
-        f"(min {thresholds.min_token_agreement:g})", name, values["agreement"], thresholds.min_token_agreement)
-    add(Stage.VALUES, "max |logit error| (teacher-forced)", values["max_abs_logit_error"] <= tol,
-        f"{values['max_abs_logit_error']:.4g} (tolerance {tol:.4g} = {how})", name, values["max_abs_logit_error"], tol)
-    add(Stage.VALUES, "SQNR (teacher-forced)", values["sqnr_db"] >= thresholds.gen_min_sqnr_db,
-        f"{values['sqnr_db']:.1f} dB (min {thresholds.gen_min_sqnr_db:g} dB)", name, values["sqnr_db"],
-        thresholds.gen_min_sqnr_db)
+        f"(min {thresholds.min_token_agreement:g})" + why("agreement"), name, values["agreement"],
+        thresholds.min_token_agreement)
+    add(Stage.VALUES, "max |logit error| (teacher-forced)", gates["max_abs_logit_error"],
+        f"{values['max_abs_logit_error']:.4g} (tolerance {tol:.4g} = {how})" + why("max_abs_logit_error"), name,
+        values["max_abs_logit_error"], tol)
+    add(Stage.VALUES, "SQNR (teacher-forced)", gates["sqnr_db"],
+        f"{values['sqnr_db']:.1f} dB (min {thresholds.gen_min_sqnr_db:g} dB)" + why("sqnr_db"), name,
+        values["sqnr_db"], thresholds.gen_min_sqnr_db)
     cache_tol = thresholds.cache_steps * step
     cache_agree = 1.0 - cache_flip / max(cache_n, 1)
     add(Stage.VALUES, "KV-cache decoding equals full recomputation",
@@ -220,7 +235,7 @@ def gen_task(entry: dict, cfg: dict, task_dir: Path, manifest: dict, runner, tok
                "reference": ref_label}
     return {"examples": n, "data": {"source": ex.source, "split": ex.split, "examples": n},
             "metrics": metrics, "values": values, "logit_tolerance": {"value": tol, "rule": how},
-            "generation": agree, "speed": speed,
+            "generation": agree, "speed": speed, "noise_floor": nf,
             "sample": [{"response": r, "pytorch": tok.decode(g1, skip_special_tokens=True),
                         "artifact": tok.decode(g2, skip_special_tokens=True)}
                        for r, g1, g2 in list(zip(ex.responses, trained_gen, got_gen))[:3]]}

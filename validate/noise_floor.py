@@ -6,7 +6,8 @@ flip activation codes, and many layers compound the flips. On 30-layer SmolLM2 P
 strays from PyTorch in float32 as far as its ONNX artifact does (docs/RESULTS.md, section 6).
 
 So where a value check fails, calora-validate runs the same PyTorch reference in float64 on the
-first N evaluated texts and reports its distance from the float32 reference beside the artifact's
+first N evaluated texts (generative tasks: the first N prompt + response sequences, teacher-forced)
+and reports its distance from the float32 reference beside the artifact's
 distance on the same texts, as a ratio per metric. This is a diagnosis for the reader, not a gate:
 no threshold moves and the failure stays a failure. A ratio near 1 says the artifact is about as
 close to the reference as an exact recomputation of the reference is; a ratio far above 1 points
@@ -49,16 +50,66 @@ def measure(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray, reference
             cache[key] = dbl
     if isinstance(dbl, str):
         return {"skipped": dbl}
-    floor, art = compare(reference[:k], dbl), compare(reference[:k], got[:k])
+    return _result(k, reference[:k], dbl, got[:k])
+
+
+def measure_sequences(model: torch.nn.Module, sequences: list[list[int]], starts: list[int],
+                      reference_rows: list[np.ndarray], got_rows: list[np.ndarray], examples: int,
+                      cache: dict | None = None) -> dict:
+    """`measure` for a generative task's teacher-forced check: each sequence (prompt + response) is
+    one example, its rows the next-token logits at the response positions (`start - 1` to the
+    second-to-last token), as `reference_rows` and `got_rows` hold them."""
+    k = min(int(examples), len(sequences))
+    key = (id(model), hashlib.sha256(repr((sequences[:k], starts[:k])).encode()).hexdigest())
+    if cache is not None and key in cache:
+        dbl = cache[key]
+    else:
+        dbl = _float64_rows(model, sequences[:k], starts[:k])
+        if cache is not None:
+            cache[key] = dbl
+    if isinstance(dbl, str):
+        return {"skipped": dbl}
+    return _result(k, np.concatenate(reference_rows[:k]), dbl, np.concatenate(got_rows[:k]))
+
+
+def _result(k: int, reference: np.ndarray, dbl: np.ndarray, got: np.ndarray) -> dict:
+    floor, art = compare(reference, dbl), compare(reference, got)
     return {"examples": k, "computation": COMPUTATION, "reference_float64": floor, "artifact": art,
             "ratios": ratios(floor, art)}
+
+
+def _float64_rows(model: torch.nn.Module, sequences: list[list[int]], starts: list[int]) -> np.ndarray | str:
+    """A causal LM's next-token logits at each sequence's response positions, in float64 on a copy."""
+    try:
+        f64 = _float64_copy(model)
+        rows = []
+        with torch.no_grad():
+            for ids, start in tqdm(list(zip(sequences, starts)), desc="noise floor (reference in float64)",
+                                   unit="ex", leave=False):
+                logits = f64(input_ids=torch.tensor([ids])).logits[0].detach().to(torch.float64).numpy()
+                rows.append(logits[start - 1:len(ids) - 1])
+    except Exception as exc:  # noqa: BLE001 - e.g. a kernel with no float64 path: say so, never fail the run
+        return f"the reference does not run in float64 ({type(exc).__name__}: {str(exc)[:200]})"
+    return np.concatenate(rows)
+
+
+def _float64_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of `model`, including modules it holds outside its module tree (calora's
+    `TiedLMHead` reads the embedding table it is tied to without owning it, so `.double()` alone
+    would leave that table float32 in a model whose export replaced the embedding)."""
+    f64 = copy.deepcopy(model).double().eval()
+    for module in list(f64.modules()):
+        for held in list(vars(module).values()):
+            if isinstance(held, torch.nn.Module):
+                held.double()
+    return f64
 
 
 def _float64_logits(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray | str:
     """The model's logits computed in float64 on a copy, or why that is impossible."""
     k = len(ids)
     try:
-        f64 = copy.deepcopy(model).double().eval()
+        f64 = _float64_copy(model)
         outs = []
         with torch.no_grad(), tqdm(total=k, desc="noise floor (reference in float64)", unit="ex", leave=False) as bar:
             for i in range(0, k, batch_size):
