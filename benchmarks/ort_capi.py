@@ -25,11 +25,11 @@ import numpy as np
 # Slot of each function in struct OrtApi (0-based): counted in onnxruntime_c_api.h and checked against
 # the static_asserts on slot numbers in onnxruntime/core/session/onnxruntime_c_api.cc.
 _INDEX = {
-    "CreateStatus": 0, "GetErrorCode": 1, "GetErrorMessage": 2,
+    "CreateStatus": 0, "GetErrorMessage": 2,
     "CreateEnv": 3, "CreateSession": 7, "Run": 9, "CreateSessionOptions": 10,
-    "SetIntraOpNumThreads": 24, "CreateRunOptions": 39,
+    "CreateRunOptions": 39,
     "CreateTensorWithDataAsOrtValue": 49, "GetTensorMutableData": 51,
-    "CreateCpuMemoryInfo": 69, "ReleaseEnv": 92, "ReleaseStatus": 93, "ReleaseMemoryInfo": 94,
+    "CreateCpuMemoryInfo": 69, "ReleaseStatus": 93,
     "ReleaseSession": 95, "ReleaseValue": 96, "ReleaseRunOptions": 97, "ReleaseSessionOptions": 100,
     # API version 20 (ONNX Runtime 1.20): onnxruntime_c_api.cc asserts SetEpDynamicOptions at 284
     "CreateLoraAdapter": 280, "CreateLoraAdapterFromArray": 281, "ReleaseLoraAdapter": 282,
@@ -37,7 +37,6 @@ _INDEX = {
 }
 _API_VERSION = 20  # the LoRA adapter calls came with API version 20 (ONNX Runtime 1.20)
 _INT64 = 7  # ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
-_FLOAT = 1
 _P = C.c_void_p
 
 

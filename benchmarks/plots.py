@@ -242,7 +242,10 @@ def task_switch(path: Path, out: Path) -> Path:
     rows = record["rows"]
     plt, fig, ax = _figure(8.5, 3.6)
     labels, values, colors = [], [], []
-    name = {id(r): r["target"] + (f" ({r['api']} API)" if "api" in r else "") for r in rows}
+
+    def name(r: dict) -> str:
+        return r["target"] + (f" ({r['api']} API)" if "api" in r else "")
+
     for r in rows:
         for label, key, color in (("reload the other baked model", "reload_ms", "#c44e52"),
                                   ("reload, old model freed later", "reload_open_ms", "#dd8452"),
@@ -251,7 +254,7 @@ def task_switch(path: Path, out: Path) -> Path:
                                   ("swappable: adapter already in memory", "switch_warm_ms", "#55a868")):
             if key not in r:  # results files from before the switch was timed in parts
                 continue
-            labels.append(f"{name[id(r)]}: {label}")
+            labels.append(f"{name(r)}: {label}")
             values.append(max(r[key], 1e-4))
             colors.append(color)
     ax.barh(labels[::-1], values[::-1], color=colors[::-1])
@@ -260,7 +263,7 @@ def task_switch(path: Path, out: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlim(min(values) / 2, max(values) * 20)
     ax.set_xlabel("time to switch tasks (ms, median, log scale)")
-    ratios = ", ".join(f"{name[id(r)]} {r['x_reload_over_switch_cold']:.0f}x"
+    ratios = ", ".join(f"{name(r)} {r['x_reload_over_switch_cold']:.0f}x"
                        + (f" ({r['x_reload_open_over_switch_open']:.0f}x freeing later)"
                           if "x_reload_open_over_switch_open" in r else "") for r in rows)
     ax.set_title(f"task switch vs model reload, reload / adapter switch:\n{ratios}", fontsize=8)

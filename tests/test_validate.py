@@ -113,6 +113,8 @@ def test_cli_in_process_exit_codes(tiny_bundle, tiny_runs, tmp_path, capsys):
     assert "--task sentiment" in capsys.readouterr().err
     assert main([str(bundle), "--runs", str(tiny_runs), "--threshold", "min_agreemnt=1"]) == 2
     assert "unknown threshold 'min_agreemnt'" in capsys.readouterr().err
+    assert main([str(bundle), "--runs", str(tiny_runs), "--noise-floor-examples", "-1"]) == 2
+    assert "--noise-floor-examples -1" in capsys.readouterr().err
     # A threshold no artifact can meet makes the run fail with exit code 1 and the failure listed.
     assert main([str(bundle), "--runs", str(tiny_runs), "--max-examples", "8", "--threshold", "logit_steps=0",
                  "--threshold", "logit_atol=0"]) == 1

@@ -41,16 +41,20 @@ def measure(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray, reference
     `cache` (a dict the caller keeps) holds the float64 logits per model and inputs, so bundles of
     the same task (baked and swappable, several targets) pay for one float64 pass."""
     k = min(int(examples), len(ids))
-    key = (id(model), hashlib.sha256(ids[:k].tobytes() + mask[:k].tobytes()).hexdigest())
-    if cache is not None and key in cache:
-        dbl = cache[key]
-    else:
-        dbl = _float64_logits(model, ids[:k], mask[:k], batch_size)
-        if cache is not None:
-            cache[key] = dbl
-    if isinstance(dbl, str):
-        return {"skipped": dbl}
-    return _result(k, reference[:k], dbl, got[:k])
+    ids, mask = ids[:k], mask[:k]
+
+    def run(f64: torch.nn.Module) -> np.ndarray:
+        outs = []
+        with tqdm(total=k, desc="noise floor (reference in float64)", unit="ex", leave=False) as bar:
+            for i in range(0, k, batch_size):
+                out = f64(input_ids=torch.as_tensor(ids[i:i + batch_size], dtype=torch.long),
+                          attention_mask=torch.as_tensor(mask[i:i + batch_size], dtype=torch.long))
+                outs.append(out.logits.detach().to(torch.float64).numpy())
+                bar.update(len(outs[-1]))
+        return np.concatenate(outs)
+
+    dbl = _float64(model, hashlib.sha256(ids.tobytes() + mask.tobytes()).hexdigest(), cache, run)
+    return {"skipped": dbl} if isinstance(dbl, str) else _result(k, reference[:k], dbl, got[:k])
 
 
 def measure_sequences(model: torch.nn.Module, sequences: list[list[int]], starts: list[int],
@@ -60,37 +64,39 @@ def measure_sequences(model: torch.nn.Module, sequences: list[list[int]], starts
     one example, its rows the next-token logits at the response positions (`start - 1` to the
     second-to-last token), as `reference_rows` and `got_rows` hold them."""
     k = min(int(examples), len(sequences))
-    key = (id(model), hashlib.sha256(repr((sequences[:k], starts[:k])).encode()).hexdigest())
+    pairs = list(zip(sequences[:k], starts[:k]))
+
+    def run(f64: torch.nn.Module) -> np.ndarray:
+        rows = []
+        for ids, start in tqdm(pairs, desc="noise floor (reference in float64)", unit="ex", leave=False):
+            logits = f64(input_ids=torch.tensor([ids])).logits[0].detach().to(torch.float64).numpy()
+            rows.append(logits[start - 1:len(ids) - 1])
+        return np.concatenate(rows)
+
+    dbl = _float64(model, hashlib.sha256(repr(pairs).encode()).hexdigest(), cache, run)
+    return {"skipped": dbl} if isinstance(dbl, str) else \
+        _result(k, np.concatenate(reference_rows[:k]), dbl, np.concatenate(got_rows[:k]))
+
+
+def _float64(model: torch.nn.Module, inputs_key: str, cache: dict | None, run) -> np.ndarray | str:
+    """`run` on a float64 copy of `model` (cached per model and inputs), or why it cannot run."""
+    key = (id(model), inputs_key)
     if cache is not None and key in cache:
-        dbl = cache[key]
-    else:
-        dbl = _float64_rows(model, sequences[:k], starts[:k])
-        if cache is not None:
-            cache[key] = dbl
-    if isinstance(dbl, str):
-        return {"skipped": dbl}
-    return _result(k, np.concatenate(reference_rows[:k]), dbl, np.concatenate(got_rows[:k]))
+        return cache[key]
+    try:
+        with torch.no_grad():
+            out = run(_float64_copy(model))
+    except Exception as exc:  # noqa: BLE001 - e.g. a kernel with no float64 path: say so, never fail the run
+        out = f"the reference does not run in float64 ({type(exc).__name__}: {str(exc)[:200]})"
+    if cache is not None:
+        cache[key] = out
+    return out
 
 
 def _result(k: int, reference: np.ndarray, dbl: np.ndarray, got: np.ndarray) -> dict:
     floor, art = compare(reference, dbl), compare(reference, got)
     return {"examples": k, "computation": COMPUTATION, "reference_float64": floor, "artifact": art,
             "ratios": ratios(floor, art)}
-
-
-def _float64_rows(model: torch.nn.Module, sequences: list[list[int]], starts: list[int]) -> np.ndarray | str:
-    """A causal LM's next-token logits at each sequence's response positions, in float64 on a copy."""
-    try:
-        f64 = _float64_copy(model)
-        rows = []
-        with torch.no_grad():
-            for ids, start in tqdm(list(zip(sequences, starts)), desc="noise floor (reference in float64)",
-                                   unit="ex", leave=False):
-                logits = f64(input_ids=torch.tensor([ids])).logits[0].detach().to(torch.float64).numpy()
-                rows.append(logits[start - 1:len(ids) - 1])
-    except Exception as exc:  # noqa: BLE001 - e.g. a kernel with no float64 path: say so, never fail the run
-        return f"the reference does not run in float64 ({type(exc).__name__}: {str(exc)[:200]})"
-    return np.concatenate(rows)
 
 
 def _float64_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -103,23 +109,6 @@ def _float64_copy(model: torch.nn.Module) -> torch.nn.Module:
             if isinstance(held, torch.nn.Module):
                 held.double()
     return f64
-
-
-def _float64_logits(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray | str:
-    """The model's logits computed in float64 on a copy, or why that is impossible."""
-    k = len(ids)
-    try:
-        f64 = _float64_copy(model)
-        outs = []
-        with torch.no_grad(), tqdm(total=k, desc="noise floor (reference in float64)", unit="ex", leave=False) as bar:
-            for i in range(0, k, batch_size):
-                out = f64(input_ids=torch.as_tensor(ids[i:min(i + batch_size, k)], dtype=torch.long),
-                          attention_mask=torch.as_tensor(mask[i:min(i + batch_size, k)], dtype=torch.long))
-                outs.append(out.logits.detach().to(torch.float64).numpy())
-                bar.update(len(outs[-1]))
-    except Exception as exc:  # noqa: BLE001 - e.g. a kernel with no float64 path: say so, never fail the run
-        return f"the reference does not run in float64 ({type(exc).__name__}: {str(exc)[:200]})"
-    return np.concatenate(outs)
 
 
 def ratios(floor: dict, art: dict) -> dict:
