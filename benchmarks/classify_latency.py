@@ -6,7 +6,9 @@ Configurations (each one timed in its own process, the processes interleaved rou
 - ``pytorch-fp32``: the uncompressed backbone with the teacher LoRA merged, PyTorch eager fp32;
 - ``alternative-ort-int8``: that merged model exported to ONNX and int8-quantized with
   onnxruntime's ``quantize_dynamic`` (the obvious do-it-yourself route), on ONNX Runtime; with
-  ``--per-channel-alternative`` also its per-channel form (``per_channel=True``);
+  ``--per-channel-alternative`` also its per-channel form (``per_channel=True``); with
+  ``--unfused-alternative`` also its ``.ort`` converted as calora converts classification bundles
+  (Add + LayerNormalization unfused), so a graph-level gain is given to both sides;
 - every calora bundle given with ``--bundles`` (baked and swappable, any target but Core ML on
   Linux), through the same runner ``calora-validate`` uses, so what is timed is what is validated.
 
@@ -59,10 +61,14 @@ def _merged_teacher(task_dir: Path, cfg: dict):
     return model.eval()
 
 
-def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int, per_channel: bool = False) -> dict[str, Path]:
+def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int, per_channel: bool = False,
+                      unfused: bool = False) -> dict[str, Path]:
     """fp32 ONNX of the merged teacher and its quantize_dynamic int8 form (what a user would do);
     with `per_channel`, also the per-channel int8 form (one weight scale per output column, the
-    option a careful user turns on when the per-tensor model loses accuracy)."""
+    option a careful user turns on when the per-tensor model loses accuracy); with `unfused`, also
+    the int8 form converted to .ort as calora converts its classification bundles (Add +
+    LayerNormalization left unfused, `calora.targets.onnx.CLASSIFY_UNFUSED`): the same graph
+    change given to the alternative."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -79,6 +85,13 @@ def build_alternative(task_dir: Path, cfg: dict, work: Path, length: int, per_ch
     if not int8.is_file():
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     out = {"fp32": fp32, "int8": int8}
+    if unfused:
+        from calora.targets.onnx import CLASSIFY_UNFUSED, _to_ort
+
+        ort_unfused = work / "merged_int8_unfused.ort"
+        if not ort_unfused.is_file():
+            _to_ort(int8, ort_unfused, CLASSIFY_UNFUSED)
+        out["int8_unfused"] = ort_unfused
     if per_channel:
         if not int8_pc.is_file():
             quantize_dynamic(str(fp32), str(int8_pc), weight_type=QuantType.QInt8, per_channel=True)
@@ -99,7 +112,7 @@ def accuracy_level_copy(bundle: Path, task: str, work: Path, level: int) -> Path
     from onnx import helper
 
     from calora.export.manifest import read_manifest
-    from calora.targets.onnx import _to_ort
+    from calora.targets.onnx import CLASSIFY_UNFUSED, _to_ort
 
     m = read_manifest(bundle)
     if m["target"] != "onnx" or m["mode"] != "baked":
@@ -116,7 +129,7 @@ def accuracy_level_copy(bundle: Path, task: str, work: Path, level: int) -> Path
                 node.attribute.extend(kept + [helper.make_attribute("accuracy_level", level)])
         tmp = work / f"{stem}.onnx"
         onnx.save_model(proto, str(tmp))
-        _to_ort(tmp, dest)
+        _to_ort(tmp, dest, CLASSIFY_UNFUSED)  # converted as the bundle's own .ort was
     return dest
 
 
@@ -274,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-channel-alternative", action="store_true",
                     help="also time the alternative quantized per channel (quantize_dynamic per_channel=True); "
                          "ratios stay against the per-tensor default")
+    ap.add_argument("--unfused-alternative", action="store_true",
+                    help="also time the alternative converted to .ort the way calora converts its classification "
+                         "bundles (SkipLayerNormFusion off); ratios stay against the plain alternative")
     ap.add_argument("--threads", type=int, nargs="*", default=[],
                     help="also time every configuration capped at each of these intra-op thread counts (thread "
                          "use: does each runtime use the cores it has); default: each runtime's own default only")
@@ -297,10 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     inputs = args.work / f"{args.task}_{args.length}.npz"
     np.savez(inputs, ids=ids, mask=mask, labels=labels)
     alt = build_alternative(args.task_dir, cfg, args.work / f"{args.task}-{teacher_key(args.task_dir, cfg)}", args.length,
-                            per_channel=args.per_channel_alternative)
+                            per_channel=args.per_channel_alternative, unfused=args.unfused_alternative)
     configs = [{"name": EAGER, "kind": "eager", "path": "", "bytes": alt["fp32"].stat().st_size, "adapter_bytes": 0},
                {"name": ALT, "kind": "ort", "path": str(alt["int8"]), "bytes": alt["int8"].stat().st_size,
                 "adapter_bytes": 0}]
+    if "int8_unfused" in alt:
+        configs.append({"name": f"{ALT} .ort, Add + LayerNorm unfused", "kind": "ort", "path": str(alt["int8_unfused"]),
+                        "bytes": alt["int8"].stat().st_size, "adapter_bytes": 0})
     if "int8_per_channel" in alt:
         configs.append({"name": f"{ALT} per-channel", "kind": "ort", "path": str(alt["int8_per_channel"]),
                         "bytes": alt["int8_per_channel"].stat().st_size, "adapter_bytes": 0})

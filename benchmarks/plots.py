@@ -91,8 +91,10 @@ def latency(path: Path, out: Path) -> Path:
     plt = _figure()[0]
     plt.close("all")
     height = 2.2 + 0.28 * len(rows)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, height))
     names = [_short(r["config"]) for r in rows][::-1]
+    label_in = 0.065 * max(len(n) for n in names)  # inches the longest label needs at fontsize 8
+    width = max(12.0, label_in / 0.3)  # the labels keep 30% of the figure's width, the bars the rest
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(width, height))
     ax1.barh(names, [r["median_ms"] for r in rows][::-1], color="#dd8452")
     for i, r in enumerate(rows[::-1]):
         acc = f", acc {100 * r['accuracy']:.1f}%" if r.get("accuracy") is not None else ""

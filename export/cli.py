@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from calora.targets import TARGETS
-from calora.targets.base import Activations, AdapterDType, Mode
+from calora.targets.base import Activations, AdapterDType, Attention, Mode
 from calora.train.cli_support import add_common_flags, run_cli
 from calora.train.config import MAX_LENGTH
 from calora.train.errors import CaloraError, ConfigError
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "emits, what training simulated): faster decoding (classification: no faster on x86), "
                         "validated with the gates for int8 activations that ExecuTorch's programs get. ExecuTorch "
                         "always runs int8, Core ML float32")
+    p.add_argument("--attention", choices=[a.value for a in Attention],
+                   help=f"ONNX classification: {Attention.FUSED.value} (default) writes each layer's self-attention as "
+                        "one com.microsoft MultiHeadAttention node (ONNX Runtime's fused CPU kernel); "
+                        f"{Attention.OPS.value} keeps the exporter's op-by-op attention (MatMul, Softmax, Transpose...). "
+                        "Generative ONNX graphs always use GroupQueryAttention")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{', '.join(sorted(m.value for m in target.modes))}")
         AdapterDType.check(Mode(args.mode), args.adapter_dtype)  # a dtype the mode cannot store: refused, not ignored
         Activations.check(args.target, args.activations)
+        Attention.check(args.target, args.attention)
         if not Path(args.runs).is_dir():
             raise CaloraError(f"--runs {args.runs}: no such folder (where calora-train wrote the tasks)")
         # Before minutes of lowering: never over a user's folder, the runs, or an unwritable place.
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         from .bundle import export_bundle
         from .job import load_job
 
-        job = load_job(args.runs, tasks, args.mode, args.max_length, args.adapter_dtype, args.activations)
+        job = load_job(args.runs, tasks, args.mode, args.max_length, args.adapter_dtype, args.activations,
+                       args.attention)
         manifest = export_bundle(job, args.target, out, argv)
         print(f"[calora] wrote {out} ({args.target}, {args.mode}, tasks: {', '.join(tasks)})")
         for task in manifest["tasks"]:

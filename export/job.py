@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from calora.targets.base import Activations, AdapterDType, ExportJob, Mode, TaskModel
+from calora.targets.base import Activations, AdapterDType, Attention, ExportJob, Mode, TaskModel
 from calora.train.artifacts import load_student
 from calora.train.kinds import KindName, kind_of
 from calora.train.backbones import load_tokenizer
@@ -17,12 +17,14 @@ SMOKE_EXAMPLES = 8
 
 
 def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_length: int | None = None,
-             adapter_dtype: AdapterDType | str | None = None, activations: Activations | str | None = None) -> ExportJob:
+             adapter_dtype: AdapterDType | str | None = None, activations: Activations | str | None = None,
+             attention: Attention | str | None = None) -> ExportJob:
     """Read ``runs_dir/<task>/calora`` for each task. All tasks must share one compressed backbone
     (same source, spec and fingerprint); each model is rebuilt and fingerprint-checked on load.
     `adapter_dtype`: how a swappable bundle stores the adapter files (None: the spec's default,
     `AdapterDType.default_for`) or a shared one its programs' adapters (None: float32); `activations`:
-    `--activations` (None: the target's own; the target refuses a choice it cannot make)."""
+    `--activations` (None: the target's own; the target refuses a choice it cannot make); `attention`:
+    `--attention` (None: fused)."""
     AdapterDType.check(Mode(mode), adapter_dtype)
     job = _load_job(runs_dir, tasks, Mode(mode), max_length)
     if adapter_dtype is not None:
@@ -30,7 +32,8 @@ def load_job(runs_dir: str | Path, tasks: list[str], mode: Mode | str, max_lengt
     else:
         dtype = AdapterDType.FLOAT32 if job.mode == Mode.SHARED else AdapterDType.default_for(job.spec)
     return dataclasses.replace(job, adapter_dtype=dtype,
-                               activations=Activations(activations) if activations is not None else None)
+                               activations=Activations(activations) if activations is not None else None,
+                               attention=Attention(attention) if attention is not None else None)
 
 
 def _load_job(runs_dir: str | Path, tasks: list[str], mode: Mode, max_length: int | None) -> ExportJob:

@@ -103,6 +103,26 @@ class Activations(str, enum.Enum):
                               "can choose. Drop the flag")
 
 
+class Attention(str, enum.Enum):
+    """How an ONNX classification graph computes self-attention (`--attention`). fused (default): one
+    com.microsoft MultiHeadAttention node per layer, ONNX Runtime's CPU kernel (falls back to ops for
+    models it cannot take, e.g. grouped-query attention); ops: the exporter's op-by-op graph (MatMul,
+    Softmax, Transpose...), for comparison or for a consumer without ONNX Runtime's contrib ops.
+    Generative ONNX graphs always use GroupQueryAttention, as onnxruntime-genai expects."""
+
+    FUSED = "fused"
+    OPS = "ops"
+
+    @staticmethod
+    def check(target: str, requested: "Attention | str | None") -> None:
+        """One clear error, before any model is loaded, for --attention on a target without the choice."""
+        from calora.train.errors import ConfigError
+
+        if requested is not None and target != "onnx":
+            raise ConfigError(f"--attention {Attention(requested).value}: only --target onnx (classification "
+                              f"bundles) can choose how attention is written, not --target {target}. Drop the flag")
+
+
 def keep_worst(into: dict[str, float], errors: dict[str, float]) -> None:
     """Merge `errors` into `into`, keeping each key's largest value: a bundle reports the worst weight
     or rounding error over its tasks."""
@@ -153,6 +173,8 @@ class ExportJob:
     adapter_dtype: AdapterDType = AdapterDType.FLOAT16
     #: `--activations` where the target can choose (ONNX generative int4); None: the target's own
     activations: Activations | None = None
+    #: `--attention` (ONNX classification); None: fused
+    attention: Attention | None = None
 
     @property
     def deployed_adapter_dtype(self) -> AdapterDType:

@@ -203,7 +203,10 @@ def _run_quantizer(proto, backbone: dict, others: list[str], trained, fmt: str, 
             onnx.save_model(proto, str(src))
             quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
                              nodes_to_quantize=list(backbone), op_types_to_quantize=["MatMul"],
-                             extra_options={"MatMulConstBOnly": True})
+                             # the fused attention's com.microsoft outputs have no inferable type;
+                             # every activation of these graphs is float32
+                             extra_options={"MatMulConstBOnly": True,
+                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
             proto = onnx.load_model(str(dst))
         _use_trained_int8_codes(proto, backbone, trained)
     return proto

@@ -6,7 +6,7 @@ import torch
 from calora.train.adapters import Activation, adapted_layers, wrap
 from calora.train.artifacts import attach_recovery
 from calora.train.backbones import load_classifier
-from calora.train.compress import compress_model, compressible_linears
+from calora.train.compress import compress_model, compressible_linears, inherit_through_pruning
 from calora.train.errors import AdapterMismatchError
 from calora.train.peft_io import attach_lora, new_lora_config, read_lora_dir, write_lora_dir
 from calora.train.spec import CompressionSpec
@@ -66,6 +66,32 @@ def test_inheritance_from_another_backbone_names_the_layer(tiny_bert, tiny_llama
     shrunk = compress_model(load_classifier(tiny_bert, 2, seed=0), CompressionSpec.parse("heads:0.5"))
     with pytest.raises(AdapterMismatchError, match=r"layer bert\.encoder\.layer\.0\.attention\.self\.query"):
         attach_lora(shrunk, adapter.config, adapter.tensors)
+
+
+def test_inheritance_survives_heads_and_ffn_pruning(tiny_bert, tmp_path):
+    """Structured pruning removes rows and columns; the inherited LoRA is cut to what was kept, so
+    every kept weight gets exactly the teacher's update."""
+    teacher = _teacher(tiny_bert, tmp_path, targets=("query", "value", "dense"))
+    adapter = read_lora_dir(tmp_path / "teacher")
+    kept = {}
+    student = compress_model(load_classifier(tiny_bert, 2, seed=5), CompressionSpec.parse("heads:0.5+ffn:0.5"), kept)
+    tensors, cut = inherit_through_pruning(adapter.tensors, kept)
+    attach_lora(student, adapter.config, tensors)
+    t_layers, s_layers = adapted_layers(teacher), adapted_layers(student)
+    assert set(t_layers) == set(s_layers)
+    # per layer: query, value (rows by heads), attention output (columns by heads), FFN in (rows), FFN out (columns)
+    assert cut == 5 * len([n for n in s_layers if n.endswith("attention.self.query")]) and cut > 0
+    for name, s in s_layers.items():
+        t = t_layers[name]
+        full = t.lora_B.weight @ t.lora_A.weight
+        rows, cols = kept.get(name, (None, None))
+        if rows is not None:
+            full = full[rows]
+        if cols is not None:
+            full = full[:, cols]
+        assert torch.equal(s.lora_B.weight @ s.lora_A.weight, full), name
+        assert full.shape == s.base_layer.weight.shape, name
+    _logits(student)  # and the pruned student runs
 
 
 def test_distillation_term_zero_iff_student_equals_teacher():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -93,6 +94,9 @@ def test_baked_backbone_int4_and_adapters_float(baked):
     m, floats = _float_inits(out / "onnx/toy_a.onnx")
     ops = [n.op_type for n in m.graph.node]
     assert ops.count("MatMulNBits") == len(backbone_linears(model)) == 7
+    # self-attention is one fused node per layer, with no op-by-op softmax left beside it
+    assert ops.count("MultiHeadAttention") == model.config.num_hidden_layers and "Softmax" not in ops
+    assert any("MultiHeadAttention" in n for n in r.notes) and r.runtime["attention"] == "fused"
     from onnx import helper
 
     from calora.targets.onnx import INT4_ACCURACY_LEVEL
@@ -141,7 +145,8 @@ def test_swappable_files_and_smoke(swappable):
         assert r.smoke[task]["max_abs_logit_error"] < MAX_LOGIT_ERR
     assert "no session reload" in r.task_switch and r.weight_error["backbone_linear_max_abs"] == 0.0
     m, _ = _float_inits(out / "onnx/backbone.onnx")
-    assert [n.op_type for n in m.graph.node].count("MatMulNBits") == 7
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count("MatMulNBits") == 7 and ops.count("MultiHeadAttention") == job.tasks[0].model.config.num_hidden_layers
     inputs = {i.name for i in m.graph.input}
     assert set(adapter_tensors(deployable(job.tasks[0].model))) <= inputs  # adapter tensors are inputs
 
@@ -254,3 +259,81 @@ def test_swappable_int8_adapters(tiny_export, swappable):
         assert np.abs(got - grid).max() < np.abs(got - want).max() + 1e-3  # the int8 grid is what runs
         assert res.smoke[task.name]["argmax_agreement"] == 1.0
     assert any("int8 codes" in n for n in res.notes)
+
+
+def test_fused_attention_keeps_eager_logits_and_declines_grouped_query_models(tiny_bert, tiny_llama):
+    """The fused-attention switch changes only what the ONNX exporter traces: in eager PyTorch the
+    copy computes the same logits, padding included; a grouped-query model keeps its attention."""
+    import torch
+
+    from calora.targets.onnx_attention import NAME, use_fused_attention
+    from calora.train.backbones import load_classifier
+
+    model = load_classifier(tiny_bert, 2, seed=0).eval()
+    ids = torch.tensor([[2, 5, 9, 12, 7, 3, 0, 0], [2, 8, 6, 3, 0, 0, 0, 0]])
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        assert use_fused_attention(model) and model.config._attn_implementation == NAME
+        after = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    assert torch.allclose(before, after, atol=1e-6)
+    llama = load_classifier(tiny_llama, 2, seed=0)
+    implementation = llama.config._attn_implementation
+    assert not use_fused_attention(llama) and llama.config._attn_implementation == implementation
+
+
+def test_attention_ops_keeps_the_op_by_op_graph_and_other_targets_refuse_the_flag(tiny_runs, tmp_path, capsys):
+    """--attention ops: the exporter's own attention (Softmax, no MultiHeadAttention), recorded in the
+    manifest, the smoke run still at parity; on a target without the choice, one clear error."""
+    import json
+
+    import onnx
+
+    from calora.export.cli import main as export_main
+
+    out = tmp_path / "ops"
+    assert export_main(["--target", "onnx", "--task", "toy_a", "--runs", str(tiny_runs), "--out", str(out),
+                        "--attention", "ops"]) == 0, capsys.readouterr().err[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runtime"]["attention"] == "ops"
+    ops = [n.op_type for n in onnx.load(str(out / "onnx" / "toy_a.onnx")).graph.node]
+    assert "MultiHeadAttention" not in ops and "Softmax" in ops
+    smoke = manifest["tasks"][0]["smoke"]
+    assert smoke["argmax_agreement"] >= 0.9 and smoke["max_abs_logit_error"] < MAX_LOGIT_ERR
+    capsys.readouterr()
+    assert export_main(["--target", "executorch", "--task", "toy_a", "--runs", str(tiny_runs),
+                        "--out", str(tmp_path / "et"), "--attention", "fused"]) == 2
+    err = capsys.readouterr().err
+    assert "--attention fused" in err and "--target executorch" in err and not (tmp_path / "et").exists()
+
+
+def _ops_run(path, feed, scratch: Path) -> set[str]:
+    """Op types ONNX Runtime ran for one call of the model at `path` (from its profiler, whose trace
+    goes to `scratch`)."""
+    import json
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(scratch / "profile")
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess.run(None, feed)
+    trace = Path(sess.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    return {e["args"]["op_name"] for e in events if e.get("cat") == "Node" and "op_name" in e.get("args", {})}
+
+
+def test_classification_ort_keeps_add_and_layernorm_unfused(baked, tmp_path):
+    """The shipped .ort runs residual Add + LayerNormalization (CLASSIFY_UNFUSED: ONNX Runtime's
+    SkipLayerNormalization CPU kernel measured 4x slower); converting the same .onnx with every
+    fusion would have fused them, so the check can fail."""
+    from calora.targets.onnx import _to_ort
+
+    job, out, _ = baked
+    ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
+    feed = {"input_ids": ids.numpy()[:1], "attention_mask": mask.numpy()[:1]}
+    shipped = _ops_run(out / "onnx/toy_a.ort", feed, tmp_path)
+    assert "LayerNormalization" in shipped and "SkipLayerNormalization" not in shipped
+    _to_ort(out / "onnx/toy_a.onnx", tmp_path / "fused.ort")
+    assert "SkipLayerNormalization" in _ops_run(tmp_path / "fused.ort", feed, tmp_path)

@@ -74,9 +74,15 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float, pattern: SparsityPatte
     return keep.reshape(w.shape)
 
 
-def _prune_ffn(model: nn.Module, fraction: float) -> int:
+#: What structured pruning kept of each sliced linear, by its full name relative to the model:
+#: (kept output rows, kept input columns), either None when that side is whole.
+KeptChannels = dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]
+
+
+def _prune_ffn(model: nn.Module, fraction: float, kept: KeptChannels) -> int:
     """Remove the lowest-scoring FFN channels in every layer (same count per layer). Returns the
     new intermediate size. Score of channel j: ||W_in[j, :]|| * ||W_out[:, j]||."""
+    names = {id(m): n for n, m in model.named_modules()}
     new_size = None
     for module in backbone_of(model).modules():
         if hasattr(module, "gate_proj") and hasattr(module, "up_proj") and hasattr(module, "down_proj"):
@@ -97,11 +103,19 @@ def _prune_ffn(model: nn.Module, fraction: float) -> int:
         keep = torch.sort(torch.argsort(score, descending=True, stable=True)[:keep_n]).values
         for (owner, attr), lin in zip(owners, ins):
             setattr(owner, attr, _slice_linear(lin, rows=keep))
+            _record(kept, names[id(lin)], rows=keep)
         setattr(out_owner[0], out_owner[1], _slice_linear(out, cols=keep))
+        _record(kept, names[id(out)], cols=keep)
         new_size = keep_n
     if new_size is None:
         raise BackboneError("ffn pruning: no BERT-style or Llama-style FFN blocks found in this backbone")
     return new_size
+
+
+def _record(kept: KeptChannels, name: str, rows=None, cols=None) -> None:
+    """Note what a slice kept; a layer sliced twice (rows by one pass, columns by another) keeps both."""
+    old_rows, old_cols = kept.get(name, (None, None))
+    kept[name] = (rows if rows is not None else old_rows, cols if cols is not None else old_cols)
 
 
 def _slice_linear(lin: nn.Linear, rows=None, cols=None) -> nn.Linear:
@@ -119,7 +133,7 @@ def _slice_linear(lin: nn.Linear, rows=None, cols=None) -> nn.Linear:
     return new
 
 
-def _prune_heads(model: nn.Module, fraction: float) -> None:
+def _prune_heads(model: nn.Module, fraction: float, kept: KeptChannels) -> None:
     """Remove the lowest-scoring attention heads of every layer (same count per layer; BERT
     family). Score of head h: ||W_v[h]|| * ||W_o[:, h]||. Rows of query/key/value and columns of
     the attention output projection are sliced away, so the stored model really shrinks."""
@@ -132,6 +146,7 @@ def _prune_heads(model: nn.Module, fraction: float) -> None:
     keep_n = n_heads - int(round(fraction * n_heads))
     if keep_n <= 0:
         raise BackboneError(f"heads pruning of {fraction} would remove all {n_heads} heads")
+    names = {id(m): n for n, m in model.named_modules()}
     for layer in layers:
         att = layer.attention.self
         v = att.value.weight.detach().float().reshape(n_heads, head_dim, -1)
@@ -140,7 +155,9 @@ def _prune_heads(model: nn.Module, fraction: float) -> None:
         heads = torch.sort(torch.argsort(score, descending=True, stable=True)[:keep_n]).values
         cols = (heads.unsqueeze(1) * head_dim + torch.arange(head_dim)).flatten()
         for attr in ("query", "key", "value"):
+            _record(kept, names[id(getattr(att, attr))], rows=cols)
             setattr(att, attr, _slice_linear(getattr(att, attr), rows=cols))
+        _record(kept, names[id(layer.attention.output.dense)], cols=cols)
         layer.attention.output.dense = _slice_linear(layer.attention.output.dense, cols=cols)
         att.num_attention_heads = keep_n
         att.all_head_size = keep_n * head_dim
@@ -148,13 +165,16 @@ def _prune_heads(model: nn.Module, fraction: float) -> None:
 
 # ---- the whole spec -----------------------------------------------------------------------------
 @torch.no_grad()
-def compress_model(model: nn.Module, spec: CompressionSpec) -> nn.Module:
+def compress_model(model: nn.Module, spec: CompressionSpec, kept: KeptChannels | None = None) -> nn.Module:
     """Compress `model`'s backbone in place (structured pruning, magnitude pruning, quantization)
-    and return it. The model should be in float32 on CPU; bnb formats quantize on `.to(device)`."""
+    and return it. The model should be in float32 on CPU; bnb formats quantize on `.to(device)`.
+    `kept`, when given, is filled with what structured pruning kept of each sliced linear (for
+    `inherit_through_pruning`)."""
+    kept = {} if kept is None else kept
     if spec.prune_heads:
-        _prune_heads(model, spec.prune_heads)
+        _prune_heads(model, spec.prune_heads, kept)
     if spec.prune_ffn:
-        model.config.intermediate_size = _prune_ffn(model, spec.prune_ffn)
+        model.config.intermediate_size = _prune_ffn(model, spec.prune_ffn, kept)
     for name in compressible_linears(model):
         lin = model.get_submodule(name)
         if spec.sparsity:
@@ -188,6 +208,24 @@ def compress_model(model: nn.Module, spec: CompressionSpec) -> nn.Module:
         for p in head.parameters():
             p.requires_grad_(False)
     return model
+
+
+def inherit_through_pruning(tensors: dict[str, torch.Tensor], kept: KeptChannels) -> tuple[dict[str, torch.Tensor], int]:
+    """The uncompressed model's LoRA tensors, cut to what structured pruning kept: LoRA-B loses
+    the rows of removed outputs, LoRA-A the columns of removed inputs. The inherited update of a
+    kept channel is then exactly the teacher's (W + BA restricted to the kept rows and columns is
+    W' + B'A'), so inheritance survives heads and FFN pruning. Returns the tensors and how many
+    layers were cut."""
+    out, cut = dict(tensors), set()
+    for name, (rows, cols) in kept.items():
+        a, b = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
+        if cols is not None and a in out:
+            out[a] = out[a][:, cols].contiguous()
+            cut.add(name)
+        if rows is not None and b in out:
+            out[b] = out[b][rows].contiguous()
+            cut.add(name)
+    return out, len(cut)
 
 
 def output_head(model: nn.Module) -> nn.Module | None:

@@ -14,7 +14,8 @@ from . import __version__
 from .adapters import adapted_layers
 from .artifacts import SCHEMA_VERSION, attach_recovery, read_json, save_student, write_json
 from .backbones import DEFAULT_LORA_TARGETS, family, head_modules, load_tokenizer, resolve
-from .compress import compressible_linears, compress_model, fingerprint, stored_size
+from .compress import (KeptChannels, compressible_linears, compress_model, fingerprint, inherit_through_pruning,
+                       stored_size)
 from .config import CALoRASettings, RunConfig
 from .errors import AdapterMismatchError, ConfigError, DegenerateModelError, OutputPathError
 from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
@@ -231,7 +232,8 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int,
     cfg = ctx.cfg
     model = ctx.kind.load_model(cfg.backbone, task_block(cfg, ctx.task, ctx.tokenizer, ctx.kind), seed + 1,
                                 ctx.tokenizer)
-    compress_model(model, cfg.compression)
+    kept: KeptChannels = {}
+    compress_model(model, cfg.compression, kept)
     info = {"fingerprint": fingerprint(model), "size": stored_size(model, cfg.compression)}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     recovery_layers = compressible_linears(model)
@@ -243,7 +245,11 @@ def build_student(ctx: Context, settings: CALoRASettings, seed: int,
                               "linear layer")
     tcfg = ctx.teacher_adapter.config
     if settings.inherit:
-        attach_lora(model, tcfg, ctx.teacher_adapter.tensors)
+        # heads or FFN pruning removed rows/columns: inherit the teacher's LoRA on what is left
+        tensors, cut = inherit_through_pruning(ctx.teacher_adapter.tensors, kept)
+        if cut:
+            print(f"[calora] inherited LoRA cut to the channels structured pruning kept on {cut} layers", flush=True)
+        attach_lora(model, tcfg, tensors)
         model.to(device)
         if eval_inherited:
             info["inherited_untrained"] = evaluate(model, ctx, "inherited")
