@@ -3,7 +3,7 @@
 # MultiHeadAttention node (`calora-export --attention fused`, the new default) against the
 # exporter's op-by-op attention (`--attention ops`), side by side in one run (CPU-X, 2026-12-07).
 # Run from the repository root with the project's .venv/bin on PATH: `run.sh [STAGE...]`, stages
-# export validate latency profile export2 validate2 latency2 profile2 (default: all).
+# export validate latency profile export2 validate2 latency2 profile2 [adapter8] (default: all but adapter8).
 # export..profile ran 08:27-08:36 UTC with the fused attention only (W=bench_runs/fa): the .ort
 # conversion still fused each residual Add + LayerNormalization into SkipLayerNormalization.
 # A profile of that run found SkipLayerNormalization 4x slower than LayerNormalization, so the
@@ -77,4 +77,9 @@ if has profile2; then
     echo -e "\n## python -m benchmarks.ort_profile $m --inputs $W/work/rotten_tomatoes_64.npz --runs 60 --top 14" >> $P
     python -m benchmarks.ort_profile $m --inputs $W/work/rotten_tomatoes_64.npz --runs 60 --top 14 2>/dev/null >> $P
   done
+fi
+if has adapter8; then  # 09:32 UTC: the int8 ffn:0.5 swappable bundle with int8 adapter files
+  step calora-export --target onnx --mode swappable --adapter-dtype int8 --task rotten_tomatoes --runs ${RUNS[int8-ffn50]} \
+    --out $W2/int8-ffn50-swappable-fused-a8
+  step calora-validate $W2/int8-ffn50-swappable-fused-a8 --runs ${RUNS[int8-ffn50]} --report $R/parity2-int8-ffn50-adapter-int8
 fi
