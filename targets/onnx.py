@@ -244,6 +244,10 @@ class OnnxTarget:
         if not info.get("dynamic_sequence", True):
             notes.append(f"Sequence length is fixed at {job.max_length}: the dynamic-sequence export failed "
                          f"({info.get('dynamic_error')}); pad inputs to max_length.")
+        notes.append("The .ort files keep each residual Add + LayerNormalization unfused (ONNX Runtime's "
+                     "SkipLayerNormalization CPU kernel measured 4x slower on x86); an app that loads the .onnx "
+                     "instead gets that fusion unless it creates the session with "
+                     f"disabled_optimizers={list(CLASSIFY_UNFUSED)}.")
         notes.append("Inputs are padded to max_length by the tokenizer in the smoke run; the .onnx files are the "
                      "ONNX form of the same graphs (for Netron / desktop ONNX Runtime), the .ort files are what "
                      "ONNX Runtime Mobile loads.")
