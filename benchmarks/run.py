@@ -16,8 +16,10 @@ Profiles:
   LoftQ-initialised LoRA, one seed; ONNX Runtime and ExecuTorch bundles (baked, and swappable with
   both tasks on one backbone) validated on both tasks' full test splits; batch-1 latency (each
   runtime's default threads and 1 thread), size and accuracy against the merged-fp32 +
-  quantize_dynamic alternative (and rotten_tomatoes trained for ONNX Runtime's int8 kernels,
-  ``int8+act:tensor+sparse:0.5+emb:int4``, exported to ONNX baked and swappable); task switch against a model reload; CA-LoRA's training-step cost;
+  quantize_dynamic alternative (and beside it converted to .ort as calora converts its bundles; and
+  rotten_tomatoes trained for ONNX Runtime's int8 kernels, ``int8+act:tensor+sparse:0.5+emb:int4``
+  and, with half of every FFN pruned, ``int8+act:tensor+ffn:0.5+emb:int4`` at 2 epochs, each
+  exported to ONNX baked and swappable); task switch against a model reload; CA-LoRA's training-step cost;
   the training stage under ``accelerate launch --num_processes 2`` against one process; SmolLM2-135M
   on movie_dialog (320 training examples), ONNX Runtime baked and swappable (and baked with
   ``--activations int8``) and ExecuTorch swappable and shared bundles (shared with its float32 and its int8 adapter; the int8 export
@@ -43,9 +45,13 @@ from pathlib import Path
 from benchmarks.common import Steps
 
 LEVELS = {"4.7x": "int4:g32+sparse:0.5+emb:int8", "6.1x": "int4:g32+sparse:0.5+emb:int4"}
-#: The x86 route: int8 weights trained against ONNX Runtime's per-tensor int8 activations, so that
-#: the ONNX bundle runs on its int8 kernels (VNNI/AMX) and still passes parity; ONNX Runtime only.
-ORT_INT8 = ("4.5x-ort-int8", "int8+act:tensor+sparse:0.5+emb:int4")
+#: The x86 routes: int8 weights trained against ONNX Runtime's per-tensor int8 activations, so that
+#: the ONNX bundles run on its int8 kernels (VNNI/AMX) and still pass parity; ONNX Runtime only.
+#: level -> (spec, extra calora-train flags). The second prunes half of every FFN (the layers really
+#: shrink), trained 2 epochs as chosen on validation (docs/results/2026-12-07/ffn-pruning/): the
+#: route whose bundles ran at the alternative's speed (RESULTS.md section 3).
+ORT_INT8 = {"4.5x-ort-int8": ("int8+act:tensor+sparse:0.5+emb:int4", ()),
+            "5.9x-ort-int8-ffn": ("int8+act:tensor+ffn:0.5+emb:int4", ("--epochs", "2"))}
 BASELINES = ["compressed + LoRA from scratch", "compressed + LoftQ-initialised LoRA"]
 ABLATIONS = ["CA-LoRA without inherit", "CA-LoRA without recover", "CA-LoRA without distill"]
 
@@ -124,23 +130,23 @@ def _generative(steps: Steps, prof: Profile, work: Path, results: Path) -> tuple
 
 
 def _ort_int8(steps: Steps, work: Path, results: Path, task: str) -> list[Path]:
-    """The first task trained for ONNX Runtime's int8 kernels (same teacher), exported baked and
-    swappable and validated; returns the bundles for the latency step."""
-    level, spec = ORT_INT8
-    runs = work / f"runs-{level}"
-    steps.run(f"train-{task}-{level}", runs / task / "calora" / "metrics.json",
-              [_bin("calora-train"), "--task", task, "--compression", spec, "--out", str(runs),
-               "--teacher", str(work / "runs-4.7x" / task / "teacher")])
+    """The first task trained for ONNX Runtime's int8 kernels on each `ORT_INT8` route (same
+    teacher), exported baked and swappable and validated; returns the bundles for the latency step."""
     bundles = []
-    for mode in ("baked", "swappable"):
-        b = work / f"bundles-{level}" / f"onnx-{mode}"
-        steps.run(f"export-{level}-onnx-{mode}", b / "manifest.json",
-                  [_bin("calora-export"), "--target", "onnx", "--mode", mode, "--task", task, "--runs", str(runs),
-                   "--out", str(b)])
-        report = results / f"parity-{level}-onnx-{mode}"
-        steps.run(f"validate-{level}-onnx-{mode}", report,
-                  [_bin("calora-validate"), str(b), "--runs", str(runs), "--report", str(report)])
-        bundles.append(b)
+    for level, (spec, flags) in ORT_INT8.items():
+        runs = work / f"runs-{level}"
+        steps.run(f"train-{task}-{level}", runs / task / "calora" / "metrics.json",
+                  [_bin("calora-train"), "--task", task, "--compression", spec, "--out", str(runs),
+                   "--teacher", str(work / "runs-4.7x" / task / "teacher"), *flags])
+        for mode in ("baked", "swappable"):
+            b = work / f"bundles-{level}" / f"onnx-{mode}"
+            steps.run(f"export-{level}-onnx-{mode}", b / "manifest.json",
+                      [_bin("calora-export"), "--target", "onnx", "--mode", mode, "--task", task, "--runs", str(runs),
+                       "--out", str(b)])
+            report = results / f"parity-{level}-onnx-{mode}"
+            steps.run(f"validate-{level}-onnx-{mode}", report,
+                      [_bin("calora-validate"), str(b), "--runs", str(runs), "--report", str(report)])
+            bundles.append(b)
     return bundles
 
 
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     latency = results / f"classify_latency_{first}.json"
     steps.run("latency", latency,
               [sys.executable, "-m", "benchmarks.classify_latency", "--runs", str(work / "runs-4.7x"),
-               "--task", first, "--bundles", *map(str, latency_bundles), "--threads", "1",
+               "--task", first, "--bundles", *map(str, latency_bundles), "--threads", "1", "--unfused-alternative",
                "--rounds", str(prof.rounds), "--work", str(work / "latency-work"), "--out", str(latency)])
     if switch_pairs:
         steps.run("task-switch", results / "task_switch.json",

@@ -200,3 +200,30 @@ def test_onnx_c_api_binding_runs_what_the_python_api_runs(tiny_bundle, tiny_runs
     api.release_session(sess)
     timings = _ort_c_worker(bundle, manifest, ["toy_a", "toy_b"], feed, switches=2)
     assert all(len(timings[k]) == 2 and min(timings[k]) > 0 for k in ("switch_cold", "first_run", "steady_run"))
+
+
+def test_benchmark_run_trains_and_exports_each_ort_int8_route_with_flags_the_clis_take(tmp_path):
+    """`benchmarks.run`'s ONNX int8 routes, recorded instead of run: each route is trained (the FFN
+    route with its 2 epochs), exported baked and swappable and validated, and every train and export
+    command parses with the CLI's own parser."""
+    from benchmarks import run
+    from calora.export.cli import build_parser as export_parser
+    from calora.train.cli import build_parser as train_parser
+
+    calls: list[tuple[str, list[str]]] = []
+
+    class Recorder:
+        def run(self, name, done, cmd, ok=(0, 1)):
+            calls.append((name, cmd))
+            return 0
+
+    bundles = run._ort_int8(Recorder(), tmp_path, tmp_path / "r", "rotten_tomatoes")
+    assert len(bundles) == 2 * len(run.ORT_INT8) and len(calls) == 5 * len(run.ORT_INT8)
+    trains = {name: train_parser().parse_args(cmd[1:]) for name, cmd in calls if name.startswith("train-")}
+    for level, (spec, flags) in run.ORT_INT8.items():
+        args = trains[f"train-rotten_tomatoes-{level}"]
+        assert args.compression == spec and (args.epochs == 2) == ("--epochs" in flags)
+    assert any("ffn:0.5" in spec for spec, _ in run.ORT_INT8.values())
+    for name, cmd in calls:
+        if name.startswith("export-"):
+            assert export_parser().parse_args(cmd[1:]).target == "onnx"

@@ -2,7 +2,7 @@
 # Structured pruning on the int8 act:tensor route (MiniLM rotten_tomatoes, CPU-X, 2026-12-07):
 # half of every layer's FFN channels removed (`ffn:0.5`), the layers really shrink, so ONNX Runtime
 # computes less, not only stores less. Run from the repository root with .venv/bin on PATH:
-# `run.sh [STAGE...]`, stages sweep seeds qt qtseeds (default: all).
+# `run.sh [STAGE...]`, stages sweep seeds qt qtseeds sms (default: all).
 # sweep: one seed per configuration, chosen on the validation split (sweep1.sh 08:00-08:12 UTC:
 #   ffn:0.5 at 1 and 2 epochs, recovery on `dense` only, no recovery; ffn:0.5+heads:0.25 failed
 #   to inherit, which found the bug fixed in this commit; sweep2.sh 08:12-08:18 UTC: heads:0.25 again with
@@ -13,7 +13,7 @@
 set -uo pipefail
 T=bench_runs/runs-4.7x/rotten_tomatoes/teacher
 R=docs/results/2026-12-07/ffn-pruning
-STAGES=${*:-sweep seeds qt qtseeds}
+STAGES=${*:-sweep seeds qt qtseeds sms}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has sweep; then
@@ -53,6 +53,23 @@ if has qtseeds; then
   step python -m calora.train.ablation --task question_type --compression int8+act:tensor+ffn:0.5+emb:int4 \
     --teacher "$QT" --epochs 2 --seeds 0 1 2 --out bench_runs/struct/qt-seeds \
     --variants 'compressed + LoRA from scratch' 'compressed + CA-LoRA' 'CA-LoRA without recover' --results $R/qt/seeds
+fi
+# sms: a third task, sms_spam, same route and schedule, seed 0: CA-LoRA, both ONNX bundles validated
+#   and timed against that task's alternative (teacher from the 2026-12-06 inherited-LoRA run).
+SMS=bench_runs/inherited/sms-int4:g32+sparse:0.5+emb:int8/sms_spam/teacher
+if has sms; then
+  S=bench_runs/struct/sms
+  [ -f $S/sms_spam/calora/metrics.json ] || step calora-train --task sms_spam --compression \
+    int8+act:tensor+ffn:0.5+emb:int4 --teacher "$SMS" --epochs 2 --out $S
+  cp $S/sms_spam/calora/metrics.json $R/train_sms_spam_ffn50e2_metrics.json
+  for m in baked swappable; do
+    [ -f $S/bundles/onnx-$m/manifest.json ] || \
+      step calora-export --target onnx --mode $m --task sms_spam --runs $S --out $S/bundles/onnx-$m
+  done
+  step calora-validate $S/bundles/onnx-baked $S/bundles/onnx-swappable --runs $S --report $R/sms/parity --overwrite
+  step python -m benchmarks.classify_latency --runs $S --task sms_spam --bundles $S/bundles/onnx-baked \
+    $S/bundles/onnx-swappable --unfused-alternative --rounds 5 --examples 100 --work $S/work \
+    --out $R/sms/classify_latency_sms_spam_ffn50.json
 fi
 for r in ffn50 ffn50e2 ffn50rd ffn50nr ffn50h25; do
   [ -f bench_runs/struct/$r/rotten_tomatoes/calora/metrics.json ] && \
