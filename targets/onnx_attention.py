@@ -2,7 +2,7 @@
 
 Why: exported op by op, each BERT layer's attention is about 25 nodes (reshapes and transposes of
 Q, K and V, two batched matmuls, the mask's Where / IsNaN guard around Softmax, the merge of the
-heads). On MiniLM-L6 at 64 tokens they took a third of ONNX Runtime's kernel time per example
+heads). On MiniLM-L6 at 64 tokens they took about a quarter of ONNX Runtime's kernel time per example
 (`benchmarks.ort_profile`, 2026-12-07). ``com.microsoft::MultiHeadAttention`` does the same work
 in one CPU kernel per layer. The Q, K, V and output projections, their LoRA and recovery branches
 stay the model's own modules, so adapters run as trained and stay swappable.
