@@ -86,10 +86,7 @@ class OrtC:
 
     def _fn(self, name: str, restype, *argtypes):
         if name not in self._fns:
-            slot = _INDEX[name]
-            if slot < 0:
-                raise OrtCError(f"OrtApi slot of {name} not known")
-            self._fns[name] = C.CFUNCTYPE(restype, *argtypes)(self._table[slot])
+            self._fns[name] = C.CFUNCTYPE(restype, *argtypes)(self._table[_INDEX[name]])
         return self._fns[name]
 
     def _ok(self, status) -> None:

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"ONNX classification: {Attention.FUSED.value} (default) writes each layer's self-attention as "
                         "one com.microsoft MultiHeadAttention node (ONNX Runtime's fused CPU kernel); "
                         f"{Attention.OPS.value} keeps the exporter's op-by-op attention (MatMul, Softmax, Transpose...). "
-                        "Generative ONNX graphs always use GroupQueryAttention")
+                        "Generative ONNX graphs always use GroupQueryAttention (ops is refused for them)")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")

@@ -108,7 +108,7 @@ class Attention(str, enum.Enum):
     com.microsoft MultiHeadAttention node per layer, ONNX Runtime's CPU kernel (falls back to ops for
     models it cannot take, e.g. grouped-query attention); ops: the exporter's op-by-op graph (MatMul,
     Softmax, Transpose...), for comparison or for a consumer without ONNX Runtime's contrib ops.
-    Generative ONNX graphs always use GroupQueryAttention, as onnxruntime-genai expects."""
+    Generative ONNX graphs always use GroupQueryAttention, as onnxruntime-genai expects (ops is refused)."""
 
     FUSED = "fused"
     OPS = "ops"

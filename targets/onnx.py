@@ -116,6 +116,9 @@ class OnnxTarget:
             raise ConfigError(f"--mode {job.mode.value}: the onnx target supports {sorted(m.value for m in self.modes)}")
         level = body_accuracy_level(job, fmt)  # refuses what this bundle cannot run, before any lowering
         if job.kind == "generate":
+            if job.attention == Attention.OPS:  # refused, not ignored
+                raise ConfigError("--attention ops: generative ONNX graphs always write attention as "
+                                  "GroupQueryAttention (onnxruntime-genai's contract); drop the flag")
             from calora.targets.onnx_genai import export_generative
 
             return export_generative(job, out_dir, level)
