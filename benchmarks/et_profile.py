@@ -1,6 +1,11 @@
-"""Where a generative ExecuTorch program spends its time: ETDump events summed per name.
+"""Where an ExecuTorch program spends its time: ETDump events summed per name.
 
     python -m benchmarks.et_profile BUNDLE --task movie_dialog --decode-steps 8 --out profile.json
+    python -m benchmarks.et_profile BUNDLE --task rotten_tomatoes --runs 60 --out profile.json
+
+A classification bundle's program runs `--runs` single-example calls on a full [1, max_length]
+input (the shape is fixed, so the ids do not change the cost); `ms_per_decode_step` is then the
+time per call.
 
 Runs the bundle's program (a swappable backbone.pte with the task's adapter file, the task's
 baked .pte, or its shared-mode .pte with backbone.ptd) as the LLM runner drives it: one prefill
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import statistics
 import tempfile
 import time
@@ -48,9 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", required=True)
     ap.add_argument("--prompt-tokens", type=int, default=40)
     ap.add_argument("--decode-steps", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=60, help="classification: timed single-example calls")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--threads", type=int, default=0,
                     help="XNNPACK threadpool size (0: ExecuTorch's default, every core here)")
+    ap.add_argument("--by-operator", action="store_true",
+                    help="sum XNNPACK's numbered operators by kind ('... GEMM #35' counts as '... GEMM'): "
+                         "in one large partition each node gets its own number")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -70,15 +80,28 @@ def main(argv: list[str] | None = None) -> int:
     pte, adapter, data = _program(args.bundle, manifest, args.task)
     extra = read_adapter(adapter) if adapter is not None else []
     module = portable_lib._load_for_executorch(str(pte), data_path=str(data) if data else None, enable_etdump=True)
-    prompt = list(range(100, 100 + args.prompt_tokens))  # timing only: any in-vocabulary ids
+    if manifest.get("kind") == "generate":
+        prompt = list(range(100, 100 + args.prompt_tokens))  # timing only: any in-vocabulary ids
 
-    def call(tokens: list[int], pos: int) -> float:
-        t0 = time.perf_counter()
-        module.forward([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long), *extra])
-        return time.perf_counter() - t0
+        def call(tokens: list[int], pos: int) -> float:
+            t0 = time.perf_counter()
+            module.forward([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long), *extra])
+            return time.perf_counter() - t0
 
-    prefill_s = call(prompt, 0)
-    decode_s = [call([prompt[-1]], args.prompt_tokens + i) for i in range(args.decode_steps)]
+        prefill_s = call(prompt, 0)
+        decode_s = [call([prompt[-1]], args.prompt_tokens + i) for i in range(args.decode_steps)]
+    else:  # classification: a first call (the "prefill" slot), then --runs timed ones
+        length = next(i for i in manifest["inputs"] if i["name"] == "input_ids")["shape"][-1]
+        row = [torch.arange(100, 100 + length, dtype=torch.long)[None], torch.ones(1, length, dtype=torch.long)]
+
+        def call_row() -> float:
+            t0 = time.perf_counter()
+            module.forward([*row, *extra])
+            return time.perf_counter() - t0
+
+        args.prompt_tokens, args.decode_steps = length, args.runs
+        prefill_s = call_row()
+        decode_s = [call_row() for _ in range(args.runs)]
     with tempfile.TemporaryDirectory() as tmp:
         dump = Path(tmp) / "run.etdp"
         module.write_etdump_result_to_file(str(dump), str(Path(tmp) / "debug.bin"))
@@ -91,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         for event in block.events:
             if event.perf_data is not None:
                 raw = event.perf_data.raw
-                total_ms[event.name] += sum(raw)
-                count[event.name] += len(raw)
+                name = re.sub(r" #\d+$", "", event.name) if args.by_operator else event.name
+                total_ms[name] += sum(raw)
+                count[name] += len(raw)
                 if len(raw) == calls:  # one time per call: [0] is the prefill, the rest decode steps
-                    decode_ms[event.name] += sum(raw[1:])
+                    decode_ms[name] += sum(raw[1:])
     whole = total_ms.get("Method::execute") or sum(total_ms.values())
     top = [{"event": name, "ms_total": round(ms, 2), "ms_per_call": round(ms / calls, 3),
             "ms_per_decode_step": round(decode_ms[name] / max(args.decode_steps, 1), 3),
@@ -106,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
               "prefill_ms": round(prefill_s * 1e3, 1), "decode_ms_median": round(statistics.median(decode_s) * 1e3, 1),
               "events": top}
     write_results(args.out, record)
-    print(f"prefill {record['prefill_ms']} ms ({args.prompt_tokens} tokens), decode median "
-          f"{record['decode_ms_median']} ms per token")
+    if manifest.get("kind") == "generate":
+        print(f"prefill {record['prefill_ms']} ms ({args.prompt_tokens} tokens), decode median "
+              f"{record['decode_ms_median']} ms per token")
+    else:  # the record keeps the generative keys: "prefill" is the first call, "decode" each later one
+        print(f"first call {record['prefill_ms']} ms, then a median of {record['decode_ms_median']} ms per call "
+              f"({args.runs} calls of [1, {args.prompt_tokens}] tokens; the ms/decode column is per call)")
     print(f"{'event':<48} {'ms/call':>9} {'ms/decode':>10} {'share':>7} {'count':>7}")
     for row in top:
         print(f"{row['event'][:48]:<48} {row['ms_per_call']:>9.2f} {row['ms_per_decode_step']:>10.3f} "

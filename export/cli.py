@@ -44,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "validated with the gates for int8 activations that ExecuTorch's programs get. ExecuTorch "
                         "always runs int8, Core ML float32")
     p.add_argument("--attention", choices=[a.value for a in Attention],
-                   help=f"ONNX classification: {Attention.FUSED.value} (default) writes each layer's self-attention as "
-                        "one com.microsoft MultiHeadAttention node (ONNX Runtime's fused CPU kernel); "
-                        f"{Attention.OPS.value} keeps the exporter's op-by-op attention (MatMul, Softmax, Transpose...). "
-                        "Generative ONNX graphs always use GroupQueryAttention (ops is refused for them)")
+                   help=f"classification, ONNX and ExecuTorch: {Attention.FUSED.value} (default) writes each layer's "
+                        "self-attention as one com.microsoft MultiHeadAttention node (ONNX Runtime's fused CPU kernel), "
+                        "or, for ExecuTorch, attention and norms as XNNPACK operators with the padding mask built once "
+                        f"(XNNPACK runs the encoder in few delegate calls); {Attention.OPS.value} keeps the model's "
+                        "graph as exported (MatMul, Softmax...; SDPA and norms as portable kernels). Generative graphs "
+                        "always use the runtime's own attention (ops is refused for them)")
     p.add_argument("--runs", default="calora_runs", help="where calora-train wrote the tasks (default: %(default)s)")
     p.add_argument("--out", help="bundle directory (default: bundles/TARGET-MODE); an existing one is replaced "
                                  "only if it is a calora bundle and --overwrite is given")

@@ -104,11 +104,14 @@ class Activations(str, enum.Enum):
 
 
 class Attention(str, enum.Enum):
-    """How an ONNX classification graph computes self-attention (`--attention`). fused (default): one
-    com.microsoft MultiHeadAttention node per layer, ONNX Runtime's CPU kernel (falls back to ops for
-    models it cannot take, e.g. grouped-query attention); ops: the exporter's op-by-op graph (MatMul,
-    Softmax, Transpose...), for comparison or for a consumer without ONNX Runtime's contrib ops.
-    Generative ONNX graphs always use GroupQueryAttention, as onnxruntime-genai expects (ops is refused)."""
+    """How a classification graph computes self-attention (`--attention`; ONNX and ExecuTorch).
+    fused (default): ONNX, one com.microsoft MultiHeadAttention node per layer (ONNX Runtime's CPU
+    kernel; models with grouped-query attention keep their own); ExecuTorch, attention and norms
+    written as XNNPACK operators (batched matmuls, the additive padding mask built once), so XNNPACK
+    runs the encoder in few delegate calls. ops: the model's graph as exported
+    (ONNX: MatMul, Softmax, Transpose...; ExecuTorch: SDPA and norms as portable kernels), for
+    comparison or for a consumer without those operators. Generative graphs always use the runtime's
+    own attention (GroupQueryAttention, llama::custom_sdpa): ops is refused for them."""
 
     FUSED = "fused"
     OPS = "ops"
@@ -118,9 +121,9 @@ class Attention(str, enum.Enum):
         """One clear error, before any model is loaded, for --attention on a target without the choice."""
         from calora.train.errors import ConfigError
 
-        if requested is not None and target != "onnx":
-            raise ConfigError(f"--attention {Attention(requested).value}: only --target onnx (classification "
-                              f"bundles) can choose how attention is written, not --target {target}. Drop the flag")
+        if requested is not None and target not in ("onnx", "executorch"):
+            raise ConfigError(f"--attention {Attention(requested).value}: only --target onnx and --target executorch "
+                              f"can choose how attention is written, not --target {target}. Drop the flag")
 
 
 def keep_worst(into: dict[str, float], errors: dict[str, float]) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from calora.targets import adapter_codec
-from calora.targets.base import AdapterDType, ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, keep_worst
+from calora.targets.base import (AdapterDType, ArtifactFile, Attention, ExportJob, Mode, TargetResult, TensorSpec,
+                                keep_worst)
 from calora.train.errors import ConfigError
 
 ADAPTER_ORDER_KEY = "calora.input_order"
@@ -175,6 +176,9 @@ class ExecuTorchTarget:
                               "LLM runner loads); classification bundles are baked or swappable (swappable runs "
                               "within 1.06x of baked there)")
         if job.kind == "generate":
+            if job.attention == Attention.OPS:  # refused, not ignored
+                raise ConfigError("--attention ops: generative ExecuTorch programs always run attention in "
+                                  "ExecuTorch's LLM kernels (llama::custom_sdpa with the KV cache); drop the flag")
             from calora.targets.executorch_llm import export_generative
 
             return export_generative(self, job, out_dir)
@@ -192,11 +196,13 @@ class ExecuTorchTarget:
                   TensorSpec("attention_mask", "int64", (1, job.max_length))]
         outputs = [TensorSpec("logits", "float32", (1, len(job.tasks[0].label_names)))]
 
+        rewrites: list[dict[str, str]] = []
         if job.mode == Mode.BAKED:
             weight_error: dict[str, float] = {}
             for task in job.tasks:
                 model, werr, info = self._prepare(task.model, job.spec)
                 keep_worst(weight_error, werr)
+                rewrites.append(_rewrite(model, job))
                 data, stats = self._lower(Baked(model), example)
                 _check_delegation(stats, info, task.name)
                 path = sub / f"{task.name}.pte"
@@ -216,6 +222,7 @@ class ExecuTorchTarget:
             names = check_same_layout(models)
             first = job.tasks[0]
             model, weight_error, info = self._prepare(first.model, job.spec)
+            rewrites.append(_rewrite(model, job))
             # Files store job.adapter_dtype; the program takes float32 inputs: an app widens the
             # tensors once when it loads a task (per-run casts inside the program cost XNNPACK 10%).
             adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype) for t in job.tasks}
@@ -276,6 +283,14 @@ class ExecuTorchTarget:
                      + (f" group {info['group_size']}" if info["group_size"] else "")
                      + " weights with int8 dynamic per-token activations (torchao Int8DynamicActivationIntx"
                        "WeightConfig), trained codes and scales copied in; LoRA, recovery and head float32.")
+        attention = _attention_record(rewrites)
+        if job.attention != Attention.OPS:
+            kept = "" if attention == Attention.FUSED.value else " (attention kept: the model takes no registered one)"
+            notes.append("Attention and norms written as XNNPACK operators (--attention fused, the default)"
+                         f"{kept}: softmax(Q K^T * scale + mask) V as batched matmuls with the additive padding mask "
+                         "built once, and each LayerNorm / RMSNorm's mean as a product with a constant column "
+                         f"({rewrites[0]['norms']}), so XNNPACK runs the encoder in few delegate calls; --attention "
+                         "ops keeps the model's own SDPA and norms (portable kernels between partitions).")
         notes.append(f"Fixed input shape [1, {job.max_length}]: apps pad to max_length and run one row per call.")
         notes.append("Re-exporting the same tasks gives byte-identical .pte files (checked on the tiny test model, "
                      "also across processes); safetensors adapter files are deterministic too.")
@@ -284,11 +299,28 @@ class ExecuTorchTarget:
         # What an app's runtime must link (the manifest says it; the runtime refuses a program without them).
         needs = program_requirements([out_dir / f.path for f in files if f.path.endswith(".pte")])
         return TargetResult(files=files, inputs=inputs, outputs=outputs,
-                            runtime={"name": "executorch", "version": version, **needs}, weight_error=weight_error,
+                            runtime={"name": "executorch", "version": version, "attention": attention, **needs},
+                            weight_error=weight_error,
                             smoke=smoke, task_switch=task_switch, notes=notes)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+
+def _rewrite(model, job: ExportJob) -> dict[str, str]:
+    """--attention fused (default): attention and norms as XNNPACK operators (`executorch_graph`);
+    ops: the model's graph as transformers writes it."""
+    if job.attention == Attention.OPS:
+        return {"attention": "model", "norms": "0 rewritten"}
+    from calora.targets.executorch_graph import xnnpack_friendly
+
+    return xnnpack_friendly(model)
+
+
+def _attention_record(rewrites: list[dict[str, str]]) -> str:
+    """The manifest's runtime.attention: fused only when every exported model took the rewrite."""
+    done = rewrites and all(r["attention"] == "bmm" for r in rewrites)
+    return Attention.FUSED.value if done else Attention.OPS.value
+
 
 def _wants_quantized_embedding(spec) -> bool:
     """The spec quantizes the token embeddings (int8 or int4)."""

@@ -7,11 +7,10 @@ heads). On MiniLM-L6 at 64 tokens they took about a quarter of ONNX Runtime's ke
 in one CPU kernel per layer. The Q, K, V and output projections, their LoRA and recovery branches
 stay the model's own modules, so adapters run as trained and stay swappable.
 
-How: transformers (>= 5) routes every attention through a registry keyed by
-``config._attn_implementation``; `use_fused_attention` registers one more entry on a deployable
-copy. While `torch.onnx.export` traces, the entry places the contrib op; in eager PyTorch it runs
-PyTorch's own SDPA on the same inputs, so the copy still computes the reference's logits. The
-padding mask arrives additive (``eager_mask``: 0 or the float32 minimum, [batch, 1, query, key]),
+How: `use_fused_attention` registers one more entry in transformers' attention registry and
+switches a deployable copy to it (`attention_switch`). While `torch.onnx.export` traces, the
+entry places the contrib op; in eager PyTorch it runs PyTorch's own SDPA on the same inputs, so
+the copy still computes the reference's logits. The padding mask arrives additive (``eager_mask``: 0 or the float32 minimum, [batch, 1, query, key]),
 which is MultiHeadAttention's ``attention_bias`` input.
 
 Models whose key heads differ from query heads (grouped-query attention) and models that do not
@@ -22,6 +21,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from calora.targets.attention_switch import switch_attention
 
 #: the attention implementation name registered with transformers (and recorded in the manifest)
 NAME = "calora_ort_mha"
@@ -54,24 +55,4 @@ def _attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value:
 def use_fused_attention(model: nn.Module) -> bool:
     """Switch a deployable copy's attention to the fused-op entry. Returns False (and leaves the
     model as it was) where the model cannot take it: its export keeps the op-by-op attention."""
-    try:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, eager_mask
-    except ImportError:  # transformers < 5: no attention registry
-        return False
-    heads = getattr(model.config, "num_attention_heads", None)
-    if getattr(model.config, "num_key_value_heads", heads) != heads:
-        return False  # grouped-query attention: MultiHeadAttention takes as many key heads as query heads
-    AttentionInterface.register(NAME, _attention)
-    AttentionMaskInterface.register(NAME, eager_mask)
-    before = getattr(model.config, "_attn_implementation", None)
-    setter = getattr(model, "set_attn_implementation", None)
-    if not callable(setter):
-        return False
-    try:
-        setter(NAME)
-    except (ValueError, NotImplementedError, TypeError):
-        if before is not None:
-            model.config._attn_implementation = before
-        return False
-    return getattr(model.config, "_attn_implementation", None) == NAME
+    return switch_attention(model, NAME, _attention)

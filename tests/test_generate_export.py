@@ -419,6 +419,10 @@ def test_onnx_int8_activations_run_accuracy_level_4_and_validate_with_the_int8_g
                         "--out", str(tmp_path / "d"), "--attention", "ops"]) == 2
     err = capsys.readouterr().err
     assert "--attention ops" in err and "GroupQueryAttention" in err and not (tmp_path / "d").exists()
+    assert export_main(["--target", "executorch", "--task", "gen_a", "--runs", str(gen_runs),
+                        "--out", str(tmp_path / "e"), "--attention", "ops"]) == 2
+    err = capsys.readouterr().err
+    assert "--attention ops" in err and "custom_sdpa" in err and not (tmp_path / "e").exists()
 
 
 def test_static_cache_reads_no_position_past_the_tokens_it_was_given():

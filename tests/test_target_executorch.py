@@ -111,6 +111,53 @@ def test_manifest_lists_what_the_runtime_must_link(tiny_bundle, mode):
     assert "kernels_quantized" in runtime["kernel_libraries"]["quantized_decomposed"]
     assert not any(op.startswith("llama::") for op in ops)
     assert set(runtime["kernel_libraries"]) == {op.split("::")[0] for op in ops}
+    # --attention fused (the default): attention and norms run inside XNNPACK, not between partitions
+    assert runtime["attention"] == "fused"
+    assert "aten::native_layer_norm.out" not in ops and "aten::any.out" not in ops, sorted(ops)
+
+
+def test_xnnpack_rewrite_computes_the_same_logits(tiny_bert, tiny_llama):
+    """The rewritten copy (attention as bmm + softmax over the additive mask, norms with a
+    constant-column mean) computes the original's logits, padded keys included, for a BERT and for a
+    grouped-query Llama (4 query heads over 2 key heads, RMSNorm)."""
+    from calora.targets.executorch_graph import NAME, xnnpack_friendly
+    from calora.train.backbones import load_classifier
+
+    ids = torch.tensor([[2, 5, 9, 12, 7, 3, 0, 0], [2, 8, 6, 3, 0, 0, 0, 0]])
+    for folder in (tiny_bert, tiny_llama):
+        model = load_classifier(folder, 2, seed=0).eval()
+        with torch.no_grad():
+            before = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+            norms = sum(type(m).__name__ in ("LayerNorm", "LlamaRMSNorm") for m in model.modules())
+            done = xnnpack_friendly(model)
+            after = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        assert done == {"attention": "bmm", "norms": f"{norms} rewritten"} and norms >= 2, (folder, done)
+        assert model.config._attn_implementation == NAME
+        assert not any(type(m).__name__ in ("LayerNorm", "LlamaRMSNorm") for m in model.modules())
+        assert torch.allclose(before, after, atol=1e-5), (folder, (before - after).abs().max())
+
+
+def test_attention_ops_keeps_the_model_graph(tiny_runs, tmp_path, capsys):
+    """--attention ops: the model's own SDPA and LayerNorm, run as portable kernels between more
+    XNNPACK partitions than the default's; recorded in the manifest, the smoke run still at parity."""
+    import json
+    import re
+
+    from calora.export.cli import main as export_main
+
+    counts = {}
+    for attention in ("ops", "fused"):
+        out = tmp_path / attention
+        assert export_main(["--target", "executorch", "--task", "toy_a", "--runs", str(tiny_runs), "--out", str(out),
+                            "--attention", attention]) == 0, capsys.readouterr().err[-3000:]
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["runtime"]["attention"] == attention
+        assert ("aten::native_layer_norm.out" in manifest["runtime"]["operators"]) == (attention == "ops")
+        note = next(n for n in manifest["notes"] if "XNNPACK delegate calls" in n)
+        counts[attention] = int(re.search(r"(\d+) XNNPACK delegate calls", note).group(1))
+        smoke = manifest["tasks"][0]["smoke"]
+        assert smoke["argmax_agreement"] >= 0.9 and smoke["max_abs_logit_error"] < MAX_LOGIT_ERROR, smoke
+    assert counts["fused"] < counts["ops"], counts
 
 
 def test_baked_pte_runs_in_runtime(exported):

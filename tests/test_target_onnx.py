@@ -300,10 +300,10 @@ def test_attention_ops_keeps_the_op_by_op_graph_and_other_targets_refuse_the_fla
     smoke = manifest["tasks"][0]["smoke"]
     assert smoke["argmax_agreement"] >= 0.9 and smoke["max_abs_logit_error"] < MAX_LOGIT_ERR
     capsys.readouterr()
-    assert export_main(["--target", "executorch", "--task", "toy_a", "--runs", str(tiny_runs),
-                        "--out", str(tmp_path / "et"), "--attention", "fused"]) == 2
+    assert export_main(["--target", "coreml", "--task", "toy_a", "--runs", str(tiny_runs),
+                        "--out", str(tmp_path / "cm"), "--attention", "fused"]) == 2
     err = capsys.readouterr().err
-    assert "--attention fused" in err and "--target executorch" in err and not (tmp_path / "et").exists()
+    assert "--attention fused" in err and "--target coreml" in err and not (tmp_path / "cm").exists()
 
 
 def _ops_run(path, feed, scratch: Path) -> set[str]:
