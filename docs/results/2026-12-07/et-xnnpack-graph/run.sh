@@ -3,7 +3,7 @@
 # fused`, the new default for --target executorch) against the model's own graph (`--attention ops`,
 # what every ExecuTorch classification bundle was before), MiniLM rotten_tomatoes, CPU-X,
 # 2026-12-07. Run from the repository root with .venv/bin on PATH: `run.sh [STAGE...]`, stages
-# train export validate latency profile (default: all).
+# train export validate latency profile smol latency2 (default: all).
 # train (10:31-10:48 UTC): the default recipe (teacher + CA-LoRA at int4 4.7x), then the int8 FFN-
 #   pruned route ExecuTorch can run (per-token activations, XNNPACK's scheme; `act:tensor` is
 #   ONNX Runtime's and ExecuTorch refuses it), 2 epochs, the same teacher.
@@ -12,7 +12,7 @@ R=docs/results/2026-12-07/et-xnnpack-graph
 A=bench_runs/runs-4.7x
 F=bench_runs/et-ffn
 T=$A/rotten_tomatoes/teacher
-STAGES=${*:-train export validate latency profile}
+STAGES=${*:-train export validate latency profile smol latency2}
 step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has train; then
@@ -49,4 +49,28 @@ if has profile; then
     step python -m benchmarks.et_profile $b --task rotten_tomatoes --runs 60 --top 20 --by-operator \
       --out $R/et_profile_int8_ffn50_$(basename $b).json
   done
+fi
+# smol: SmolLM2-135M as the classifier (grouped-query attention: 9 query heads over 3 key heads,
+#   RMSNorm), the default recipe (teacher + CA-LoRA at int4 5.7x; the training ran by hand from
+#   11:16 UTC with this command), both graphs exported baked, validated and timed.
+W=bench_runs/smol-cls/runs-4.7x
+if has smol; then
+  [ -f $W/rotten_tomatoes/calora/metrics.json ] || step calora-train --backbone smollm2-135m --task rotten_tomatoes --out $W
+  cp $W/rotten_tomatoes/calora/metrics.json $R/train_smollm2_metrics.json
+  for a in ops fused; do
+    [ -f $W/bundles/et-baked-$a/manifest.json ] || step calora-export --target executorch --mode baked --attention $a \
+      --task rotten_tomatoes --runs $W --out $W/bundles/et-baked-$a
+  done
+  step calora-validate $W/bundles/et-baked-ops $W/bundles/et-baked-fused --runs $W --report $R/parity-smollm2 --overwrite
+  step python -m benchmarks.classify_latency --runs $W --task rotten_tomatoes --bundles $W/bundles/et-baked-ops \
+    $W/bundles/et-baked-fused --rounds 5 --examples 100 --work bench_runs/work \
+    --out $R/classify_latency_smollm2_et_xnnpack_graph.json
+fi
+# latency2: MiniLM again, the new graphs only beside the alternative, on a quieter machine than the
+#   first run (whose PyTorch rounds spread from 14.8 to 22.4 ms), to settle swappable against baked.
+if has latency2; then
+  step python -m benchmarks.classify_latency --runs $A --task rotten_tomatoes --bundles \
+    $A/bundles/et-baked-fused $A/bundles/et-swappable-fused $F/bundles/et-baked-fused $F/bundles/et-swappable-fused \
+    --unfused-alternative --rounds 5 --examples 100 --work bench_runs/work \
+    --out $R/classify_latency_et_xnnpack_graph_2.json
 fi
