@@ -62,10 +62,9 @@ class _Norm(nn.Module):
     """LayerNorm (centred, with optional bias) or RMSNorm over the last dimension, the mean taken
     as a product with a constant column of 1/n, so XNNPACK runs it as a fully connected layer."""
 
-    def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, centred: bool):
+    def __init__(self, n: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, centred: bool):
         super().__init__()
         self.weight, self.bias, self.eps, self.centred = weight, bias, float(eps), centred
-        n = weight.shape[-1]
         self.register_buffer("mean_col", torch.full((n, 1), 1.0 / n), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,13 +83,13 @@ def _as_norm(module: nn.Module) -> _Norm | None:
     if isinstance(module, nn.LayerNorm):
         if len(module.normalized_shape) != 1:
             return None
-        return _Norm(module.weight, module.bias, module.eps, centred=True)
+        return _Norm(module.normalized_shape[0], module.weight, module.bias, module.eps, centred=True)
     try:
         from transformers.models.llama.modeling_llama import LlamaRMSNorm
     except ImportError:
         return None
     if type(module) is LlamaRMSNorm:  # exactly Llama's formula: subclasses may change it
-        return _Norm(module.weight, None, module.variance_epsilon, centred=False)
+        return _Norm(module.weight.shape[-1], module.weight, None, module.variance_epsilon, centred=False)
     return None
 
 

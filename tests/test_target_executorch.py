@@ -137,27 +137,46 @@ def test_xnnpack_rewrite_computes_the_same_logits(tiny_bert, tiny_llama):
         assert torch.allclose(before, after, atol=1e-5), (folder, (before - after).abs().max())
 
 
-def test_attention_ops_keeps_the_model_graph(tiny_runs, tmp_path, capsys):
+def test_xnnpack_norm_covers_layer_norm_variants():
+    """LayerNorm with and without its affine weight or bias: the rewritten norm computes the same."""
+    from torch import nn
+
+    from calora.targets.executorch_graph import _as_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16) * 3 + 1
+    for norm in (nn.LayerNorm(16), nn.LayerNorm(16, elementwise_affine=False), nn.LayerNorm(16, bias=False)):
+        if norm.weight is not None:
+            nn.init.uniform_(norm.weight, 0.5, 1.5)
+        with torch.no_grad():
+            assert torch.allclose(_as_norm(norm)(x), norm(x), atol=1e-5), norm
+    assert _as_norm(nn.LayerNorm((4, 4))) is None  # over two dimensions: left as it is
+
+
+def test_attention_ops_keeps_the_model_graph(exported, tiny_runs, tmp_path, capsys):
     """--attention ops: the model's own SDPA and LayerNorm, run as portable kernels between more
-    XNNPACK partitions than the default's; recorded in the manifest, the smoke run still at parity."""
+    XNNPACK partitions than the default's (the session's baked bundle); recorded in the manifest,
+    the smoke run still at parity."""
     import json
     import re
 
     from calora.export.cli import main as export_main
 
-    counts = {}
-    for attention in ("ops", "fused"):
-        out = tmp_path / attention
-        assert export_main(["--target", "executorch", "--task", "toy_a", "--runs", str(tiny_runs), "--out", str(out),
-                            "--attention", attention]) == 0, capsys.readouterr().err[-3000:]
-        manifest = json.loads((out / "manifest.json").read_text())
-        assert manifest["runtime"]["attention"] == attention
-        assert ("aten::native_layer_norm.out" in manifest["runtime"]["operators"]) == (attention == "ops")
-        note = next(n for n in manifest["notes"] if "XNNPACK delegate calls" in n)
-        counts[attention] = int(re.search(r"(\d+) XNNPACK delegate calls", note).group(1))
-        smoke = manifest["tasks"][0]["smoke"]
-        assert smoke["argmax_agreement"] >= 0.9 and smoke["max_abs_logit_error"] < MAX_LOGIT_ERROR, smoke
-    assert counts["fused"] < counts["ops"], counts
+    def calls(notes):
+        note = next(n for n in notes if "XNNPACK delegate calls" in n)
+        return int(re.search(r"(\d+) XNNPACK delegate calls", note).group(1))
+
+    out = tmp_path / "ops"
+    assert export_main(["--target", "executorch", "--task", "toy_a", "--runs", str(tiny_runs), "--out", str(out),
+                        "--attention", "ops"]) == 0, capsys.readouterr().err[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runtime"]["attention"] == "ops"
+    assert "aten::native_layer_norm.out" in manifest["runtime"]["operators"]
+    smoke = manifest["tasks"][0]["smoke"]
+    assert smoke["argmax_agreement"] >= 0.9 and smoke["max_abs_logit_error"] < MAX_LOGIT_ERROR, smoke
+    fused = exported["baked"][2]
+    assert fused.runtime["attention"] == "fused"
+    assert calls(fused.notes) < calls(manifest["notes"]), (fused.notes, manifest["notes"])
 
 
 def test_baked_pte_runs_in_runtime(exported):
@@ -234,12 +253,13 @@ def test_unrepresentable_spec_is_config_error():
 def test_reexport_is_byte_identical(exported):
     """Lowering the same task again gives the same .pte bytes (bundles are reproducible)."""
     from calora.export.graph import Baked, example_inputs
-    from calora.targets.executorch import ExecuTorchTarget
+    from calora.targets.executorch import ExecuTorchTarget, _rewrite
 
     job, out_dir, _ = exported["baked"]
     target = ExecuTorchTarget()
     task = job.tasks[0]
     model, _, _ = target._prepare(task.model, job.spec)
+    _rewrite(model, job)  # as the export does (--attention fused by default)
     ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
     data, _ = target._lower(Baked(model), (ids[:1].contiguous(), mask[:1].contiguous()))
     assert data == (out_dir / "executorch" / f"{task.name}.pte").read_bytes()
