@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from torch import nn
@@ -160,9 +161,10 @@ class Baked(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.extra = _no_cache(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **self.extra).logits
 
 
 class Swappable(nn.Module):
@@ -174,11 +176,20 @@ class Swappable(nn.Module):
         super().__init__()
         self.model = model
         self.names = list(names)
+        self.extra = _no_cache(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *adapter: torch.Tensor) -> torch.Tensor:
         params = {n: a.float() for n, a in zip(self.names, adapter)}
-        return torch.func.functional_call(self.model, params, (),
-                                          {"input_ids": input_ids, "attention_mask": attention_mask}).logits
+        return torch.func.functional_call(self.model, params, (), {"input_ids": input_ids,
+                                                                   "attention_mask": attention_mask, **self.extra}).logits
+
+
+def _no_cache(model: nn.Module) -> dict[str, bool]:
+    """{"use_cache": False} for a decoder classifier (Llama, Qwen2...): the logits are the same, but
+    with the default cache every layer appends its keys and values to a new DynamicCache, a
+    one-tensor `cat` per key and value that XNNPACK does not take, so each layer of an ExecuTorch
+    program split in two (SmolLM2: 33 delegate calls for 30 layers). Encoders take no such flag."""
+    return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
 
 
 def check_same_layout(models: dict[str, nn.Module]) -> list[str]:

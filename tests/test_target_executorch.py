@@ -137,6 +137,39 @@ def test_xnnpack_rewrite_computes_the_same_logits(tiny_bert, tiny_llama):
         assert torch.allclose(before, after, atol=1e-5), (folder, (before - after).abs().max())
 
 
+def test_decoder_classifier_program_does_not_split_per_layer(tiny_bert):
+    """A decoder classifier runs without a KV cache (`export.graph._no_cache`): with transformers'
+    default every layer appended its keys and values to a new DynamicCache, a one-tensor `cat`
+    XNNPACK does not take, so each layer split the program. Lowered, a 3-layer grouped-query
+    Llama now needs as many delegate calls as a 1-layer one; the logits are the model's own."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from transformers import BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    from calora.export.graph import Baked
+    from calora.targets.executorch_graph import xnnpack_friendly
+
+    ids = torch.tensor([[2, 5, 9, 12, 7, 3, 0, 0]])
+    mask = (ids != 0).long()
+
+    def delegate_calls(layers: int) -> int:
+        torch.manual_seed(0)
+        model = LlamaForSequenceClassification(LlamaConfig(
+            vocab_size=32, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=16, pad_token_id=0)).eval()
+        xnnpack_friendly(model)
+        graph = Baked(model).eval()
+        with torch.no_grad():
+            assert torch.allclose(graph(ids, mask), model(input_ids=ids, attention_mask=mask).logits, atol=1e-6)
+        ep = torch.export.export(graph, (ids, mask), strict=False)
+        lowered = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).exported_program()
+        return sum("call_delegate" in str(n.target) for n in lowered.graph.nodes)
+
+    assert Baked(BertForSequenceClassification.from_pretrained(tiny_bert)).extra == {}  # encoders take no flag
+    one, three = delegate_calls(1), delegate_calls(3)
+    assert one == three, (one, three)
+
+
 def test_xnnpack_norm_covers_layer_norm_variants():
     """LayerNorm with and without its affine weight or bias: the rewritten norm computes the same."""
     from torch import nn
