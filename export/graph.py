@@ -188,7 +188,8 @@ def _no_cache(model: nn.Module) -> dict[str, bool]:
     """{"use_cache": False} for a decoder classifier (Llama, Qwen2...): the logits are the same, but
     with the default cache every layer appends its keys and values to a new DynamicCache, a
     one-tensor `cat` per key and value that XNNPACK does not take, so each layer of an ExecuTorch
-    program split in two (SmolLM2: 33 delegate calls for 30 layers). Encoders take no such flag."""
+    program split in two (SmolLM2: 33 delegate calls for 30 layers, 3 without the cache; the time
+    per example did not change measurably). Encoders take no such flag."""
     return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
 
 

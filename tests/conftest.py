@@ -11,10 +11,9 @@ import random
 from pathlib import Path
 
 # The suite runs in two pytest-xdist workers (pyproject addopts) on 2 cores. With torch's default
-# of one OpenMP thread per core in each, four threads fought over two cores and the suite ran
-# slower than in one process (8 min 54 s, against 6 min 15 s with one thread per worker;
-# 2026-12-07). Set before torch is imported, so the subprocesses tests start inherit it too; an
-# explicit OMP_NUM_THREADS wins.
+# of one OpenMP thread per core in each, four threads fought over two cores: 8 min 54 s, against
+# 6 min 15 s with one thread per worker (12 min 7 s in one process; 2026-12-07). Set before torch
+# is imported, so the subprocesses tests start inherit it too; an explicit OMP_NUM_THREADS wins.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
