@@ -23,3 +23,4 @@ if has latency; then
     $W/bundles/et-baked-nocache --rounds 5 --examples 100 --work bench_runs/work \
     --out $R/classify_latency_smollm2_et_no_cache.json
 fi
+# profile (15:32 UTC, by hand): python -m benchmarks.et_profile $W/bundles/et-baked-nocache --task rotten_tomatoes --runs 30 --top 15 --by-operator --out $R/et_profile_smollm2_no_cache.json
