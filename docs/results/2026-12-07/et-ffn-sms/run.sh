@@ -29,3 +29,4 @@ if has latency; then
     $S/bundles/et-swappable --rounds 5 --examples 100 --work bench_runs/work-sms \
     --out $R/classify_latency_sms_spam_et_int8_ffn50.json
 fi
+# latency, second run (15:43-15:45 UTC, by hand): the latency stage with --out $R/classify_latency_sms_spam_et_int8_ffn50_2.json
