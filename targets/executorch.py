@@ -173,8 +173,7 @@ class ExecuTorchTarget:
         torch.manual_seed(0)
         if job.mode == Mode.SHARED and job.kind != "generate":
             raise ConfigError("--mode shared: the executorch target writes it for generative tasks (what ExecuTorch's "
-                              "LLM runner loads); classification bundles are baked or swappable (swappable runs "
-                              "within 1.06x of baked there)")
+                              "LLM runner loads); classification bundles are baked or swappable")
         if job.kind == "generate":
             if job.attention == Attention.OPS:  # refused, not ignored
                 raise ConfigError("--attention ops: generative ExecuTorch programs always run attention in "

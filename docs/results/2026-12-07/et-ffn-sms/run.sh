@@ -31,3 +31,4 @@ if has latency; then
 fi
 # latency, second run (15:43-15:45 UTC, by hand): the latency stage with --out $R/classify_latency_sms_spam_et_int8_ffn50_2.json
 # rotten_tomatoes in the same hour (15:46-15:48 UTC, by hand): python -m benchmarks.classify_latency --runs bench_runs/et-ffn --task rotten_tomatoes --bundles bench_runs/et-ffn/bundles/et-baked-fused bench_runs/et-ffn/bundles/et-swappable-fused --rounds 5 --examples 100 --work bench_runs/work --out $R/classify_latency_rotten_tomatoes_et_int8_ffn50_same_hour.json
+# profiles (15:50 UTC, by hand): python -m benchmarks.et_profile bench_runs/et-ffn/bundles/et-$m-fused --task rotten_tomatoes --runs 60 --top 12 --by-operator --out $R/et_profile_rotten_tomatoes_int8_ffn50_$m.json, m in baked swappable
