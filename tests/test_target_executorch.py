@@ -147,6 +147,7 @@ def test_decoder_classifier_program_does_not_split_per_layer(tiny_bert):
     from transformers import BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 
     from calora.export.graph import Baked
+    from calora.targets.executorch import _graph_stats
     from calora.targets.executorch_graph import xnnpack_friendly
 
     ids = torch.tensor([[2, 5, 9, 12, 7, 3, 0, 0]])
@@ -163,7 +164,7 @@ def test_decoder_classifier_program_does_not_split_per_layer(tiny_bert):
             assert torch.allclose(graph(ids, mask), model(input_ids=ids, attention_mask=mask).logits, atol=1e-6)
         ep = torch.export.export(graph, (ids, mask), strict=False)
         lowered = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).exported_program()
-        return sum("call_delegate" in str(n.target) for n in lowered.graph.nodes)
+        return _graph_stats(lowered.graph)["delegate_calls"]
 
     assert Baked(BertForSequenceClassification.from_pretrained(tiny_bert)).extra == {}  # encoders take no flag
     one, three = delegate_calls(1), delegate_calls(3)
