@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained task name(s), comma-separated, e.g. rotten_tomatoes,sms_spam")
     p.add_argument("--mode", default=Mode.BAKED.value, choices=[m.value for m in Mode],
                    help="baked: one artifact per task; swappable: one shared backbone + a small adapter per task, "
-                        "switched by passing other tensors; shared (ExecuTorch, generative tasks): one backbone "
-                        "weights file (.ptd) + a small program per task, each runs at baked speed in ExecuTorch's own "
-                        "LLM runner (default: %(default)s)")
+                        "switched by passing other tensors; shared (ExecuTorch): one backbone weights file (.ptd) + "
+                        "a small program per task holding its adapter, each runs at baked speed (generative ones in "
+                        "ExecuTorch's own LLM runner) (default: %(default)s)")
     p.add_argument("--adapter-dtype", choices=[d.value for d in AdapterDType],
                    help="swappable mode: how the per-task adapter files store LoRA, recovery and head tensors; the "
                         f"artifacts compute in float32 either way (default: {AdapterDType.FLOAT16.value}, half the "

@@ -65,6 +65,23 @@ let adapter = try loadAdapter(bundle + "/executorch/adapters/<task>")  // [Tenso
                                                                        // once: Float16 widened, int8 times its scale
 let out = try backbone.forward([ids, mask] + adapter)
 ```"""),
+    ("executorch", "shared"): ("""```kotlin
+// executorch-android's Module.load takes no data file (its LlmModule does, for generation): load the
+// task's program from your JNI code with ExecuTorch's C++ Module, which does:
+//   executorch::extension::Module module(bundle + "/executorch/<task>.pte",
+//                                        bundle + "/executorch/backbone.ptd");   // program, data file
+//   auto logits = module.forward({ids, mask});       // TensorPtrs [1, MAX_LEN] int64
+// switch task: a new Module on the other task's .pte, same backbone.ptd
+// (or ship the swappable bundle, whose backbone.pte Module.load opens directly)
+```""", """```swift
+// Swift Package: executorch (ExecuTorch, backend_xnnpack, kernels_quantized)
+let module = Module(filePath: bundle + "/executorch/<task>.pte",
+                    dataFilePaths: [bundle + "/executorch/backbone.ptd"])   // the shared backbone weights
+try module.load("forward")
+let out = try module.forward([Tensor<Int64>(inputIds, shape: [1, maxLen]),
+                              Tensor<Int64>(attentionMask, shape: [1, maxLen])])
+// switch task: a new Module on the other task's .pte, same backbone.ptd
+```"""),
     ("onnx", "baked"): ("""```kotlin
 // build.gradle: implementation("com.microsoft.onnxruntime:onnxruntime-android:<version>")
 val env = OrtEnvironment.getEnvironment()

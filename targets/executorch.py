@@ -132,15 +132,23 @@ class ExecuTorchTarget:
         return model, weight_error, info
 
     # ---- lowering -------------------------------------------------------------------------------
-    def _lower(self, module, example: tuple, dynamic_weights: bool = False) -> tuple[bytes, dict]:
-        """torch.export -> XNNPACK lowering -> (quantized embedding fusion) -> .pte bytes."""
+    def _lower(self, module, example: tuple, dynamic_weights: bool = False,
+               keep: frozenset[str] | None = None) -> tuple[bytes, dict, bytes | None]:
+        """torch.export -> XNNPACK lowering -> (quantized embedding fusion) -> (.pte bytes, graph
+        stats, None). `keep` (shared mode): the module paths of the task's adapter, whose constants
+        stay in the program; every other constant goes to the external data returned third, the
+        bytes of backbone.ptd (`executorch_shared`)."""
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+        from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
         from executorch.exir.passes.quant_fusion_pass import quant_fusion_and_const_prop_pass
+
+        from .executorch_shared import external_data, external_tag, tag_backbone_constants
 
         t0 = time.perf_counter()
         ep = torch.export.export(module.eval(), example, strict=False)
+        if keep is not None:
+            ep = tag_backbone_constants(ep, keep)
         # Swappable: the adapter tensors are method inputs, so their float linears have non-constant
         # weights; XNNPACK's partitioner leaves those on portable kernels unless told to take them.
         partitioner = XnnpackPartitioner(force_non_static_weights_for_f32_linear=dynamic_weights)
@@ -148,10 +156,15 @@ class ExecuTorchTarget:
         # torchao's weight-only int8 embedding leaves dequantize_affine + embedding on the CPU
         # side; this pass fuses them into quantized_decomposed::embedding_byte (a portable kernel).
         quant_fusion_and_const_prop_pass(edge.exported_program())
-        et = edge.to_executorch()
+        external = False
+        if keep is not None:  # constants left outside the delegates (the int4 embedding table, norms) by name
+            sig = edge.exported_program().graph_signature
+            external = external_tag({**sig.inputs_to_parameters, **sig.inputs_to_buffers}, keep)
+        et = edge.to_executorch(ExecutorchBackendConfig(external_constants=external))
         stats = _graph_stats(et.exported_program().graph)
         stats["lower_s"] = round(time.perf_counter() - t0, 2)
-        return bytes(et.buffer), stats
+        buffer = bytes(et.buffer)  # serializing also produces the external data
+        return buffer, stats, None if keep is None else external_data(et)
 
     def open(self, bundle: Path, manifest: dict):
         if manifest.get("kind") == "generate":
@@ -171,9 +184,6 @@ class ExecuTorchTarget:
         if job.mode not in self.modes:
             raise ConfigError(f"--mode {job.mode.value!r} is not supported by the executorch target")
         torch.manual_seed(0)
-        if job.mode == Mode.SHARED and job.kind != "generate":
-            raise ConfigError("--mode shared: the executorch target writes it for generative tasks (what ExecuTorch's "
-                              "LLM runner loads); classification bundles are baked or swappable")
         if job.kind == "generate":
             if job.attention == Attention.OPS:  # refused, not ignored
                 raise ConfigError("--attention ops: generative ExecuTorch programs always run attention in "
@@ -202,7 +212,7 @@ class ExecuTorchTarget:
                 model, werr, info = self._prepare(task.model, job.spec)
                 keep_worst(weight_error, werr)
                 rewrites.append(_rewrite(model, job))
-                data, stats = self._lower(Baked(model), example)
+                data, stats, _ = self._lower(Baked(model), example)
                 _check_delegation(stats, info, task.name)
                 path = sub / f"{task.name}.pte"
                 path.write_bytes(data)
@@ -216,6 +226,11 @@ class ExecuTorchTarget:
                 notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes")
             task_switch = ("Baked: each task is its own .pte; switching tasks means loading another program "
                            "(Runtime.load_program + load_method) and XNNPACK re-initialising its delegate.")
+        elif job.mode == Mode.SHARED:
+            from .executorch_shared import export_shared_classifier
+
+            weight_error, info, task_switch = export_shared_classifier(self, job, sub, out_dir, example, (ids, mask),
+                                                                       files, smoke, notes, rewrites, runtime_label)
         else:
             models = {t.name: t.model for t in job.tasks}
             names = check_same_layout(models)
@@ -226,7 +241,7 @@ class ExecuTorchTarget:
             # tensors once when it loads a task (per-run casts inside the program cost XNNPACK 10%).
             adapters = {t.name: adapter_tensors(t.model, job.adapter_dtype) for t in job.tasks}
             first_ad = adapter_codec.decode(adapters[first.name], names)
-            data, stats = self._lower(Swappable(model, names), (*example, *first_ad), dynamic_weights=True)
+            data, stats, _ = self._lower(Swappable(model, names), (*example, *first_ad), dynamic_weights=True)
             _check_delegation(stats, info, "backbone")
             path = sub / "backbone.pte"
             path.write_bytes(data)
@@ -281,7 +296,9 @@ class ExecuTorchTarget:
         notes.append(f"Backbone linears: {info['format']}"
                      + (f" group {info['group_size']}" if info["group_size"] else "")
                      + " weights with int8 dynamic per-token activations (torchao Int8DynamicActivationIntx"
-                       "WeightConfig), trained codes and scales copied in; LoRA, recovery and head float32.")
+                       "WeightConfig), trained codes and scales copied in; "
+                     + ("LoRA and recovery int8 linears, head float32." if job.deployed_adapter_dtype == AdapterDType.INT8
+                        and job.mode == Mode.SHARED else "LoRA, recovery and head float32."))
         attention = _attention_record(rewrites)
         if job.attention != Attention.OPS:
             kept = "" if attention == Attention.FUSED.value else " (attention kept: the model takes no registered one)"

@@ -31,7 +31,7 @@ from calora.export.graph import adapter_tensors, check_same_layout
 from . import adapter_codec
 from .base import ArtifactFile, ExportJob, Mode, TargetResult, TensorSpec, keep_worst, step
 from .executorch_requirements import program_requirements
-from .executorch_shared import BACKBONE_DATA, export_shared, external_tag, int8_linear, tag_backbone_constants
+from .executorch_shared import export_shared, external_data, external_tag, int8_linear, tag_backbone_constants
 from .generation import smoke as smoke_run
 
 
@@ -108,14 +108,7 @@ def lower(module: nn.Module, example: tuple, shape: DecoderShape, meta: dict, n_
     stats = _graph_stats(et.exported_program().graph)
     stats["lower_s"] = round(time.perf_counter() - t0, 2)
     buffer = bytes(et.buffer)  # serializing also produces the external data
-    if keep is None:
-        return buffer, stats, None
-    # ExecutorchProgramManager.data_files is this dict behind an @experimental wrapper that 1.5.1
-    # breaks as a property; the field it reads is filled by serializing the program.
-    data = {name: bytes(cord) for name, cord in (et._tensor_data or {}).items()}
-    if set(data) != {BACKBONE_DATA}:  # an adapter constant tagged out, or nothing external at all
-        raise RuntimeError(f"shared export: expected one external data file {BACKBONE_DATA!r}, got {sorted(data)}")
-    return buffer, stats, data[BACKBONE_DATA]
+    return buffer, stats, None if keep is None else external_data(et)
 
 
 def export_generative(target, job: ExportJob, out_dir: Path) -> TargetResult:

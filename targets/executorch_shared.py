@@ -1,10 +1,11 @@
-"""ExecuTorch `--mode shared` for generative tasks: one ``backbone.ptd``, one small program per task.
+"""ExecuTorch `--mode shared`: one ``backbone.ptd``, one small program per task.
 
 ExecuTorch's program-data separation, the way its own LoRA export keeps "foundation" weights:
 every backbone constant is tagged for the external data file ``executorch/backbone.ptd``; each
-task's ``executorch/<task>.pte`` keeps its graph and its adapter (LoRA and recovery matrices) as
-constants, which XNNPACK packs once at load, so decoding runs at baked speed. The stock
-TextLLMRunner loads ``<task>.pte`` with ``backbone.ptd`` as its data path.
+task's ``executorch/<task>.pte`` keeps its graph and its adapter (LoRA and recovery matrices, a
+classifier's head) as constants, which XNNPACK packs once at load, so the program runs at baked
+speed. Generative programs: the stock TextLLMRunner loads ``<task>.pte`` with ``backbone.ptd`` as
+its data path. Classifiers: any ExecuTorch ``Module`` / ``Runtime.load_program`` given the data file.
 
 The adapter is float32 (the trained values) or, with ``--adapter-dtype int8``, the int8 codes the
 swappable int8 files store (`adapter_codec`: one scale per rank component), run as XNNPACK int8
@@ -51,6 +52,35 @@ def tag_backbone_constants(ep, modules: frozenset[str]):
         if node.op == "placeholder" and node.name in fqn and not is_adapter_constant(fqn[node.name], modules):
             node.meta.setdefault("custom", {})["delegate_constant_tag"] = BACKBONE_DATA
     return ep
+
+
+def adapter_modules(names: list[str], prefix: str) -> frozenset[str]:
+    """The module paths (under the exported wrapper's `prefix`) that own the adapter parameters `names`."""
+    return frozenset(prefix + n.rpartition(".")[0] for n in names)
+
+
+def external_data(et) -> bytes:
+    """backbone.ptd's bytes from a serialized program manager whose backbone constants were tagged out."""
+    # ExecutorchProgramManager.data_files is this dict behind an @experimental wrapper that 1.5.1
+    # breaks as a property; the field it reads is filled by serializing the program.
+    data = {name: bytes(cord) for name, cord in (et._tensor_data or {}).items()}
+    if set(data) != {BACKBONE_DATA}:  # an adapter constant tagged out, or nothing external at all
+        raise RuntimeError(f"shared export: expected one external data file {BACKBONE_DATA!r}, got {sorted(data)}")
+    return data[BACKBONE_DATA]
+
+
+def _same_backbone(ptd: Path, weights: bytes, backbone: bytes | None, task: str, first: str) -> bytes:
+    """Write backbone.ptd from the first task; every later task's must be byte-identical (the
+    programs name backbone weights by content hash, and all of them load this one file)."""
+    from calora.train.errors import CaloraError
+
+    if backbone is None:
+        ptd.write_bytes(weights)
+        return weights
+    if weights != backbone:
+        raise CaloraError(f"shared export: {task}'s backbone weights differ from {first}'s; the tasks cannot share "
+                          "one backbone.ptd (were they trained on one compressed backbone?)")
+    return backbone
 
 
 def external_tag(fqn: dict[str, str], modules: frozenset[str]):
@@ -121,7 +151,6 @@ def export_shared(job: ExportJob, sub: Path, out_dir: Path, shape: DecoderShape,
     to one external data file, which must come out byte-identical for every task (it is the one
     ``backbone.ptd`` they all load)."""
     from calora.export.graph import adapter_names
-    from calora.train.errors import CaloraError
 
     from .executorch import _check_delegation, _describe
     from .executorch_llm import lower
@@ -134,19 +163,14 @@ def export_shared(job: ExportJob, sub: Path, out_dir: Path, shape: DecoderShape,
     for task in job.tasks:
         model, info = prepared(task)
         names = adapter_names(model)
-        modules = frozenset(f"body.model.{n.removesuffix('.weight')}" for n in names if n.endswith(".weight"))
+        modules = adapter_modules(names, "body.model.")
         if int8:
             int8_adapter(model, names)
         with step(f"executorch: lowering {task.name}.pte against the shared {ptd.name} ({shape.layers} layers to "
                   f"XNNPACK, {job.deployed_adapter_dtype.value} adapter; minutes on a phone-sized decoder)"):
             data, stats, weights = lower(StaticCache(model, shape), example, shape, meta, keep=modules)
         _check_delegation(stats, info, task.name)
-        if backbone is None:
-            backbone = weights
-            ptd.write_bytes(weights)
-        elif weights != backbone:  # the programs name backbone weights by content hash: all must match
-            raise CaloraError(f"shared export: {task.name}'s backbone weights differ from {job.tasks[0].name}'s; the "
-                              "tasks cannot share one backbone.ptd (were they trained on one compressed backbone?)")
+        backbone = _same_backbone(ptd, weights, backbone, task.name, job.tasks[0].name)
         path = sub / f"{task.name}.pte"
         path.write_bytes(data)
         files.append(ArtifactFile.of(out_dir, path, "model", task.name))
@@ -165,3 +189,65 @@ def export_shared(job: ExportJob, sub: Path, out_dir: Path, shape: DecoderShape,
                    "loads in ExecuTorch's LLM runner with backbone.ptd as its data file (TextLLMRunner data_path, "
                    "LlmModule dataPath). A task switch loads that task's program (XNNPACK packs the weights at "
                    "load, as for a baked model); decoding then runs at baked speed.")
+
+
+def export_shared_classifier(target, job: ExportJob, sub: Path, out_dir: Path, example: tuple, rows: tuple,
+                             files: list[ArtifactFile], smoke: dict, notes: list[str], rewrites: list[dict],
+                             runtime_label: str) -> tuple[dict[str, float], dict, str]:
+    """Classification tasks in shared mode: each task lowered as its baked program, with every
+    backbone constant tagged out to the one ``backbone.ptd`` (byte-identical for every task) and
+    its adapter (LoRA, recovery, head) kept in ``<task>.pte``. Appends the files, smoke results and
+    notes; returns (weight error, the backbone's quantization info, the task-switch sentence).
+
+    Why: a swappable program takes the adapter as inputs, so XNNPACK runs those linears with
+    non-constant weights and packs them on every call (0.4-0.7 ms per example for MiniLM on x86);
+    here they are constants, packed once when the task's program loads."""
+    from calora.export.graph import Baked, adapter_names, smoke_stats
+
+    from .base import keep_worst
+    from .executorch import _check_delegation, _describe, _load, _rewrite, _run_rows
+
+    int8 = job.deployed_adapter_dtype == AdapterDType.INT8
+    ptd = sub / f"{BACKBONE_DATA}.ptd"
+    weight_error: dict[str, float] = {}
+    info: dict = {}
+    programs: list[ArtifactFile] = []
+    backbone: bytes | None = None
+    for task in job.tasks:
+        model, werr, info = target._prepare(task.model, job.spec)
+        keep_worst(weight_error, werr)
+        rewrites.append(_rewrite(model, job))
+        names = adapter_names(model)
+        if int8:
+            int8_adapter(model, names)
+        with step(f"executorch: lowering {task.name}.pte against the shared {ptd.name} "
+                  f"({job.deployed_adapter_dtype.value} adapter)"):
+            data, stats, weights = target._lower(Baked(model), example, keep=adapter_modules(names, "model."))
+        _check_delegation(stats, info, task.name)
+        backbone = _same_backbone(ptd, weights, backbone, task.name, job.tasks[0].name)
+        path = sub / f"{task.name}.pte"
+        path.write_bytes(data)
+        programs.append(ArtifactFile.of(out_dir, path, "model", task.name))
+        _program, method = _load(path, ptd)  # as an app loads it: the program with backbone.ptd as its data
+        got = _run_rows(method, list(rows), [])
+        with torch.no_grad():
+            ref = Baked(task.model)(*rows)
+        smoke[task.name] = smoke_stats(ref, got, runtime_label)
+        notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes (graph and "
+                     f"{job.deployed_adapter_dtype.value} adapter; the backbone's weights are in {ptd.name})")
+    files += [ArtifactFile.of(out_dir, ptd, "backbone", None), *programs]
+    notes.append(f"{ptd.name}: {ptd.stat().st_size} bytes, every backbone weight (XNNPACK's packed-weight sources "
+                 "by content hash, the token embedding, norms), shared by every task's program")
+    notes.append("Loading: ExecuTorch's C++ Module(<task>.pte, backbone.ptd), its Swift/Objective-C Module "
+                 "(filePath:dataFilePaths:) and Python's Runtime.load_program(<task>.pte, data_path=backbone.ptd) "
+                 "take the data file. The Java/Kotlin Module.load of executorch-android takes no data file "
+                 "(its LlmModule does, for generation): an Android app loads a shared classifier through "
+                 "ExecuTorch's C++ Module from its own JNI code, or ships the swappable or baked bundle.")
+    if int8:
+        notes.append("Adapter int8: each LoRA / recovery matrix as int8 codes with one scale per rank component (the "
+                     "swappable int8 files' grid), run as XNNPACK int8 linears with dynamic int8 activations; the "
+                     "head float32")
+    return weight_error, info, (
+        "Shared: one backbone.ptd on the device; each task's small .pte holds its graph and adapter (LoRA, "
+        "recovery, head) as constants. A task switch loads that task's program with backbone.ptd as its data "
+        "file (XNNPACK packs the weights at load, as for a baked program); each example then runs at baked speed.")

@@ -188,14 +188,10 @@ def test_cli_adapter_dtype_choices(capsys):
 
 
 def test_shared_mode_is_refused_where_it_is_not_written(tiny_runs, tmp_path, capsys):
-    """--mode shared is ExecuTorch's generative layout: other targets and classification tasks get
-    one clear error before any lowering, and no bundle."""
+    """--mode shared is ExecuTorch's layout (program-data separation): other targets get one clear
+    error before any lowering, and no bundle."""
     assert main(["--target", "onnx", "--task", "toy_a", "--mode", "shared", "--runs", str(tiny_runs),
                  "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err
     assert "--mode shared" in err and "baked, swappable" in err and "Traceback" not in err
-    assert main(["--target", "executorch", "--task", "toy_a", "--mode", "shared", "--runs", str(tiny_runs),
-                 "--out", str(tmp_path / "e")]) == 2
-    err = capsys.readouterr().err
-    assert "--mode shared" in err and "generative" in err and "Traceback" not in err
-    assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
+    assert not (tmp_path / "o").exists()

@@ -295,5 +295,58 @@ def test_reexport_is_byte_identical(exported):
     model, _, _ = target._prepare(task.model, job.spec)
     _rewrite(model, job)  # as the export does (--attention fused by default)
     ids, mask = example_inputs(job.tokenizer, list(job.smoke_texts), job.max_length)
-    data, _ = target._lower(Baked(model), (ids[:1].contiguous(), mask[:1].contiguous()))
+    data, _, _ = target._lower(Baked(model), (ids[:1].contiguous(), mask[:1].contiguous()))
     assert data == (out_dir / "executorch" / f"{task.name}.pte").read_bytes()
+
+
+@pytest.mark.parametrize("adapter_dtype", [None, "int8"])
+def test_shared_classifier_programs_load_one_backbone_file(tiny_export, adapter_dtype):
+    """--mode shared for classification: one backbone.ptd, one program per task holding only its
+    adapter. Each program, loaded with that data file, gives its own task's logits (toy_b's adapter
+    flips toy_a's answers); without the data file it does not load; the backbone bytes moved, not copied."""
+    from calora.targets.executorch import _load, _run_rows
+
+    job, out_dir, result = tiny_export("executorch", "shared", adapter_dtype=adapter_dtype)
+    sub = out_dir / "executorch"
+    assert {(f.path, f.role, f.task) for f in result.files} == {
+        ("executorch/backbone.ptd", "backbone", None), ("executorch/toy_a.pte", "model", "toy_a"),
+        ("executorch/toy_b.pte", "model", "toy_b")}
+    assert result.weight_error["backbone_linear_max_abs"] == 0.0
+    assert [t.name for t in result.inputs] == ["input_ids", "attention_mask"]  # the adapter is no input
+    ids, mask = _inputs(job)
+    ref_a, ref_b = _reference(job, "toy_a"), _reference(job, "toy_b")
+    assert (ref_a.argmax(-1) != ref_b.argmax(-1)).float().mean() >= 0.5  # the tasks really differ
+    # int8 codes move these logits by a little more than the float32 adapter does
+    limit = MAX_LOGIT_ERROR if adapter_dtype is None else 3 * MAX_LOGIT_ERROR
+    for task, ref, other in (("toy_a", ref_a, ref_b), ("toy_b", ref_b, ref_a)):
+        _program, method = _load(sub / f"{task}.pte", sub / "backbone.ptd")
+        got = _run_rows(method, [ids, mask], [])
+        assert (got - ref).abs().max() < limit, task
+        assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9, task
+        assert (got.argmax(-1) == other.argmax(-1)).float().mean() <= 0.5, task
+        assert result.smoke[task]["max_abs_logit_error"] < limit
+    with pytest.raises(Exception):  # the backbone's weights are not in the program
+        _load(sub / "toy_a.pte")[1].execute([ids[:1].contiguous(), mask[:1].contiguous()])
+    # the backbone's bytes moved out of each program, not copied: program + data file ~ the baked program
+    baked = (tiny_export("executorch", "baked")[1] / "executorch" / "toy_a.pte").stat().st_size
+    program, data = (sub / "toy_a.pte").stat().st_size, (sub / "backbone.ptd").stat().st_size
+    assert program < baked - 0.8 * data and program + data < 1.05 * baked, (program, data, baked)
+    assert "packs the weights at load" in result.task_switch
+    assert any("Module.load" in n and "data file" in n for n in result.notes)  # Android's gap, said
+
+
+def test_shared_classifier_bundle_validates(tiny_bundle, tiny_runs):
+    """calora-validate runs each task program with backbone.ptd in ExecuTorch's runtime and checks
+    that the backbone's weights live only in that file."""
+    from calora.targets.base import Stage
+    from calora.validate.core import ValidateConfig, validate
+
+    bundle = tiny_bundle("executorch", "shared")
+    report = validate(ValidateConfig(bundles=(bundle,), runs=str(tiny_runs)))
+    assert report.passed, [f"{c.name}|{c.detail}" for c in report.failures]
+    (res,) = report.bundles
+    assert {t.task for t in res.tasks} == {"toy_a", "toy_b"} and all(t.values["agreement"] >= 0.99 for t in res.tasks)
+    only = [c for c in report.checks if c.stage == Stage.STRUCTURE and "backbone weights only in" in c.name]
+    assert len(only) == 2, [c.name for c in report.checks]
+    readme = (bundle / "README.md").read_text()
+    assert "dataFilePaths" in readme and "backbone.ptd" in readme
