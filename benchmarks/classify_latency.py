@@ -245,9 +245,11 @@ def _bundle_configs(bundles: list[Path], task: str) -> list[dict]:
         m = read_manifest(b)
         tag = f" [{m['backbone']['compression']['text']}]" if len(specs) > 1 else ""
         files = _files(m)
+        # What one task adds: its adapter file (swappable), or its program over the shared backbone.ptd (shared)
+        own = ("adapter", "model") if m["mode"] == "shared" else ("adapter",)
         size = sum(f["bytes"] for f in files if f["role"] in ("model", "backbone") and f.get("task") in (None, task)
-                   and not f["path"].endswith(".onnx"))
-        adapter = sum(f["bytes"] for f in files if f["role"] == "adapter" and f.get("task") == task)
+                   and not f["path"].endswith(".onnx") and not (f["role"] in own and f.get("task") == task))
+        adapter = sum(f["bytes"] for f in files if f["role"] in own and f.get("task") == task)
         out.append({"name": f"calora {m['target']} {m['mode']}{tag}", "kind": "bundle", "path": str(b),
                     "bytes": size, "adapter_bytes": adapter})
     return out

@@ -11,6 +11,8 @@ process (one per bundle and round, interleaved) alternates between the first two
 - swappable, ``switch_warm``: every adapter already in memory, the other one made active;
 - baked, ``reload``: the other task's model opened (ONNX Runtime ``InferenceSession``; ExecuTorch
   ``load_program`` + ``load_method``), the previous one dropped;
+- shared (ExecuTorch, ``--shared``, optional): as baked, the other task's program opened with the
+  bundle's ``backbone.ptd`` as its data file (``load_program(pte, data_path=ptd)``);
 - both: the first run after the switch and a steady-state run (the same task again).
 
 A switch or reload is timed in two parts: opening the other task (``switch_open``, ``reload_open``)
@@ -246,16 +248,20 @@ def _et_worker(bundle: Path, manifest: dict, tasks: list[str], ids, mask, switch
             args = [*x, *loaded[(j + 1) % len(tasks)]]  # the switch itself: other inputs on the next call
             out["switch_warm"].append(_ms(t0))
             del args
-    else:
+    else:  # baked, or shared: each task's program, opened with backbone.ptd as its data file
+        from calora.targets.executorch import shared_data
+
+        data = shared_data(bundle, manifest)
+        load = lambda path: rt.load_program(path, data_path=None if data is None else str(data))  # noqa: E731
         paths = [str(manifest_file(bundle, manifest, "model", t, ".pte")) for t in tasks]
-        program = rt.load_program(paths[0])
+        program = load(paths[0])
         method = program.load_method("forward")
         for _ in range(3):
             method.execute(x)
         for i in range(switches):
             j = (i + 1) % len(tasks)
             t0 = time.perf_counter()
-            new_program = rt.load_program(paths[j])
+            new_program = load(paths[j])
             new_method = new_program.load_method("forward")
             t1 = time.perf_counter()
             program, method = new_program, new_method  # the previous task's program freed
@@ -301,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
                          "the adapter file memory-mapped), or both, side by side (default)")
     ap.add_argument("--swappable", type=Path, action="append", default=[], help="a swappable bundle (2+ tasks)")
     ap.add_argument("--baked", type=Path, action="append", default=[], help="the baked bundle of the same tasks")
+    ap.add_argument("--shared", type=Path, action="append", default=[],
+                    help="an ExecuTorch --mode shared bundle of the same tasks, one per ExecuTorch pair, in order: "
+                         "timed as a baked reload with backbone.ptd as the data file")
     ap.add_argument("--runs", type=Path, default=Path("calora_runs"))
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--switches", type=int, default=20, help="task switches timed per process")
@@ -324,14 +333,28 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{s} / {b}: both need the same first two tasks")
         for api in (apis if ms["target"] == "onnx" else ("python",)):
             pairs.append((ms["target"], api, s, b, ms))
+    et_pairs = [p for p in pairs if p[0] == "executorch"]
+    if len(args.shared) not in (0, len(et_pairs)):
+        raise SystemExit(f"give one --shared bundle per ExecuTorch pair ({len(et_pairs)}), or none")
+    shared_for: dict[str, Path] = {}  # swappable bundle -> the shared bundle timed beside its pair
+    for (_, _, s, b, ms), sh in zip(et_pairs, args.shared):
+        msh = read_manifest(sh)
+        if msh["target"] != "executorch" or msh["mode"] != "shared" or \
+                [t["name"] for t in msh["tasks"]][:2] != [t["name"] for t in ms["tasks"]][:2]:
+            raise SystemExit(f"{sh}: need an ExecuTorch shared bundle with the same first two tasks as {s}")
+        shared_for[str(s)] = sh
     args.work.mkdir(parents=True, exist_ok=True)
     inputs = args.work / "task_switch_row.npz"
     ids, mask = _rows(pairs[0][4], args.runs, args.length)
     np.savez(inputs, ids=ids, mask=mask)
-    results: dict[tuple[str, str], list[dict]] = {(str(p), api): [] for _, api, s, b, _ in pairs for p in (s, b)}
+    def timed(s: Path, b: Path) -> tuple[Path, ...]:
+        return (s, b, shared_for[str(s)]) if str(s) in shared_for else (s, b)
+
+    results: dict[tuple[str, str], list[dict]] = {(str(p), api): [] for _, api, s, b, _ in pairs
+                                                  for p in timed(s, b)}
     for r in range(args.rounds):
         for _, api, s, b, _ in pairs:
-            for path in (s, b):
+            for path in timed(s, b):
                 cmd = [sys.executable, "-m", "benchmarks.task_switch", "--worker", "--path", str(path), "--inputs",
                        str(inputs), "--switches", str(args.switches), "--api", api]
                 done = subprocess.run(cmd, capture_output=True, text=True,
@@ -372,6 +395,16 @@ def main(argv: list[str] | None = None) -> int:
             "x_switch_plus_first_run": (reload + med(b, "first_run")) / (cold + med(s, "first_run")),
             "rounds": {k: results[(str(p), api)] for k, p in (("swappable", s), ("baked", b))},
         })
+        if str(s) in shared_for:
+            sh = shared_for[str(s)]
+            rows[-1] |= {"shared": str(sh), "shared_reload_ms": med(sh, "reload"),
+                         "shared_reload_open_ms": med(sh, "reload_open"),
+                         "shared_release_previous_ms": med(sh, "release"),
+                         "shared_first_run_ms": med(sh, "first_run"), "shared_steady_run_ms": med(sh, "steady_run"),
+                         "shared_first_run_excess_ms": med(sh, "first_run_excess"),
+                         "x_reload_over_shared_reload": reload / med(sh, "reload"),
+                         "x_shared_reload_over_switch_cold": med(sh, "reload") / cold}
+            rows[-1]["rounds"]["shared"] = results[(str(sh), api)]
     record = {**provenance("benchmarks.task_switch", argv), "length": args.length, "batch": 1,
               "switches_per_process": args.switches, "rounds": args.rounds,
               "notes": {"first_run_excess": "median over switches of (first run after the switch - the steady run "
@@ -388,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['swappable_first_run_excess_ms']:7.3f}ms {row['switch_warm_ms']:9.4f}ms {row['reload_ms']:7.2f}ms "
               f"{row['x_reload_over_switch_cold']:11.1f} {row['x_reload_open_over_switch_open']:9.1f} "
               f"{row['x_reload_over_switch_cold_with_first_run_excess']:13.1f}")
+        if "shared" in row:
+            print(f"{'':<11} shared: reload {row['shared_reload_ms']:.2f}ms (open {row['shared_reload_open_ms']:.2f}ms), "
+                  f"steady run {row['shared_steady_run_ms']:.3f}ms against baked {row['baked_steady_run_ms']:.3f}ms "
+                  f"and swappable {row['swappable_steady_run_ms']:.3f}ms")
     write_results(args.out, record)
     return 0
 

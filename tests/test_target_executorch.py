@@ -350,3 +350,16 @@ def test_shared_classifier_bundle_validates(tiny_bundle, tiny_runs):
     assert len(only) == 2, [c.name for c in report.checks]
     readme = (bundle / "README.md").read_text()
     assert "dataFilePaths" in readme and "backbone.ptd" in readme
+
+
+def test_task_switch_benchmark_opens_shared_programs_with_their_data_file(tiny_bundle):
+    """benchmarks/task_switch.py times a shared bundle's switch as a reload of the other task's
+    program with backbone.ptd (without the data file the program would not run)."""
+    from benchmarks.task_switch import _et_worker
+    from calora.export.manifest import read_manifest
+
+    bundle = tiny_bundle("executorch", "shared")
+    ids, mask = torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.long)
+    out = _et_worker(bundle, read_manifest(bundle), ["toy_a", "toy_b"], ids.numpy(), mask.numpy(), 2)
+    assert len(out["reload"]) == len(out["steady_run"]) == 2 and not out["switch_cold"]
+    assert all(v > 0 for v in out["reload_open"] + out["steady_run"])
