@@ -29,8 +29,8 @@ class Mode(str, enum.Enum):
     BAKED = "baked"  # one artifact per task, LoRA + recovery + head in the graph
     SWAPPABLE = "swappable"  # one shared backbone artifact + a small adapter file per task
     # One shared backbone weights file + a small program per task holding its graph and adapter
-    # (ExecuTorch program-data separation): each task runs at baked speed in the runtime's own LLM
-    # runner; a switch loads that task's program against the same weights file.
+    # (ExecuTorch program-data separation): each task runs at baked speed (generative ones in the
+    # runtime's own LLM runner); a switch loads that task's program against the same weights file.
     SHARED = "shared"
 
 
@@ -66,7 +66,7 @@ class AdapterDType(str, enum.Enum):
         if not allowed:
             raise ConfigError(f"--adapter-dtype {cls(requested).value}: {mode.value} programs keep the trained float32 "
                               "tensors in the graph. Drop the flag, or pass --mode swappable (adapter files) or --mode "
-                              "shared (ExecuTorch generative programs, float32 or int8)")
+                              "shared (ExecuTorch task programs, float32 or int8)")
         raise ConfigError(f"--adapter-dtype {cls(requested).value}: {mode.value} programs store the adapter as "
                           f"{' or '.join(d.value for d in allowed)}")
 

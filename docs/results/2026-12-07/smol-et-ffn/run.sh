@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# SmolLM2-135M as the rotten_tomatoes classifier on the ExecuTorch int8 FFN-pruned route
+# (`--compression int8+ffn:0.5+emb:int4`, per-token activations), the route that put MiniLM below
+# the do-it-yourself alternative: CA-LoRA trained from the default SmolLM2 teacher (imported from
+# the 5.7x run, bench_runs/smol-cls/runs-4.7x, so its uncompressed figures are the same), 1 epoch as
+# SmolLM2's default recipe, seed 0; exported baked and shared (int8 adapter), validated on the full
+# test split, timed beside the 5.7x int4 program and the alternative, CPU-X, 2026-12-07.
+# Run from the repository root with .venv/bin on PATH: `run.sh [STAGE...]`, stages train export validate latency.
+set -uo pipefail
+R=docs/results/2026-12-07/smol-et-ffn
+S=bench_runs/smol-ffn
+W=bench_runs/smol-cls/runs-4.7x
+STAGES=${*:-train export validate latency}
+step() { echo "== $(date -u +%H:%M:%S) $*"; "$@"; local rc=$?; echo "== $(date -u +%H:%M:%S) rc=$rc"; }
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+if has train; then
+  [ -f $S/rotten_tomatoes/calora/metrics.json ] || step calora-train --backbone smollm2-135m --task rotten_tomatoes \
+    --teacher $W/rotten_tomatoes/teacher --compression int8+ffn:0.5+emb:int4 --out $S
+  cp $S/rotten_tomatoes/calora/metrics.json $R/train_smollm2_int8_ffn50_metrics.json
+fi
+if has export; then
+  [ -f $S/bundles/et-baked/manifest.json ] || step calora-export --target executorch --mode baked \
+    --task rotten_tomatoes --runs $S --out $S/bundles/et-baked
+  [ -f $S/bundles/et-shared-int8/manifest.json ] || step calora-export --target executorch --mode shared \
+    --adapter-dtype int8 --task rotten_tomatoes --runs $S --out $S/bundles/et-shared-int8
+fi
+if has validate; then
+  step calora-validate $S/bundles/et-baked $S/bundles/et-shared-int8 --runs $S --report $R/parity --overwrite
+fi
+if has latency; then
+  step python -m benchmarks.classify_latency --runs $S --task rotten_tomatoes --bundles $S/bundles/et-baked \
+    $S/bundles/et-shared-int8 $W/bundles/et-baked-nocache --rounds 5 --examples 100 --work bench_runs/work \
+    --out $R/classify_latency_smollm2_int8_ffn50.json
+fi
