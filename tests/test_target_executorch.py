@@ -325,7 +325,7 @@ def test_shared_classifier_programs_load_one_backbone_file(tiny_export, adapter_
         assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9, task
         assert (got.argmax(-1) == other.argmax(-1)).float().mean() <= 0.5, task
         assert result.smoke[task]["max_abs_logit_error"] < limit
-    with pytest.raises(Exception):  # the backbone's weights are not in the program
+    with pytest.raises(RuntimeError, match="load method"):  # the backbone's weights are not in the program
         _load(sub / "toy_a.pte")[1].execute([ids[:1].contiguous(), mask[:1].contiguous()])
     # the backbone's bytes moved out of each program, not copied: program + data file ~ the baked program
     baked = (tiny_export("executorch", "baked")[1] / "executorch" / "toy_a.pte").stat().st_size
