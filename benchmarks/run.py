@@ -14,7 +14,8 @@ Profiles:
 - ``quick``: MiniLM on rotten_tomatoes and sms_spam at two compression levels (the default 4.7x
   and the 6.1x ``int4:g32+sparse:0.5+emb:int4``), rows teacher / CA-LoRA / LoRA from scratch /
   LoftQ-initialised LoRA, one seed; ONNX Runtime and ExecuTorch bundles (baked, and swappable with
-  both tasks on one backbone) validated on both tasks' full test splits; batch-1 latency (each
+  both tasks on one backbone; ExecuTorch also ``--mode shared``, one ``backbone.ptd`` and a program
+  per task) validated on both tasks' full test splits; batch-1 latency (each
   runtime's default threads and 1 thread), size and accuracy against the merged-fp32 +
   quantize_dynamic alternative (and beside it converted to .ort as calora converts its bundles; and
   rotten_tomatoes trained for ONNX Runtime's int8 kernels, ``int8+act:tensor+sparse:0.5+emb:int4``
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = work / f"runs-{level}"
         for target in prof.targets:
             pair = []
-            for mode in ("baked", "swappable"):  # every task in one bundle: swappable shares one backbone
+            # every task in one bundle: swappable and shared (ExecuTorch) keep one backbone for all of them
+            for mode in ("baked", "swappable", *(("shared",) if target == "executorch" else ())):
                 b = work / f"bundles-{level}" / f"{target}-{mode}"
                 steps.run(f"export-{level}-{target}-{mode}", b / "manifest.json",
                           [_bin("calora-export"), "--target", target, "--mode", mode, "--task", tasks,
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                     latency_bundles.append(b)
             if level == "4.7x" and target != "coreml" and len(prof.tasks) > 1:
                 switch_pairs += ["--baked", str(pair[0]), "--swappable", str(pair[1])]
+                switch_pairs += ["--shared", str(pair[2])] if len(pair) > 2 else []  # timed beside its pair
     latency_bundles += _ort_int8(steps, work, results, first)
     gen_bundles, gen_runs = _generative(steps, prof, work, results)
     latency = results / f"classify_latency_{first}.json"

@@ -227,3 +227,34 @@ def test_benchmark_run_trains_and_exports_each_ort_int8_route_with_flags_the_cli
     for name, cmd in calls:
         if name.startswith("export-"):
             assert export_parser().parse_args(cmd[1:]).target == "onnx"
+
+
+def test_benchmark_main_job_exports_times_and_switches_the_executorch_shared_classifier(monkeypatch, tmp_path):
+    """`benchmarks.run`'s quick profile, recorded instead of run: at each level the classification
+    tasks are also exported to ExecuTorch `--mode shared` (a command calora-export's parser takes),
+    validated, timed for latency, and timed for the task switch beside their baked/swappable pair."""
+    from benchmarks import run
+    from calora.export.cli import build_parser
+
+    calls: dict[str, list[str]] = {}
+
+    class Recorder:
+        def __init__(self, work):
+            pass
+
+        def run(self, name, done, cmd, ok=(0, 1)):
+            calls[name] = [str(c) for c in cmd]
+            return 0
+
+    monkeypatch.setattr(run, "Steps", Recorder)
+    assert run.main(["--profile", "quick", "--work", str(tmp_path)]) == 0
+    for level in run.LEVELS:
+        cmd = calls[f"export-{level}-executorch-shared"]
+        args = build_parser().parse_args(cmd[1:])
+        assert args.target == "executorch" and args.mode == "shared" and args.task == "rotten_tomatoes,sms_spam"
+        assert f"validate-{level}-executorch-shared" in calls
+        assert args.out in calls["latency"]
+    assert not any(n.startswith("export-") and n.endswith("onnx-shared") for n in calls)  # ExecuTorch only
+    switch = calls["task-switch"]
+    shared = str(tmp_path / "bundles-4.7x" / "executorch-shared")
+    assert switch[switch.index("--shared") + 1] == shared and switch.count("--shared") == 1
