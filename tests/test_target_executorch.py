@@ -363,3 +363,19 @@ def test_task_switch_benchmark_opens_shared_programs_with_their_data_file(tiny_b
     out = _et_worker(bundle, read_manifest(bundle), ["toy_a", "toy_b"], ids.numpy(), mask.numpy(), 2)
     assert len(out["reload"]) == len(out["steady_run"]) == 2 and not out["switch_cold"]
     assert all(v > 0 for v in out["reload_open"] + out["steady_run"])
+
+
+def test_shared_export_refuses_tasks_whose_backbone_bytes_differ(tmp_path):
+    """Every task program loads the one backbone.ptd: the first task writes it, a later task with
+    other backbone bytes (another compressed backbone) is one clear error, and the file is left as
+    the first task wrote it."""
+    from calora.targets.executorch_shared import _same_backbone
+    from calora.train.errors import CaloraError
+
+    ptd = tmp_path / "backbone.ptd"
+    first = _same_backbone(ptd, b"weights-a", None, "toy_a", "toy_a")
+    assert ptd.read_bytes() == first == b"weights-a"
+    assert _same_backbone(ptd, b"weights-a", first, "toy_b", "toy_a") == first
+    with pytest.raises(CaloraError, match="toy_c's backbone weights differ from toy_a's"):
+        _same_backbone(ptd, b"weights-c", first, "toy_c", "toy_a")
+    assert ptd.read_bytes() == b"weights-a"
