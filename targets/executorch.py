@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from calora.targets import adapter_codec
-from calora.targets.base import (AdapterDType, ArtifactFile, Attention, ExportJob, Mode, TargetResult, TensorSpec,
-                                keep_worst)
+from calora.targets.base import AdapterDType, ArtifactFile, Attention, ExportJob, Mode, TargetResult, TensorSpec
 from calora.train.errors import ConfigError
 
 ADAPTER_ORDER_KEY = "calora.input_order"
@@ -207,23 +206,11 @@ class ExecuTorchTarget:
 
         rewrites: list[dict[str, str]] = []
         if job.mode == Mode.BAKED:
-            weight_error: dict[str, float] = {}
-            for task in job.tasks:
-                model, werr, info = self._prepare(task.model, job.spec)
-                keep_worst(weight_error, werr)
-                rewrites.append(_rewrite(model, job))
-                data, stats, _ = self._lower(Baked(model), example)
-                _check_delegation(stats, info, task.name)
-                path = sub / f"{task.name}.pte"
-                path.write_bytes(data)
-                files.append(ArtifactFile.of(out_dir, path, "model", task.name))
-                got = _run_rows(path, [ids, mask], [])
-                with torch.no_grad():
-                    ref = Baked(task.model)(ids, mask)
-                from calora.export.graph import smoke_stats
+            from .executorch_shared import task_programs
 
-                smoke[task.name] = smoke_stats(ref, got, runtime_label)
-                notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes")
+            programs, weight_error, info = task_programs(self, job, sub, out_dir, example, (ids, mask), smoke, notes,
+                                                         rewrites, runtime_label)
+            files += programs
             task_switch = ("Baked: each task is its own .pte; switching tasks means loading another program "
                            "(Runtime.load_program + load_method) and XNNPACK re-initialising its delegate.")
         elif job.mode == Mode.SHARED:
