@@ -47,4 +47,10 @@ profile)  # ExecuTorch's event tracer on the before and after programs: delegate
     python -m benchmarks.et_profile $W/$b --task movie_dialog --decode-steps 16 --top 40 --threads 2 --out $R/et_profile_$b.json > $W/et_profile_$b.log 2>&1
     tail -3 $W/et_profile_$b.log
   done;;
+profile2)  # the same after et_profile also timed the calls untraced (traced / untraced), twice each, alternating
+  for r in 1 2; do for b in et-baked-all-before et-baked-all; do
+    echo "== $(date -u +%H:%M:%S) et_profile $b round $r"
+    python -m benchmarks.et_profile $W/$b --task movie_dialog --decode-steps 16 --top 40 --threads 2 --out $R/et_profile2_${b}_r$r.json > $W/et_profile2_${b}_r$r.log 2>&1
+    grep untraced $W/et_profile2_${b}_r$r.log
+  done; done;;
 esac
