@@ -53,4 +53,11 @@ profile2)  # the same after et_profile also timed the calls untraced (traced / u
     python -m benchmarks.et_profile $W/$b --task movie_dialog --decode-steps 16 --top 40 --threads 2 --out $R/et_profile2_${b}_r$r.json > $W/et_profile2_${b}_r$r.log 2>&1
     grep untraced $W/et_profile2_${b}_r$r.log
   done; done;;
+  # run again at 20:14; its files were renamed et_profile3_* afterwards, and the 20:01 ones restored from git
+profile1t)  # the same at one XNNPACK thread
+  for r in 1 2; do for b in et-baked-all-before et-baked-all; do
+    echo "== $(date -u +%H:%M:%S) et_profile $b 1 thread round $r"
+    python -m benchmarks.et_profile $W/$b --task movie_dialog --decode-steps 16 --top 40 --threads 1 --out $R/et_profile1t_${b}_r$r.json > $W/et_profile1t_${b}_r$r.log 2>&1
+    grep untraced $W/et_profile1t_${b}_r$r.log
+  done; done;;
 esac
