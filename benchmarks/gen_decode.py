@@ -7,7 +7,8 @@ the task's teacher LoRA, Hugging Face's own KV cache). Greedy, batch 1.
 
 Each configuration runs in its own worker process (loaded once), and the configurations take turns
 round by round on the same prompts; the medians are reported, because the machine is shared and
-noisy. Separate processes because in one process the runtimes' thread pools share the cores:
+noisy, and each configuration's median decode speed per round too (`decode_tokens_per_s_by_round`),
+so two configurations can be compared round by round. Separate processes because in one process the runtimes' thread pools share the cores:
 ONNX Runtime's and XNNPACK's workers keep spinning for a while after a run, into the next
 configuration's time. `--threads N` gives every runtime N intra-op threads; by default each keeps
 its own, and they differ: on 2 x86 cores onnxruntime-genai 0.18 ran one thread while ExecuTorch's
@@ -308,18 +309,23 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for i, spec in enumerate(tqdm(specs, desc="loading configurations", unit="config")):
                 workers.append(_Worker({**spec, "data": str(data)}, Path(tmp) / f"worker{i}.log"))
-            samples = [{"prefill": [], "decode": []} for _ in workers]
+            samples = [{"prefill": [], "decode": [], "rounds": []} for _ in workers]
             for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
                 for w, got in zip(workers, samples):  # interleaved: each round runs every configuration once
                     r = w.ask("round")
                     got["prefill"] += r["prefill"]
                     got["decode"] += r["decode"]
+                    got["rounds"].append(statistics.median(r["decode"]))
             rows = []
             for w, got in zip(tqdm(workers, desc="held-out perplexity", unit="config"), samples):
                 row = {k: w.info[k] for k in ("runtime", "bundle", "variant")}
                 row.update({"prefill_tokens_per_s": statistics.median(got["prefill"]),
                             "decode_tokens_per_s": statistics.median(got["decode"]),
-                            "generations": len(got["decode"]), "bytes": w.info["bytes"]})
+                            "generations": len(got["decode"]), "bytes": w.info["bytes"],
+                            # per round, so two configurations can be compared round by round: the pairs
+                            # share the machine's state of that minute, which drifts by more than many
+                            # of the differences measured (docs/RESULTS.md section 5, 2026-12-07)
+                            "decode_tokens_per_s_by_round": [round(x, 2) for x in got["rounds"]]})
                 if w.info["scored"] and held_out is not None:
                     row["perplexity"] = w.ask("perplexity")["perplexity"]
                 rows.append(row)

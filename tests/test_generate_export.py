@@ -560,6 +560,8 @@ def test_decode_benchmark_runs_each_configuration_in_its_own_process(gen_bundle,
     rows = {r["variant"]: r for r in result["rows"]}
     assert set(rows) == {"swappable with adapter", "swappable, no adapter"}
     assert all(r["generations"] == 4 and r["decode_tokens_per_s"] > 0 for r in rows.values())
+    assert all(len(r["decode_tokens_per_s_by_round"]) == 2 and min(r["decode_tokens_per_s_by_round"]) > 0
+               for r in rows.values())  # one median per round, for round-by-round ratios
     assert np.isfinite(rows["swappable with adapter"]["perplexity"]) and "perplexity" not in rows["swappable, no adapter"]
 
 
