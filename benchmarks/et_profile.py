@@ -15,9 +15,9 @@ ExecuTorch's event tracer on. Prints and writes the top events: portable kernels
 whole call; their share is of `Method::execute`. `ms_per_decode_step` leaves the prefill out;
 `--threads N` sizes XNNPACK's threadpool (default: ExecuTorch's own, every core here).
 
-The tracer's own cost grows with the number of events, so the same calls also run on an untraced
-load of the program (before and after the traced run): `untraced_decode_ms_median` is the speed to
-quote, and `tracer_overhead` (traced / untraced) says how far the event times are inflated.
+The tracer adds its own cost to every call, so the same calls also run on an untraced load of the
+program (before and after the traced run): `untraced_decode_ms_median` is the speed to quote, and
+`tracer_overhead` (traced / untraced) says how far the event times are inflated.
 """
 
 from __future__ import annotations
@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return call_row(), [call_row() for _ in range(args.runs)]
 
-    # The tracer times every event, so it adds a cost per delegate call and per portable kernel: a graph
-    # with many small events looks slower traced than it runs (2026-12-07: 122 against 33 delegate calls
-    # per SmolLM2 step profiled 1.14x apart and ran at the same speed). So the same calls also run on an
-    # untraced load of the program, before and after the traced one, and the record keeps both.
+    # The tracer's own cost (1.05-1.16x per SmolLM2 decode step, 2026-12-07) and this machine's drift
+    # (two profiles of the same programs 13 minutes apart disagreed by 1.3x) both distort traced times;
+    # so the same calls also run on an untraced load of the program, before and after the traced one,
+    # and the record keeps both.
     plain = load(traced=False)
     untraced = session(plain)[1]
     module = load(traced=True)

@@ -8,9 +8,9 @@ the task's teacher LoRA, Hugging Face's own KV cache). Greedy, batch 1.
 Each configuration runs in its own worker process (loaded once), and the configurations take turns
 round by round on the same prompts; the medians are reported, because the machine is shared and
 noisy, and each configuration's median decode speed per round too (`decode_tokens_per_s_by_round`),
-so two configurations can be compared round by round. Separate processes because in one process the runtimes' thread pools share the cores:
-ONNX Runtime's and XNNPACK's workers keep spinning for a while after a run, into the next
-configuration's time. `--threads N` gives every runtime N intra-op threads; by default each keeps
+so two configurations can be compared round by round. Separate processes because in one process
+the runtimes' thread pools share the cores: ONNX Runtime's and XNNPACK's workers keep spinning for
+a while after a run, into the next configuration's time. `--threads N` gives every runtime N intra-op threads; by default each keeps
 its own, and they differ: on 2 x86 cores onnxruntime-genai 0.18 ran one thread while ExecuTorch's
 XNNPACK and PyTorch ran two (docs/RESULTS.md, section 5).
 

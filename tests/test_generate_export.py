@@ -685,5 +685,5 @@ def test_executorch_shared_program_profiles_without_cache_copies(gen_bundle, tmp
     # Decode steps are reported apart from the prefill: per step, less than the whole run.
     execute = next(e for e in record["events"] if e["event"] == "Method::execute")
     assert 0 < execute["ms_per_decode_step"] * 2 < execute["ms_total"] and record["threads"] == "default", execute
-    # The same steps untraced (the speed to quote: the tracer's cost grows with the events it times).
+    # The same steps untraced: the speed to quote (the tracer adds its own cost to every call).
     assert 0 < record["untraced_decode_ms_median"] and 0 < record["tracer_overhead"] < 20, record
