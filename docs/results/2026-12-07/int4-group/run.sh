@@ -14,6 +14,13 @@ train)  # the same imported teacher (the default recipe's, 81.3 test), seed 0, g
       --compression int4:g$g+sparse:0.5+emb:int8 --teacher $T --out $W/runs-g$g > $W/train-g$g.log 2>&1
     tail -4 $W/train-g$g.log; cp $W/runs-g$g/rotten_tomatoes/calora/metrics.json $R/metrics_g$g.json
   done;;
+seeds)  # seeds 1 and 2 of both groups, the same teacher (quality only; not exported)
+  for s in 1 2; do for g in 32 128; do
+    echo "== $(date -u +%H:%M:%S) train g$g seed $s"
+    [ -f $W/runs-g$g-s$s/rotten_tomatoes/calora/metrics.json ] || /usr/bin/time -f "%e s" calora-train --task rotten_tomatoes \
+      --compression int4:g$g+sparse:0.5+emb:int8 --teacher $T --seed $s --out $W/runs-g$g-s$s > $W/train-g$g-s$s.log 2>&1
+    tail -3 $W/train-g$g-s$s.log | head -2; cp $W/runs-g$g-s$s/rotten_tomatoes/calora/metrics.json $R/metrics_g${g}_seed$s.json
+  done; done;;
 export)
   for g in 32 128; do
     echo "== $(date -u +%H:%M:%S) export g$g"
