@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from calora.targets import adapter_codec
-from calora.targets.base import AdapterDType, ArtifactFile, Attention, ExportJob, Mode, TargetResult, TensorSpec
+from calora.targets.base import (AdapterDType, ArtifactFile, Attention, ExportJob, Mode, TargetResult, TensorSpec,
+                                keep_worst, step)
 from calora.train.errors import ConfigError
 
 ADAPTER_ORDER_KEY = "calora.input_order"
@@ -206,8 +207,6 @@ class ExecuTorchTarget:
 
         rewrites: list[dict[str, str]] = []
         if job.mode == Mode.BAKED:
-            from .executorch_shared import task_programs
-
             programs, weight_error, info = task_programs(self, job, sub, out_dir, example, (ids, mask), smoke, notes,
                                                          rewrites, runtime_label)
             files += programs
@@ -308,6 +307,57 @@ class ExecuTorchTarget:
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+
+def task_programs(target, job: ExportJob, sub: Path, out_dir: Path, example: tuple, rows: tuple, smoke: dict,
+                  notes: list[str], rewrites: list[dict], runtime_label: str,
+                  data_file: Path | None = None) -> tuple[list[ArtifactFile], dict[str, float], dict]:
+    """Classification: one ``<task>.pte`` per task, lowered from its baked model, smoke-run in
+    ExecuTorch's runtime against PyTorch. With `data_file` (shared mode) every backbone constant is
+    tagged out to that file, which must come out byte-identical for every task, and the adapter
+    (LoRA, recovery, head; int8 codes under `--adapter-dtype int8`) stays in the program; without
+    it (baked) the program holds every weight. Appends smoke results and notes; returns (the
+    programs' files, weight error, the backbone's quantization info)."""
+    import torch
+
+    from calora.export.graph import Baked, adapter_names, smoke_stats
+
+    from .executorch_shared import _same_backbone, adapter_modules, int8_adapter
+
+    int8 = data_file is not None and job.deployed_adapter_dtype == AdapterDType.INT8
+    weight_error: dict[str, float] = {}
+    info: dict = {}
+    programs: list[ArtifactFile] = []
+    backbone: bytes | None = None
+    for task in job.tasks:
+        model, werr, info = target._prepare(task.model, job.spec)
+        keep_worst(weight_error, werr)
+        rewrites.append(_rewrite(model, job))
+        keep, where = None, "every weight inside"
+        if data_file is not None:
+            names = adapter_names(model)
+            if int8:
+                int8_adapter(model, names)
+            keep = adapter_modules(names, "model.")
+            where = f"against the shared {data_file.name} ({job.deployed_adapter_dtype.value} adapter)"
+        with step(f"executorch: lowering {task.name}.pte, {where}"):
+            data, stats, weights = target._lower(Baked(model), example, keep=keep)
+        _check_delegation(stats, info, task.name)
+        if data_file is not None:
+            backbone = _same_backbone(data_file, weights, backbone, task.name, job.tasks[0].name)
+        path = sub / f"{task.name}.pte"
+        path.write_bytes(data)
+        programs.append(ArtifactFile.of(out_dir, path, "model", task.name))
+        _program, method = _load(path, data_file)  # as an app loads it (a shared program with its data file)
+        got = _run_rows(method, list(rows), [])
+        with torch.no_grad():
+            ref = Baked(task.model)(*rows)
+        smoke[task.name] = smoke_stats(ref, got, runtime_label)
+        inside = ("" if data_file is None else f" (graph and {job.deployed_adapter_dtype.value} adapter; the "
+                  f"backbone's weights are in {data_file.name})")
+        notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes{inside}")
+    return programs, weight_error, info
+
+
 
 def _rewrite(model, job: ExportJob) -> dict[str, str]:
     """--attention fused (default): attention and norms as XNNPACK operators (`executorch_graph`);

@@ -22,7 +22,7 @@ from torch import nn
 from calora.export.decoder import DecoderShape, StaticCache
 
 from . import adapter_codec
-from .base import AdapterDType, ArtifactFile, ExportJob, keep_worst, step
+from .base import AdapterDType, ArtifactFile, ExportJob, step
 from .generation import smoke as smoke_run
 
 BACKBONE_DATA = "backbone"  # the external-data tag, and so the name of executorch/backbone.ptd
@@ -191,64 +191,18 @@ def export_shared(job: ExportJob, sub: Path, out_dir: Path, shape: DecoderShape,
                    "load, as for a baked model); decoding then runs at baked speed.")
 
 
-def task_programs(target, job: ExportJob, sub: Path, out_dir: Path, example: tuple, rows: tuple, smoke: dict,
-                  notes: list[str], rewrites: list[dict], runtime_label: str,
-                  data_file: Path | None = None) -> tuple[list[ArtifactFile], dict[str, float], dict]:
-    """Classification: one ``<task>.pte`` per task, lowered from its baked model, smoke-run in
-    ExecuTorch's runtime against PyTorch. With `data_file` (shared mode) every backbone constant is
-    tagged out to that file, which must come out byte-identical for every task, and the adapter
-    (LoRA, recovery, head; int8 codes under `--adapter-dtype int8`) stays in the program; without
-    it (baked) the program holds every weight. Appends smoke results and notes; returns (the
-    programs' files, weight error, the backbone's quantization info)."""
-    from calora.export.graph import Baked, adapter_names, smoke_stats
-
-    from .executorch import _check_delegation, _describe, _load, _rewrite, _run_rows
-
-    int8 = data_file is not None and job.deployed_adapter_dtype == AdapterDType.INT8
-    weight_error: dict[str, float] = {}
-    info: dict = {}
-    programs: list[ArtifactFile] = []
-    backbone: bytes | None = None
-    for task in job.tasks:
-        model, werr, info = target._prepare(task.model, job.spec)
-        keep_worst(weight_error, werr)
-        rewrites.append(_rewrite(model, job))
-        keep, where = None, "every weight inside"
-        if data_file is not None:
-            names = adapter_names(model)
-            if int8:
-                int8_adapter(model, names)
-            keep = adapter_modules(names, "model.")
-            where = f"against the shared {data_file.name} ({job.deployed_adapter_dtype.value} adapter)"
-        with step(f"executorch: lowering {task.name}.pte, {where}"):
-            data, stats, weights = target._lower(Baked(model), example, keep=keep)
-        _check_delegation(stats, info, task.name)
-        if data_file is not None:
-            backbone = _same_backbone(data_file, weights, backbone, task.name, job.tasks[0].name)
-        path = sub / f"{task.name}.pte"
-        path.write_bytes(data)
-        programs.append(ArtifactFile.of(out_dir, path, "model", task.name))
-        _program, method = _load(path, data_file)  # as an app loads it (a shared program with its data file)
-        got = _run_rows(method, list(rows), [])
-        with torch.no_grad():
-            ref = Baked(task.model)(*rows)
-        smoke[task.name] = smoke_stats(ref, got, runtime_label)
-        inside = ("" if data_file is None else f" (graph and {job.deployed_adapter_dtype.value} adapter; the "
-                  f"backbone's weights are in {data_file.name})")
-        notes.append(f"{task.name}.pte: {_describe(stats, info)}; {path.stat().st_size} bytes{inside}")
-    return programs, weight_error, info
-
-
 def export_shared_classifier(target, job: ExportJob, sub: Path, out_dir: Path, example: tuple, rows: tuple,
                              files: list[ArtifactFile], smoke: dict, notes: list[str], rewrites: list[dict],
                              runtime_label: str) -> tuple[dict[str, float], dict, str]:
-    """Classification tasks in shared mode (`task_programs` with the one ``backbone.ptd``). Appends
+    """Classification tasks in shared mode (`executorch.task_programs` with the one ``backbone.ptd``). Appends
     the files, smoke results and notes; returns (weight error, the backbone's quantization info,
     the task-switch sentence).
 
     Why: a swappable program takes the adapter as inputs, so XNNPACK runs those linears with
     non-constant weights and packs them on every call (0.4-0.7 ms per example for MiniLM on x86);
     here they are constants, packed once when the task's program loads."""
+    from .executorch import task_programs
+
     ptd = sub / f"{BACKBONE_DATA}.ptd"
     int8 = job.deployed_adapter_dtype == AdapterDType.INT8
     programs, weight_error, info = task_programs(target, job, sub, out_dir, example, rows, smoke, notes, rewrites,
