@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from calora.train.backbones import load_classifier
-from calora.train.compress import compress_model, compressible_linears, fingerprint, magnitude_mask, stored_size
-from calora.train.errors import BackboneError
+from calora.train.compress import (check_group_sizes, compress_model, compressible_linears, fingerprint, magnitude_mask,
+                                   stored_size)
+from calora.train.errors import BackboneError, ConfigError
 from calora.train.quant import QuantLinear
 from calora.train.spec import CompressionSpec, SparsityPattern
 
@@ -81,3 +82,34 @@ def test_bnb_nf4_on_cpu(tiny_bert):
     out, want = model(input_ids=IDS, attention_mask=MASK).logits, ref(input_ids=IDS, attention_mask=MASK).logits
     assert out.shape == want.shape and not torch.equal(out, want)
     assert fingerprint(model) == fingerprint(_compressed(tiny_bert, "nf4"))
+
+
+@pytest.mark.parametrize("text", ["int4:g32", "int4:g64", "int4:g128", "int4:g64+ffn:0.25", "int4:g32+ffn:0.25",
+                                  "int4:g64+heads:0.25", "int4:g16+heads:0.25", "int8+ffn:0.25", "int4:g32+emb:int4"])
+def test_group_check_agrees_with_compression(tiny_bert, text):
+    """The early check (run before the teacher trains) refuses exactly the specs compression would
+    refuse later. tiny_bert: 64 hidden, 128 FFN, 4 heads of 16; ffn:0.25 leaves 96, heads:0.25 48."""
+    spec = CompressionSpec.parse(text)
+    try:
+        check_group_sizes(load_classifier(tiny_bert, 2, seed=0), spec)
+        refused = None
+    except ConfigError as exc:
+        refused = str(exc)
+    try:
+        compress_model(load_classifier(tiny_bert, 2, seed=0), spec)
+        compressed = True
+    except BackboneError:
+        compressed = False
+    assert (refused is None) == compressed, refused
+    if refused:
+        assert refused.startswith(f"--compression {spec}: int4 group size {spec.group_size} does not divide")
+
+
+def test_group_check_names_the_layer_the_pruning_and_what_fits(tiny_bert):
+    with pytest.raises(ConfigError) as exc:
+        check_group_sizes(load_classifier(tiny_bert, 2, seed=0), CompressionSpec.parse("int4:g64+ffn:0.25"))
+    assert "the 96 input features of bert.encoder.layer.0.output.dense after ffn:0.25" in str(exc.value)
+    assert str(exc.value).endswith("group sizes that divide every linear of this backbone: int4:g16, int4:g32")
+    with pytest.raises(ConfigError, match="the 64 input features of bert.encoder.layer.0.attention.self.query;.*"
+                                          "int4:g16, int4:g32, int4:g64$"):
+        check_group_sizes(load_classifier(tiny_bert, 2, seed=0), CompressionSpec.parse("int4:g128"))

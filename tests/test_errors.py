@@ -36,6 +36,16 @@ def test_bad_flags_exit_non_zero_with_one_line(capsys, tmp_path, argv, words):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
 
 
+def test_group_size_that_does_not_fit_is_refused_before_the_teacher_trains(capsys, tmp_path, tiny_bert, sentiment_csv):
+    argv = ["--backbone", tiny_bert, "--task", "toy", "--data", sentiment_csv, "--out", str(tmp_path), *SMALL]
+    rc, err = _run(capsys, *argv[:-1], "int4:g128")  # tiny_bert's 64 hidden features: 128 does not divide them
+    errors = [line for line in err.splitlines() if line.startswith("calora-train: error:")]
+    assert rc == 2 and len(errors) == 1, err
+    assert "--compression int4:g128: int4 group size 128 does not divide the 64 input features" in errors[0]
+    assert errors[0].endswith("int4:g16, int4:g32, int4:g64") and "Traceback" not in err
+    assert "teacher:" not in err and not (tmp_path / "toy" / "teacher").exists()  # refused before training
+
+
 def test_missing_column_and_empty_split(capsys, tmp_path, tiny_bert):
     data = tmp_path / "d.csv"
     data.write_text("sentence,label\nhello,1\n")

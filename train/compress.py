@@ -12,7 +12,7 @@ import hashlib
 import torch
 from torch import nn
 
-from .errors import BackboneError
+from .errors import BackboneError, ConfigError
 from .quant import QuantEmbedding, QuantLinear, TiedLMHead
 from .spec import CompressionSpec, EmbeddingQuant, QuantScheme, SparsityPattern
 
@@ -79,24 +79,30 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float, pattern: SparsityPatte
 KeptChannels = dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]
 
 
+def _kept(width: int, fraction: float) -> int:
+    """How many of `width` channels (or heads) structured pruning keeps."""
+    return width - int(round(fraction * width))
+
+
+def _ffn_blocks(model: nn.Module):
+    """Each FFN block of the backbone as (input linears, output linear, their owners' attributes):
+    Llama-style gate/up/down or BERT-style intermediate/output."""
+    for module in backbone_of(model).modules():
+        if hasattr(module, "gate_proj") and hasattr(module, "up_proj") and hasattr(module, "down_proj"):
+            yield ([module.gate_proj, module.up_proj], module.down_proj,
+                   [(module, "gate_proj"), (module, "up_proj")], (module, "down_proj"))
+        elif hasattr(module, "intermediate") and hasattr(module, "output") and hasattr(module.intermediate, "dense"):
+            yield [module.intermediate.dense], module.output.dense, [(module.intermediate, "dense")], (module.output, "dense")
+
+
 def _prune_ffn(model: nn.Module, fraction: float, kept: KeptChannels) -> int:
     """Remove the lowest-scoring FFN channels in every layer (same count per layer). Returns the
     new intermediate size. Score of channel j: ||W_in[j, :]|| * ||W_out[:, j]||."""
     names = {id(m): n for n, m in model.named_modules()}
     new_size = None
-    for module in backbone_of(model).modules():
-        if hasattr(module, "gate_proj") and hasattr(module, "up_proj") and hasattr(module, "down_proj"):
-            ins, out = [module.gate_proj, module.up_proj], module.down_proj
-            owners = [(module, "gate_proj"), (module, "up_proj")]
-            out_owner = (module, "down_proj")
-        elif hasattr(module, "intermediate") and hasattr(module, "output") and hasattr(module.intermediate, "dense"):
-            ins, out = [module.intermediate.dense], module.output.dense
-            owners = [(module.intermediate, "dense")]
-            out_owner = (module.output, "dense")
-        else:
-            continue
+    for ins, out, owners, out_owner in list(_ffn_blocks(model)):  # list: the loop replaces the blocks' linears
         width = out.weight.shape[1]
-        keep_n = width - int(round(fraction * width))
+        keep_n = _kept(width, fraction)
         score = out.weight.detach().float().norm(dim=0)
         for lin in ins:
             score = score * lin.weight.detach().float().norm(dim=1)
@@ -143,7 +149,7 @@ def _prune_heads(model: nn.Module, fraction: float, kept: KeptChannels) -> None:
         raise BackboneError(f"heads pruning supports BERT-family backbones only, not {type(backbone).__name__}")
     n_heads = model.config.num_attention_heads
     head_dim = model.config.hidden_size // n_heads
-    keep_n = n_heads - int(round(fraction * n_heads))
+    keep_n = _kept(n_heads, fraction)
     if keep_n <= 0:
         raise BackboneError(f"heads pruning of {fraction} would remove all {n_heads} heads")
     names = {id(m): n for n, m in model.named_modules()}
@@ -164,6 +170,46 @@ def _prune_heads(model: nn.Module, fraction: float, kept: KeptChannels) -> None:
 
 
 # ---- the whole spec -----------------------------------------------------------------------------
+#: Group sizes suggested when one does not fit: the power-of-two blocks the int4 kernels take
+#: (XNNPACK's blockwise int4, ONNX Runtime's MatMulNBits).
+_GROUPS = (16, 32, 64, 128, 256)
+
+
+def check_group_sizes(model: nn.Module, spec: CompressionSpec) -> None:
+    """Refuse, before anything is trained, an int4 group that does not divide the input features of
+    every linear as compression will leave them (after structured pruning), or an int4 embedding
+    group that does not divide the embedding width. `compress_model` would refuse them too, but
+    only after the teacher has trained; this names --compression and the groups that would fit."""
+    if spec.quant == QuantScheme.INT4 and spec.group_size:
+        widths = {n: model.get_submodule(n).in_features for n in compressible_linears(model)
+                  if isinstance(model.get_submodule(n), nn.Linear)}
+        pruned = {}
+        names = {id(m): n for n, m in model.named_modules()}
+        if spec.prune_ffn:
+            for _, out, _, _ in _ffn_blocks(model):
+                pruned[names[id(out)]] = (_kept(out.in_features, spec.prune_ffn), f"ffn:{spec.prune_ffn:g}")
+        layers = getattr(getattr(backbone_of(model), "encoder", None), "layer", None)
+        if spec.prune_heads and layers is not None and hasattr(layers[0], "attention"):
+            n_heads = model.config.num_attention_heads
+            width = _kept(n_heads, spec.prune_heads) * (model.config.hidden_size // n_heads)
+            for layer in layers:
+                pruned[names[id(layer.attention.output.dense)]] = (width, f"heads:{spec.prune_heads:g}")
+        widths.update({n: w for n, (w, _) in pruned.items() if n in widths})
+        bad = next((n for n, w in widths.items() if w % spec.group_size), None)
+        if bad is not None:
+            fits = [g for g in _GROUPS if all(w % g == 0 for w in widths.values())]
+            after = f" after {pruned[bad][1]}" if bad in pruned else ""
+            raise ConfigError(
+                f"--compression {spec}: int4 group size {spec.group_size} does not divide the {widths[bad]} input "
+                f"features of {bad}{after}; group sizes that divide every linear of this backbone: "
+                f"{', '.join(f'int4:g{g}' for g in fits) or 'none of ' + ', '.join(map(str, _GROUPS))}")
+    group = spec.embeddings.group_size
+    emb = model.get_input_embeddings()
+    if group and emb is not None and emb.embedding_dim % group:
+        raise ConfigError(f"--compression emb:{spec.embeddings.value}: its group of {group} does not divide the token "
+                          f"embeddings' width {emb.embedding_dim}")
+
+
 @torch.no_grad()
 def compress_model(model: nn.Module, spec: CompressionSpec, kept: KeptChannels | None = None) -> nn.Module:
     """Compress `model`'s backbone in place (structured pruning, magnitude pruning, quantization)

@@ -14,8 +14,8 @@ from . import __version__
 from .adapters import adapted_layers
 from .artifacts import SCHEMA_VERSION, attach_recovery, read_json, save_student, write_json
 from .backbones import DEFAULT_LORA_TARGETS, family, head_modules, load_tokenizer, resolve
-from .compress import (KeptChannels, compressible_linears, compress_model, fingerprint, inherit_through_pruning,
-                       stored_size)
+from .compress import (KeptChannels, check_group_sizes, compressible_linears, compress_model, fingerprint,
+                       inherit_through_pruning, stored_size)
 from .config import CALoRASettings, RunConfig
 from .errors import AdapterMismatchError, ConfigError, DegenerateModelError, OutputPathError
 from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
@@ -174,6 +174,7 @@ def prepare(cfg: RunConfig) -> Context:
     task_dir = Path(cfg.out) / cfg.task
     teacher = kind.load_model(cfg.backbone, task_block(cfg, task, tokenizer, kind), cfg.train.seed, tokenizer)
     _check_max_length(cfg, teacher)
+    check_group_sizes(teacher, cfg.compression)  # before the teacher trains, not after
     fam = family(teacher)
     teacher_dir = task_dir / "teacher"
     recipe = {"backbone": cfg.backbone, "lora": cfg.to_dict()["lora"], "train": cfg.to_dict()["train"],
