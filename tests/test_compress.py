@@ -113,3 +113,26 @@ def test_group_check_names_the_layer_the_pruning_and_what_fits(tiny_bert):
     with pytest.raises(ConfigError, match="the 64 input features of bert.encoder.layer.0.attention.self.query;.*"
                                           "int4:g16, int4:g32, int4:g64$"):
         check_group_sizes(load_classifier(tiny_bert, 2, seed=0), CompressionSpec.parse("int4:g128"))
+
+
+@pytest.mark.parametrize("text", ["int8+emb:int4", "int4:g16+emb:int4"])
+def test_group_check_refuses_an_embedding_width_the_int4_table_cannot_group(text):
+    """A 48-wide embedding cannot be cut into int4 groups of 32: the early check names the flag and
+    the width, and compression refuses the same spec (so the two cannot drift). The linears fit
+    (int8, or groups of 16 over 48 and 96 features), so only the embedding branch can refuse."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def model():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=40, hidden_size=48, num_hidden_layers=1, num_attention_heads=4, intermediate_size=96,
+            max_position_embeddings=16))
+
+    spec = CompressionSpec.parse(text)
+    with pytest.raises(ConfigError) as exc:
+        check_group_sizes(model(), spec)
+    assert str(exc.value) == ("--compression emb:int4: its group of 32 does not divide the token embeddings' "
+                              "width 48")
+    with pytest.raises(BackboneError, match="emb:int4: cannot quantize the token embeddings"):
+        compress_model(model(), spec)
+    check_group_sizes(model(), CompressionSpec.parse(text.replace("+emb:int4", "+emb:int8")))
