@@ -44,6 +44,17 @@ def test_group_size_that_does_not_fit_is_refused_before_the_teacher_trains(capsy
     assert "--compression int4:g128: int4 group size 128 does not divide the 64 input features" in errors[0]
     assert errors[0].endswith("int4:g16, int4:g32, int4:g64") and "Traceback" not in err
     assert "teacher:" not in err and not (tmp_path / "toy" / "teacher").exists()  # refused before training
+    assert not (tmp_path / "toy").exists()  # and the task folder the run had made is gone again
+    new = tmp_path / "new" / "runs"  # so are the --out folders it made on the way
+    rc, _ = _run(capsys, *[str(new) if a == str(tmp_path) else a for a in argv[:-1]], "int4:g128")
+    assert rc == 2 and not (tmp_path / "new").exists()
+    from calora.train.outputs import OutputKind, write_marker
+
+    (tmp_path / "toy").mkdir()  # a task folder of an earlier run (its marker only) existed before: it stays
+    write_marker(tmp_path / "toy", OutputKind.TASK, "calora-train")
+    before = sorted(p.name for p in (tmp_path / "toy").iterdir())
+    assert _run(capsys, *argv[:-1], "int4:g128")[0] == 2
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == before
 
 
 def test_missing_column_and_empty_split(capsys, tmp_path, tiny_bert):

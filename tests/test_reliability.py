@@ -114,7 +114,7 @@ def test_train_max_length_beyond_the_backbone(capsys, tmp_path, tiny_bert, csv_f
     rc, err = run(train_main, capsys, ["--backbone", tiny_bert, "--task", "t", "--data", csv_file(_rows()), "--out",
                                        tmp_path / "r", *SMALL, "--max-length", "128"], "calora-train")
     assert rc == 2 and "--max-length 128: the backbone" in one_error(err, "calora-train") and "64 positions" in err
-    assert not list((tmp_path / "r").rglob("*.safetensors"))
+    assert not (tmp_path / "r").exists()  # refused once the backbone was loaded: the folder made for it is gone
 
 
 DATA_CASES = [
@@ -486,6 +486,28 @@ def test_sigterm_exits_143_and_removes_the_partial_output(capsys, tmp_path):
     rc = run_cli("calora-export", argparse.Namespace(verbose=True, debug=False), body)
     assert rc == 143 and "interrupted (SIGTERM)" in one_error(capsys.readouterr().err, "calora-export")
     assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_failed_run_removes_only_the_empty_folders_it_made(tmp_path):
+    """Folders made by a block that fails go again while they hold only calora's marker; one that
+    holds anything else (a checkpoint of an interrupted run) stays, and so do the folders above it."""
+    from calora.train.outputs import OutputKind, removed_if_unused, write_marker
+
+    task = tmp_path / "runs" / "t"
+    with pytest.raises(ValueError), removed_if_unused(task):
+        task.mkdir(parents=True)
+        write_marker(task, OutputKind.TASK)
+        raise ValueError("refused after the folder was made")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt), removed_if_unused(task):
+        task.mkdir(parents=True)
+        write_marker(task, OutputKind.TASK)
+        (task / "checkpoint.pt").write_bytes(b"resume from here")
+        raise KeyboardInterrupt
+    assert (task / "checkpoint.pt").read_bytes() == b"resume from here"
+    with removed_if_unused(tmp_path / "ok"):  # success: nothing is removed
+        (tmp_path / "ok").mkdir()
+    assert (tmp_path / "ok").is_dir()
 
 
 def test_stale_temporaries_of_a_killed_run_are_swept(tmp_path):

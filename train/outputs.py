@@ -87,6 +87,29 @@ def write_marker(folder: Path, kind: OutputKind, command: str = "") -> None:
     (Path(folder) / MARKER).write_text(json.dumps({"kind": kind.value, "command": command}, sort_keys=True) + "\n")
 
 
+@contextmanager
+def removed_if_unused(folder: Path, enabled: bool = True) -> Iterator[None]:
+    """Run the block; if it fails, remove again the folders up to `folder` that did not exist before
+    it and still hold nothing but calora's marker. A flag refused once the model is loaded (an int4
+    group the backbone's widths do not take) then leaves no empty output folder behind; a folder with
+    anything else in it (a checkpoint, a saved teacher) is kept."""
+    folder = Path(folder).expanduser().absolute()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        if enabled:
+            for p in created:
+                try:
+                    if not p.is_dir() or p.is_symlink() or {q.name for q in p.iterdir()} - {MARKER}:
+                        break
+                    (p / MARKER).unlink(missing_ok=True)
+                    p.rmdir()
+                except OSError:  # tidying must never hide the error that stopped the run
+                    break
+        raise
+
+
 def _is_within(inner: Path, outer: Path) -> bool:
     """True when `inner` is `outer` or lies inside it (both resolved)."""
     return inner == outer or outer in inner.parents

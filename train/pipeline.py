@@ -18,7 +18,7 @@ from .compress import (KeptChannels, check_group_sizes, compressible_linears, co
                        inherit_through_pruning, stored_size)
 from .config import CALoRASettings, RunConfig
 from .errors import AdapterMismatchError, ConfigError, DegenerateModelError, OutputPathError
-from .outputs import AtomicDir, OutputKind, check_output, output_kind, write_marker
+from .outputs import AtomicDir, OutputKind, check_output, output_kind, removed_if_unused, write_marker
 from .processes import barrier, is_main, num_processes
 from .peft_io import LoraAdapter, attach_lora, copy_lora_dir, new_lora_config, read_lora_dir, write_lora_dir
 from .kinds import KindName, TaskKind, get_kind
@@ -357,7 +357,9 @@ def _teacher_hashes(folder: Path) -> dict[str, str]:
 
 def run(cfg: RunConfig) -> dict:
     """`calora-train`: teacher LoRA (trained or imported), then CA-LoRA on the compressed backbone."""
-    check_outputs(cfg)
-    ctx = prepare(cfg)
-    result = train_student(ctx, cfg.calora, ctx.task_dir / "calora")
-    return result
+    # A refusal found after OUT/TASK was made (a flag checked against the loaded backbone) leaves no
+    # empty folder behind; one that holds a checkpoint or a saved teacher stays.
+    with removed_if_unused(Path(cfg.out) / cfg.task, enabled=is_main()):
+        check_outputs(cfg)
+        ctx = prepare(cfg)
+        return train_student(ctx, cfg.calora, ctx.task_dir / "calora")
