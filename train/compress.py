@@ -139,14 +139,22 @@ def _slice_linear(lin: nn.Linear, rows=None, cols=None) -> nn.Linear:
     return new
 
 
+def _bert_layers(model: nn.Module):
+    """The encoder layers heads pruning works on (BERT family), or None for other backbones."""
+    layers = getattr(getattr(backbone_of(model), "encoder", None), "layer", None)
+    if layers is None or not hasattr(layers[0], "attention") or not hasattr(layers[0].attention, "self"):
+        return None
+    return layers
+
+
 def _prune_heads(model: nn.Module, fraction: float, kept: KeptChannels) -> None:
     """Remove the lowest-scoring attention heads of every layer (same count per layer; BERT
     family). Score of head h: ||W_v[h]|| * ||W_o[:, h]||. Rows of query/key/value and columns of
     the attention output projection are sliced away, so the stored model really shrinks."""
-    backbone = backbone_of(model)
-    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
-    if layers is None or not hasattr(layers[0], "attention") or not hasattr(layers[0].attention, "self"):
-        raise BackboneError(f"heads pruning supports BERT-family backbones only, not {type(backbone).__name__}")
+    layers = _bert_layers(model)
+    if layers is None:
+        raise BackboneError("heads pruning supports BERT-family backbones only, not "
+                            f"{type(backbone_of(model)).__name__}")
     n_heads = model.config.num_attention_heads
     head_dim = model.config.hidden_size // n_heads
     keep_n = _kept(n_heads, fraction)
@@ -188,8 +196,8 @@ def check_group_sizes(model: nn.Module, spec: CompressionSpec) -> None:
         if spec.prune_ffn:
             for _, out, _, _ in _ffn_blocks(model):
                 pruned[names[id(out)]] = (_kept(out.in_features, spec.prune_ffn), f"ffn:{spec.prune_ffn:g}")
-        layers = getattr(getattr(backbone_of(model), "encoder", None), "layer", None)
-        if spec.prune_heads and layers is not None and hasattr(layers[0], "attention"):
+        layers = _bert_layers(model)
+        if spec.prune_heads and layers is not None:
             n_heads = model.config.num_attention_heads
             width = _kept(n_heads, spec.prune_heads) * (model.config.hidden_size // n_heads)
             for layer in layers:
